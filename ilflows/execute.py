@@ -1,0 +1,72 @@
+"""The one place ilflows starts an external program (cp2k, dp, lmp, packmol)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from ilflows.settings import get_settings
+
+
+class EngineError(RuntimeError):
+    """An external program failed; the message names it, its folder and the end of its log."""
+
+
+def engine_env() -> dict[str, str]:
+    """Environment for engine runs: thread counts pinned, TensorFlow quiet."""
+    threads = str(get_settings().threads)
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS=threads,
+        DP_INTRA_OP_PARALLELISM_THREADS=threads,
+        DP_INTER_OP_PARALLELISM_THREADS="1",
+        TF_INTRA_OP_PARALLELISM_THREADS=threads,
+        TF_INTER_OP_PARALLELISM_THREADS="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    return env
+
+
+def require_executable(command: str, setting: str) -> str:
+    """Return the program of ``command`` or raise naming the setting that points at it."""
+    program = shlex.split(command)[0]
+    if shutil.which(program) is None:
+        raise EngineError(
+            f"executable '{program}' not found; install it (scripts/setup.sh) "
+            f"or set ILFLOWS_{setting.upper()} to its path"
+        )
+    return program
+
+
+def run_command(
+    command: str | list[str], workdir: Path, log_name: str, stdin: str | None = None
+) -> float:
+    """Run ``command`` in ``workdir`` with stdout/stderr to ``log_name``; return wall time in s.
+
+    Raises
+    ------
+    EngineError
+        When the program exits non-zero; the message carries the last lines of its log.
+    """
+    args = shlex.split(command) if isinstance(command, str) else list(command)
+    log = Path(workdir) / log_name
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.run(
+            args,
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            input=stdin,
+            text=True,
+            env=engine_env(),
+        )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
+        raise EngineError(f"{args[0]} exited {proc.returncode} in {workdir}: {tail}")
+    return wall

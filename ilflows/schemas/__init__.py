@@ -1,0 +1,38 @@
+"""Pydantic documents exchanged between ilflows jobs and kept in the JobStore."""
+
+from ilflows.schemas.campaign import CampaignSpec, SpecError, load_spec
+from ilflows.schemas.frames import Frame, FrameOrigin
+from ilflows.schemas.records import (
+    BIG_FIELDS,
+    DFTLabel,
+    DFTResult,
+    MDResult,
+    Exploration,
+    LearningCurvePoint,
+    ModelFile,
+    SelectedFrame,
+    SelectionRecord,
+    TrainingRun,
+    TrainResult,
+    Trajectory,
+)
+
+__all__ = [
+    "BIG_FIELDS",
+    "CampaignSpec",
+    "DFTLabel",
+    "DFTResult",
+    "MDResult",
+    "Exploration",
+    "Frame",
+    "FrameOrigin",
+    "LearningCurvePoint",
+    "ModelFile",
+    "SelectedFrame",
+    "SelectionRecord",
+    "SpecError",
+    "TrainingRun",
+    "TrainResult",
+    "Trajectory",
+    "load_spec",
+]

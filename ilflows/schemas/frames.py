@@ -1,0 +1,76 @@
+"""Atomic frames and where they came from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+
+class Frame(BaseModel):
+    """One periodic atomic configuration."""
+
+    species: list[str] = Field(description="Chemical symbol of each atom, in order.")
+    positions: list[list[float]] = Field(description="Cartesian positions, shape (n_atoms, 3), Å.")
+    cell: list[list[float]] = Field(description="Cell vectors as rows, shape (3, 3), Å.")
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of atoms."""
+        return len(self.species)
+
+    @property
+    def volume(self) -> float:
+        """Cell volume, Å^3."""
+        return float(abs(np.linalg.det(np.asarray(self.cell))))
+
+    def to_ase(self):
+        """Return the frame as a periodic :class:`ase.Atoms`."""
+        from ase import Atoms
+
+        return Atoms(self.species, positions=self.positions, cell=self.cell, pbc=True)
+
+    @classmethod
+    def from_ase(cls, atoms) -> Frame:
+        """Build a frame from an :class:`ase.Atoms` (positions and cell in Å)."""
+        return cls(
+            species=atoms.get_chemical_symbols(),
+            positions=atoms.get_positions().tolist(),
+            cell=np.asarray(atoms.get_cell()).tolist(),
+        )
+
+
+class FrameOrigin(BaseModel):
+    """How a frame was made; the identity of an explored frame is (campaign, iteration, walker, frame_index)."""
+
+    campaign: str = Field(description="Campaign name.")
+    stage: Literal["initial", "explored", "validation"] = Field(
+        description="initial: built before the loop; explored: taken from an MD exploration."
+    )
+    method: str = Field(description="How it was made: 'packmol', 'rattle', 'md'.")
+    equilibrated: bool = Field(
+        False, description="True for EQ structures (from MD), False for nEQ (packed, rattled)."
+    )
+    iteration: int | None = Field(None, description="Loop iteration of the exploration (explored frames).")
+    walker: int | None = Field(None, description="Index of the exploration (MD walker) in its iteration.")
+    frame_index: int | None = Field(None, description="Index of the frame in its exploration trajectory.")
+    md_step: int | None = Field(None, description="MD step at which the frame was written.")
+    deviation: float | None = Field(
+        None, description="Ensemble max force deviation of the frame when selected, eV/Å."
+    )
+    density_factor: float | None = Field(
+        None, description="Packed density divided by the composition's reference density (nEQ boxes)."
+    )
+    rattle_stdev: float | None = Field(None, description="Gaussian displacement applied per atom, Å.")
+    temperature: float | None = Field(None, description="MD temperature, K.")
+    seed: int | None = Field(None, description="Random seed used to make the frame.")
+    parent: str | None = Field(None, description="frame_id of the frame this one was derived from.")
+    index: int | None = Field(None, description="Index of an initial frame in its set.")
+
+    @property
+    def frame_id(self) -> str:
+        """Stable identity of the frame within its campaign."""
+        if self.stage == "explored":
+            return f"{self.campaign}/it{self.iteration}/w{self.walker}/f{self.frame_index}"
+        return f"{self.campaign}/{self.stage}/{self.index}"

@@ -1,0 +1,174 @@
+"""Documents that jobs return and the JobStore keeps: labels, trainings, explorations, selections.
+
+Every document carries ``kind``, ``campaign`` and ``iteration`` so that queries and indexes
+are the same on the embedded store and on MongoDB.  Big payloads (model files, trajectories)
+sit in fields named in :data:`BIG_FIELDS`, which jobs send to the JobStore's ``data`` store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ilflows.schemas.frames import Frame, FrameOrigin
+
+BIG_FIELDS = ["model_file", "trajectory"]
+
+
+class DFTResult(BaseModel):
+    """What a DFT engine returns for one frame."""
+
+    engine: str = Field(description="Engine name, e.g. 'cp2k-xtb'.")
+    parameters: dict = Field(description="Every input parameter the engine used.")
+    converged: bool = Field(description="True when the SCF converged and energy and forces were parsed.")
+    error: str | None = Field(None, description="Why the label failed, when it did.")
+    energy: float | None = Field(None, description="Total energy, eV.")
+    forces: list[list[float]] | None = Field(None, description="Atomic forces, shape (n_atoms, 3), eV/Å.")
+    stress: list[list[float]] | None = Field(
+        None, description="Stress tensor, pressure sign (positive when compressed), shape (3, 3), GPa."
+    )
+    wall_time: float = Field(description="Wall time of the engine run, s.")
+
+
+class DFTLabel(DFTResult):
+    """A labelled frame as stored: the engine result plus where the frame came from."""
+
+    kind: Literal["dft_label"] = "dft_label"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(description="Loop iteration that asked for the label (-1: initial set).")
+    frame_id: str = Field(description="Identity of the labelled frame, see FrameOrigin.frame_id.")
+    frame: Frame = Field(description="The labelled configuration.")
+    origin: FrameOrigin = Field(description="How the frame was made.")
+
+
+class ModelFile(BaseModel):
+    """A model file carried through the data store."""
+
+    name: str = Field(description="File name, e.g. 'model.pb'.")
+    sha256: str = Field(description="SHA-256 of the file content.")
+    size: int = Field(description="File size, bytes.")
+    content_b64: str = Field(description="File content, base64.")
+
+    @classmethod
+    def from_path(cls, path: Path) -> ModelFile:
+        """Read a file into a document."""
+        raw = Path(path).read_bytes()
+        return cls(
+            name=Path(path).name,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            size=len(raw),
+            content_b64=base64.b64encode(raw).decode(),
+        )
+
+    def write(self, path: Path) -> Path:
+        """Write the file, refusing content whose checksum does not match."""
+        raw = base64.b64decode(self.content_b64)
+        if hashlib.sha256(raw).hexdigest() != self.sha256:
+            raise ValueError(f"model file {self.name}: content does not match its sha256; it is corrupt")
+        Path(path).write_bytes(raw)
+        return Path(path)
+
+
+class LearningCurvePoint(BaseModel):
+    """One line of a training learning curve."""
+
+    step: int = Field(description="Training step.")
+    rmse_energy: float = Field(description="Training-batch energy RMSE, eV/atom.")
+    rmse_force: float = Field(description="Training-batch force RMSE, eV/Å.")
+    learning_rate: float = Field(description="Learning rate at this step.")
+
+
+class TrainResult(BaseModel):
+    """What a trainer returns for one ensemble member."""
+
+    engine: str = Field(description="Trainer name, e.g. 'deepmd'.")
+    seed: int = Field(description="Random seed of this member.")
+    type_map: list[str] = Field(description="Element of each model atom type, in order.")
+    hyperparameters: dict = Field(description="Full trainer input.")
+    learning_curve: list[LearningCurvePoint] = Field(description="Learning curve.")
+    rmse_energy: float = Field(description="Final training energy RMSE, eV/atom.")
+    rmse_force: float = Field(description="Final training force RMSE, eV/Å.")
+    wall_time: float = Field(description="Wall time of training and freezing, s.")
+    model_file: ModelFile = Field(description="Frozen model (data store).")
+
+
+class TrainingRun(TrainResult):
+    """One trained ensemble member as stored."""
+
+    kind: Literal["training"] = "training"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(description="Loop iteration.")
+    member: int = Field(description="Index of the model in its ensemble.")
+    n_frames: int = Field(description="Number of labelled frames trained on.")
+    label_ids: list[str] = Field(description="frame_id of every label trained on.")
+
+
+class Trajectory(BaseModel):
+    """Frames of one MD run (data store)."""
+
+    species: list[str] = Field(description="Chemical symbol of each atom.")
+    steps: list[int] = Field(description="MD step of each frame.")
+    positions: list[list[list[float]]] = Field(description="Positions, shape (n_frames, n_atoms, 3), Å.")
+    cells: list[list[list[float]]] = Field(description="Cells, shape (n_frames, 3, 3), Å.")
+
+    def frame(self, index: int) -> Frame:
+        """Return one frame."""
+        return Frame(species=self.species, positions=self.positions[index], cell=self.cells[index])
+
+
+class MDResult(BaseModel):
+    """What an explorer returns for one MD run with the ensemble."""
+
+    engine: str = Field(description="Explorer name, e.g. 'lammps-deepmd'.")
+    ensemble: str = Field(description="'nvt' or 'npt'.")
+    temperature: float = Field(description="Thermostat temperature, K.")
+    pressure: float | None = Field(None, description="Barostat pressure (NPT), bar.")
+    n_steps: int = Field(description="MD steps run.")
+    timestep: float = Field(description="Time step, fs.")
+    frame_every: int = Field(description="Steps between written frames.")
+    parameters: dict = Field(description="Every input parameter of the MD run.")
+    deviations: list[float] = Field(description="Ensemble max force deviation per frame, eV/Å.")
+    wall_time: float = Field(description="Wall time of the MD run, s.")
+    trajectory: Trajectory = Field(description="Written frames (data store).")
+
+
+class Exploration(MDResult):
+    """One MD exploration as stored."""
+
+    kind: Literal["exploration"] = "exploration"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(description="Loop iteration.")
+    walker: int = Field(description="Index of this MD run in its iteration.")
+    start_frame_id: str = Field(description="frame_id of the starting configuration.")
+
+
+class SelectedFrame(BaseModel):
+    """A candidate chosen for labelling."""
+
+    walker: int = Field(description="Exploration index in its iteration.")
+    frame_index: int = Field(description="Frame index in that exploration.")
+    deviation: float = Field(description="Ensemble max force deviation, eV/Å.")
+
+
+class SelectionRecord(BaseModel):
+    """The outcome of one iteration: deviation statistics, chosen candidates, convergence."""
+
+    kind: Literal["selection"] = "selection"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(description="Loop iteration.")
+    trust_lo: float = Field(description="Lower edge of the trust window, eV/Å.")
+    trust_hi: float = Field(description="Upper edge of the trust window, eV/Å.")
+    n_frames: int = Field(description="Frames explored.")
+    n_accurate: int = Field(description="Frames with deviation < trust_lo.")
+    n_candidate: int = Field(description="Frames with trust_lo <= deviation < trust_hi.")
+    n_failed: int = Field(description="Frames with deviation >= trust_hi.")
+    accurate_ratio: float = Field(description="n_accurate / n_frames.")
+    selected: list[SelectedFrame] = Field(description="Candidates sent to DFT.")
+    n_labels: int = Field(description="Converged labels the ensemble of this iteration trained on.")
+    n_failed_labels: int = Field(description="Labels that failed and were left out of training.")
+    converged: bool = Field(description="True when the campaign stops here because accurate_ratio met its threshold.")
+    stop_reason: str | None = Field(None, description="Why the loop stops here, if it does.")

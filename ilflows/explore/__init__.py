@@ -1,0 +1,50 @@
+"""Seam 3: explorers. Each engine runs MD with a model ensemble and records its deviation."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+from ilflows.schemas.campaign import ExploreSpec
+from ilflows.schemas.frames import Frame
+from ilflows.schemas.records import MDResult, ModelFile
+
+# Imported on demand so that choosing one engine never imports another's stack.
+EXPLORERS = {"lammps-deepmd": "ilflows.explore.lammps_deepmd:LammpsDeepmd"}
+
+
+class Explorer(Protocol):
+    """What the exploration job needs from an engine."""
+
+    name: str
+
+    def executables(self) -> list[tuple[str, str]]:
+        """Return (command, settings field) pairs of the programs :meth:`explore` runs."""
+        ...
+
+    def explore(
+        self,
+        models: list[ModelFile],
+        start: Frame,
+        type_map: list[str],
+        spec: ExploreSpec,
+        seed: int,
+        workdir: Path,
+    ) -> MDResult:
+        """Run MD from ``start`` driven by ``models[0]``, recording the ensemble deviation."""
+        ...
+
+
+def get_explorer(name: str) -> Explorer:
+    """Return an explorer instance by engine name.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is not a known explorer; the message lists the known ones.
+    """
+    if name not in EXPLORERS:
+        raise ValueError(f"unknown explorer '{name}'; known: {', '.join(sorted(EXPLORERS))}")
+    module, cls = EXPLORERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()

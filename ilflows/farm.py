@@ -1,0 +1,141 @@
+"""Submit campaigns to the LaunchPad and run a local worker on the embedded queue."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ilflows.schemas import CampaignSpec
+from ilflows.settings import IlflowsSettings, get_settings
+from ilflows.store import (
+    connect_jobstore,
+    get_launchpad,
+    hold_embedded_queue,
+    initialize_queue,
+    save_queue,
+)
+
+
+def check_executables(spec: CampaignSpec) -> None:
+    """Refuse a campaign whose engines are not installed, before anything is queued."""
+    from ilflows.dft import get_engine
+    from ilflows.execute import require_executable
+    from ilflows.explore import get_explorer
+    from ilflows.train import get_trainer
+
+    needs = [(get_settings().packmol_cmd, "packmol_cmd")]
+    for engine in (get_engine(spec.dft.engine), get_trainer(spec.train.engine), get_explorer(spec.explore.engine)):
+        needs += engine.executables()
+    for command, setting in needs:
+        require_executable(command, setting)
+
+
+def _campaign_wf(lp, name: str) -> dict | None:
+    return lp.workflows.find_one({"name": name}, {"nodes": 1, "state": 1})
+
+
+def _queue(lp, spec: CampaignSpec) -> bool:
+    """Add the campaign unless the queue already has it; return True when added."""
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from ilflows.loop import CampaignMaker
+
+    initialize_queue(lp)
+    if _campaign_wf(lp, spec.name) is not None:
+        return False
+    # store=None: each worker uses its own JobStore config, so no credentials enter the queue
+    lp.add_wf(flow_to_workflow(CampaignMaker(spec=spec).make(), store=None))
+    return True
+
+
+def submit(spec: CampaignSpec, settings: IlflowsSettings | None = None) -> bool:
+    """Queue a campaign on the configured LaunchPad; return False if it was already there."""
+    settings = settings or get_settings()
+    check_executables(spec)
+    with hold_embedded_queue(settings):
+        lp = get_launchpad(settings)
+        added = _queue(lp, spec)
+        save_queue(lp, settings)
+    return added
+
+
+@dataclass
+class Progress:
+    """State of a campaign's jobs after one job finished."""
+
+    job: str
+    state: str
+    seconds: float
+    done: int
+    total: int
+
+
+def campaign_progress(lp, name: str) -> tuple[int, int, int]:
+    """(completed, fizzled, total) jobs of a campaign's workflow."""
+    wf = _campaign_wf(lp, name)
+    if wf is None:
+        return 0, 0, 0
+    states = [fw["state"] for fw in lp.fireworks.find({"fw_id": {"$in": wf["nodes"]}}, {"state": 1})]
+    return states.count("COMPLETED"), states.count("FIZZLED"), len(states)
+
+
+def run_worker(
+    spec: CampaignSpec | None = None,
+    settings: IlflowsSettings | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[int, int, int]:
+    """Queue ``spec`` (if given and new) and run jobs until the queue has none ready.
+
+    Holds the embedded queue for the whole run and saves it after every job, so a killed worker
+    loses at most the job it was running; jobs left RUNNING by a dead worker are rerun first.
+    Returns the campaign's (completed, fizzled, total) jobs, or the queue's when no spec is given.
+    """
+    from fireworks import FWorker
+    from fireworks.core.rocket_launcher import launch_rocket
+    from jobflow import SETTINGS
+
+    settings = settings or get_settings()
+    if spec is not None:
+        check_executables(spec)
+    with hold_embedded_queue(settings):
+        lp = get_launchpad(settings)
+        if spec is not None:
+            _queue(lp, spec)
+        if settings.backend == "embedded":
+            # we hold the only lock, so anything still RUNNING belongs to a dead worker
+            lp.detect_lostruns(expiration_secs=0, rerun=True)
+        save_queue(lp, settings)
+        SETTINGS.JOB_STORE = connect_jobstore(settings)
+        settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        here = Path.cwd()
+        try:
+            while True:
+                launch_dir = Path(
+                    os.path.abspath(settings.runs_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns()}")
+                )
+                launch_dir.mkdir()
+                os.chdir(launch_dir)
+                t0 = time.perf_counter()
+                launched = launch_rocket(lp, FWorker(), strm_lvl="ERROR")
+                os.chdir(here)
+                save_queue(lp, settings)
+                if not launched:
+                    shutil.rmtree(launch_dir, ignore_errors=True)
+                    break
+                launch = lp.launches.find_one({"launch_dir": str(launch_dir)}, {"fw_id": 1, "state": 1})
+                fw = lp.fireworks.find_one({"fw_id": launch["fw_id"]}, {"name": 1, "state": 1})
+                if fw["state"] == "COMPLETED" and not settings.keep_workdirs:
+                    shutil.rmtree(launch_dir, ignore_errors=True)
+                if on_progress is not None and spec is not None:
+                    done, _, total = campaign_progress(lp, spec.name)
+                    on_progress(Progress(fw["name"], fw["state"], time.perf_counter() - t0, done, total))
+        finally:
+            os.chdir(here)
+        if spec is not None:
+            return campaign_progress(lp, spec.name)
+        states = [fw["state"] for fw in lp.fireworks.find({}, {"state": 1})]
+        return states.count("COMPLETED"), states.count("FIZZLED"), len(states)

@@ -1,0 +1,218 @@
+"""The concurrent-learning loop as a jobflow Maker with dynamic Responses.
+
+Flow of a campaign::
+
+    initial set ──> label x N ─┐
+                               ├─> train x M ──> explore x W ──> select (iteration 0)
+                                                                   │ Response(addition=...)
+                 label x (selected) ──> train x M ──> explore x W ──> select (iteration 1) ...
+
+Each ``select`` job classifies the explored frames by ensemble max force deviation, records
+the iteration, and either stops (accurate ratio reached, iteration cap, or nothing left to
+label) or adds one DFT job per chosen frame followed by the next iteration.  Labels travel as
+references to their jobs' outputs, so every label keeps its frame's origin (iteration,
+walker, frame index, deviation).  Training jobs wait on the labels queued just before them
+and read older labels from the JobStore by campaign and iteration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from jobflow import Flow, Job, Maker, OnMissing, Response, job
+
+from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker
+from ilflows.schemas import (
+    CampaignSpec,
+    Exploration,
+    Frame,
+    FrameOrigin,
+    InitialSet,
+    SelectedFrame,
+    SelectionRecord,
+    TrainingRun,
+)
+from ilflows.select import choose_candidates, classify
+
+# a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
+TOLERANT = {"on_missing_references": OnMissing.NONE}
+
+
+def type_map_of(spec: CampaignSpec) -> list[str]:
+    """Model atom types of the campaign: its elements in order of atomic number."""
+    from ase.data import atomic_numbers
+
+    from ilflows.systems import load_ion
+
+    elements = {el for ion in (spec.system.cation, spec.system.anion) for el in load_ion(ion).get_chemical_symbols()}
+    return sorted(elements, key=atomic_numbers.__getitem__)
+
+
+@dataclass
+class CampaignMaker(Maker):
+    """Build the whole DP-GEN-style campaign described by a :class:`CampaignSpec`."""
+
+    name: str = "campaign"
+    spec: CampaignSpec | None = None
+
+    def make(self) -> Flow:
+        """Return the campaign flow; everything after the initial set is added dynamically."""
+        if self.spec is None:
+            raise ValueError("CampaignMaker.spec is required")
+        initial = build_initial_set(self.spec)
+        initial.name = "initial set"
+        return Flow([initial], output=initial.output, name=self.spec.name)
+
+
+def label_jobs(spec: CampaignSpec, frames: list[tuple[Frame, FrameOrigin]], iteration: int) -> list[Job]:
+    """One DFT job per frame."""
+    maker = LabelMaker(campaign=spec.name, spec=spec.dft)
+    jobs = []
+    for frame, origin in frames:
+        label = maker.make(frame, origin, iteration)
+        label.name = f"label it{iteration} {origin.frame_id.split('/', 1)[1]}"
+        label.update_metadata({"campaign": spec.name, "iteration": iteration, "kind": "dft_label"})
+        jobs.append(label)
+    return jobs
+
+
+def iteration_flow(
+    spec: CampaignSpec,
+    iteration: int,
+    new_labels: list[Job],
+    starts: list[Frame],
+    start_ids: list[str],
+    type_map: list[str],
+) -> Flow:
+    """Label the new frames, train the ensemble on every label so far, explore, then select."""
+    labels = [j.output for j in new_labels]
+    trainer = TrainMaker(campaign=spec.name, spec=spec.train, type_map=type_map)
+    trains = []
+    for member in range(spec.train.n_models):
+        train = trainer.make(labels, iteration, member)
+        train.name = f"train it{iteration} m{member}"
+        train.update_config(TOLERANT)
+        trains.append(train)
+    models = [t.output.model_file for t in trains]
+    explorer = ExploreMaker(campaign=spec.name, spec=spec.explore, type_map=type_map)
+    explores = []
+    for walker, (start, start_id) in enumerate(zip(starts, start_ids, strict=True)):
+        explore = explorer.make(models, start, start_id, iteration, walker)
+        explore.name = f"explore it{iteration} w{walker}"
+        explores.append(explore)
+    select = select_and_continue(
+        spec,
+        iteration,
+        [e.output for e in explores],
+        trains[0].output,
+        starts,
+        start_ids,
+        type_map,
+    )
+    select.name = f"select it{iteration}"
+    select.update_config(TOLERANT)
+    jobs = [*trains, *explores, select]
+    for j in jobs:
+        j.update_metadata({"campaign": spec.name, "iteration": iteration})
+    return Flow([*new_labels, *jobs], output=select.output, name=f"iteration {iteration}")
+
+
+@job(output_schema=InitialSet)
+def build_initial_set(spec: CampaignSpec) -> Response:
+    """Pack the initial nEQ frames and the MD starting boxes, then queue their labels and iteration 0."""
+    from ilflows.systems import initial_frames, start_frames
+
+    t0 = time.perf_counter()
+    frames = initial_frames(spec, _folder("initial"))
+    starts = start_frames(spec, _folder("starts"), spec.explore.n_walkers)
+    type_map = type_map_of(spec)
+    labels = label_jobs(spec, frames, iteration=-1)
+    start_ids = [origin.frame_id for _, origin in starts]
+    loop = iteration_flow(spec, 0, labels, [f for f, _ in starts], start_ids, type_map)
+    record = InitialSet(
+        campaign=spec.name,
+        frame_ids=[origin.frame_id for _, origin in frames],
+        start_frame_ids=start_ids,
+        type_map=type_map,
+        wall_time=time.perf_counter() - t0,
+    )
+    return Response(output=record, addition=loop)
+
+
+def _folder(name: str):
+    from pathlib import Path
+
+    path = Path.cwd() / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@job(output_schema=SelectionRecord)
+def select_and_continue(
+    spec: CampaignSpec,
+    iteration: int,
+    explorations: list[Exploration | None],
+    training: TrainingRun | None,
+    starts: list[Frame],
+    start_ids: list[str],
+    type_map: list[str],
+) -> Response:
+    """Classify explored frames, record the iteration, and queue the next one unless it stops."""
+    done = [e for e in explorations if e is not None]
+    deviations = np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
+    owner = [(e, i) for e in done for i in range(len(e.deviations))]
+    window = classify(deviations, spec.select.trust_lo, spec.select.trust_hi)
+    chosen = choose_candidates(deviations, window.candidate, spec.select.max_candidates)
+    selected = [
+        SelectedFrame(walker=owner[i][0].walker, frame_index=owner[i][1], deviation=float(deviations[i]))
+        for i in chosen
+    ]
+    converged = bool(done) and window.accurate_ratio >= spec.loop.accurate_ratio
+    stop_reason = None
+    if converged:
+        stop_reason = f"accurate ratio {window.accurate_ratio:.3f} >= {spec.loop.accurate_ratio}"
+    elif not done:
+        stop_reason = "every exploration failed"
+    elif iteration + 1 >= spec.loop.max_iterations:
+        stop_reason = f"max_iterations ({spec.loop.max_iterations}) reached"
+    elif not selected:
+        stop_reason = "no candidate frames in the trust window"
+    record = SelectionRecord(
+        campaign=spec.name,
+        iteration=iteration,
+        trust_lo=spec.select.trust_lo,
+        trust_hi=spec.select.trust_hi,
+        n_frames=int(deviations.size),
+        n_accurate=int(window.accurate.sum()),
+        n_candidate=int(window.candidate.sum()),
+        n_failed=int(window.failed.sum()),
+        accurate_ratio=window.accurate_ratio,
+        selected=selected,
+        n_labels=training.n_frames if training else 0,
+        n_failed_labels=training.n_failed_labels if training else 0,
+        converged=converged,
+        stop_reason=stop_reason,
+    )
+    if stop_reason:
+        return Response(output=record)
+    frames = []
+    for i in chosen:
+        exploration, index = owner[i]
+        origin = FrameOrigin(
+            campaign=spec.name,
+            stage="explored",
+            method="md",
+            equilibrated=True,
+            iteration=iteration,
+            walker=exploration.walker,
+            frame_index=index,
+            md_step=exploration.trajectory.steps[index],
+            deviation=float(deviations[i]),
+            temperature=exploration.temperature,
+            parent=exploration.start_frame_id,
+        )
+        frames.append((exploration.trajectory.frame(index), origin))
+    nxt = iteration_flow(spec, iteration + 1, label_jobs(spec, frames, iteration), starts, start_ids, type_map)
+    return Response(output=record, addition=nxt)

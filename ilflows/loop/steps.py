@@ -1,0 +1,142 @@
+"""One jobflow Maker per seam: label a frame, train one member, explore with the ensemble.
+
+Each Maker picks its engine by name through the seam's lazy factory and runs it in the job's
+launch folder (FireWorks' launch_dir), then wraps the engine result into the stored document.
+Big fields (``model_file``, ``trajectory``) go to the JobStore's ``data`` store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from jobflow import Maker, job
+
+from ilflows.schemas import (
+    BIG_FIELDS,
+    DFTLabel,
+    Exploration,
+    Frame,
+    FrameOrigin,
+    ModelFile,
+    TrainingRun,
+)
+from ilflows.schemas.campaign import DFTSpec, ExploreSpec, TrainSpec
+
+ilflows_job = partial(job, data=BIG_FIELDS)
+
+
+def _workdir(name: str) -> Path:
+    """A fresh folder for one engine run inside the job's launch folder."""
+    path = Path.cwd() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class LabelMaker(Maker):
+    """Label one frame with the campaign's DFT engine.
+
+    A label that fails (SCF not converged, engine crash) is returned with ``converged=False``
+    and its reason, so the campaign goes on and training leaves the frame out.
+    """
+
+    name: str = "label"
+    campaign: str = ""
+    spec: DFTSpec = field(default_factory=DFTSpec)
+
+    @ilflows_job(output_schema=DFTLabel)
+    def make(self, frame: Frame, origin: FrameOrigin, iteration: int) -> DFTLabel:
+        """Run the engine on ``frame`` and return the label with the frame's provenance."""
+        from ilflows.dft import get_engine
+
+        result = get_engine(self.spec.engine).label(frame, self.spec, _workdir("dft"))
+        return DFTLabel(
+            **result.model_dump(),
+            campaign=self.campaign,
+            iteration=iteration,
+            frame_id=origin.frame_id,
+            frame=frame,
+            origin=origin,
+        )
+
+
+@dataclass
+class TrainMaker(Maker):
+    """Train one ensemble member on every converged label given."""
+
+    name: str = "train"
+    campaign: str = ""
+    spec: TrainSpec = field(default_factory=TrainSpec)
+    type_map: list[str] = field(default_factory=list)
+
+    @ilflows_job(output_schema=TrainingRun)
+    def make(self, new_labels: list[DFTLabel | None], iteration: int, member: int) -> TrainingRun:
+        """Train member ``member`` (seed ``spec.seed + member``) on every label so far.
+
+        ``new_labels`` are the labels queued by the previous iteration (references, so this job
+        waits for them); older ones are read from the JobStore.  Missing or failed labels are
+        left out and counted.
+        """
+        from jobflow import CURRENT_JOB
+
+        from ilflows.train import get_trainer
+
+        older = earlier_labels(CURRENT_JOB.store, self.campaign, before_iteration=iteration - 1)
+        labels = older + list(new_labels)
+        good = [lab for lab in labels if lab is not None and lab.converged]
+        trainer = get_trainer(self.spec.engine)
+        seed = self.spec.seed + member
+        result = trainer.train(
+            good, self.type_map, trainer.hyperparameters(self.spec, self.type_map, seed), _workdir("train")
+        )
+        return TrainingRun(
+            **result.model_dump(),
+            campaign=self.campaign,
+            iteration=iteration,
+            member=member,
+            n_frames=len(good),
+            n_failed_labels=len(labels) - len(good),
+            label_ids=[lab.frame_id for lab in good],
+        )
+
+
+def earlier_labels(store, campaign: str, before_iteration: int) -> list[DFTLabel]:
+    """Labels of ``campaign`` queued by iterations before ``before_iteration`` (initial set: -1)."""
+    criteria = {
+        "output.kind": "dft_label",
+        "output.campaign": campaign,
+        "output.iteration": {"$lt": before_iteration},
+    }
+    docs = store.query(criteria=criteria, properties=["output"], sort={"output.frame_id": 1})
+    return [DFTLabel.model_validate(d["output"]) for d in docs]
+
+
+@dataclass
+class ExploreMaker(Maker):
+    """Run one MD walker with the whole ensemble and record per-frame deviations."""
+
+    name: str = "explore"
+    campaign: str = ""
+    spec: ExploreSpec = field(default_factory=ExploreSpec)
+    type_map: list[str] = field(default_factory=list)
+
+    @ilflows_job(output_schema=Exploration)
+    def make(
+        self, models: list[ModelFile], start: Frame, start_frame_id: str, iteration: int, walker: int
+    ) -> Exploration:
+        """Explore from ``start``; the MD seed depends on iteration and walker."""
+        from ilflows.explore import get_explorer
+
+        seed = 1000 * iteration + walker + 1
+        result = get_explorer(self.spec.engine).explore(
+            models, start, self.type_map, self.spec, seed, _workdir("md")
+        )
+        return Exploration(
+            **result.model_dump(),
+            campaign=self.campaign,
+            iteration=iteration,
+            walker=walker,
+            start_frame_id=start_frame_id,
+        )

@@ -1,0 +1,198 @@
+"""Build the FireWorks LaunchPad and the jobflow JobStore from settings.
+
+Two backends:
+
+* ``mongodb``: ``launchpad_configs/my_launchpad.yaml`` and a jobflow config with a MongoStore
+  for documents and a GridFSStore for big objects; ``${VAR}`` in either file is filled from
+  the environment so passwords stay out of the repository, specs and job documents.
+* ``embedded`` (default, no server): FireWorks' own mongomock mode for the LaunchPad (one
+  JSON file) and maggma MontyStores on sqlite for the JobStore.  mongomock keeps the whole
+  queue in memory and has no locking, so one ``ilflows run`` process at a time may hold the
+  queue (:func:`hold_embedded_queue`); it writes the file atomically after every change
+  (:func:`save_queue`), and nothing else ever writes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from ilflows.settings import IlflowsSettings, get_settings
+
+_ENV_REF = re.compile(r"\$\{(\w+)\}")
+JOBSTORE_INDEXES = ["output.kind", "output.campaign", "output.iteration", "output.frame_id"]
+
+
+class StoreBusyError(RuntimeError):
+    """The embedded queue is held by another process."""
+
+
+class StoreConfigError(RuntimeError):
+    """A store configuration file is missing or names an unset environment variable."""
+
+
+def queue_file(settings: IlflowsSettings) -> Path:
+    """The embedded LaunchPad file."""
+    return (settings.home / "launchpad.json").resolve()
+
+
+def prepare_fireworks(settings: IlflowsSettings | None = None) -> None:
+    """Point FireWorks at the embedded queue file; call before anything imports fireworks.
+
+    FireWorks picks mongomock or pymongo once, when ``fireworks.fw_config`` is first imported,
+    from ``MONGOMOCK_SERVERSTORE_FILE``.
+    """
+    settings = settings or get_settings()
+    embedded = settings.backend == "embedded"
+    if embedded:
+        os.environ["MONGOMOCK_SERVERSTORE_FILE"] = str(queue_file(settings))
+    elif "MONGOMOCK_SERVERSTORE_FILE" in os.environ and "fireworks.fw_config" not in sys.modules:
+        del os.environ["MONGOMOCK_SERVERSTORE_FILE"]
+    if "fireworks.fw_config" in sys.modules:
+        import fireworks.fw_config as fw_config
+
+        if bool(fw_config.MONGOMOCK_SERVERSTORE_FILE) != embedded:
+            raise RuntimeError(
+                "fireworks was imported before ilflows chose its backend; "
+                "call ilflows.store.prepare_fireworks() first"
+            )
+
+
+def _fill_env(value, source: Path):
+    """Replace ``${VAR}`` in the string values of a parsed config (comments are never touched)."""
+    if isinstance(value, dict):
+        filled = {k: _fill_env(v, source) for k, v in value.items()}
+        if isinstance(filled.get("port"), str):  # "${PORT}" arrives as text
+            filled["port"] = int(filled["port"])
+        return filled
+    if isinstance(value, list):
+        return [_fill_env(v, source) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def env(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise StoreConfigError(f"{source}: environment variable {name} is not set; export it before running")
+        return os.environ[name]
+
+    return _ENV_REF.sub(env, value)
+
+
+def _read_config(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise StoreConfigError(
+            f"{path} not found; copy it from launchpad_configs/ or set ILFLOWS_BACKEND=embedded"
+        )
+    return _fill_env(yaml.safe_load(path.read_text()), path)
+
+
+def get_launchpad(settings: IlflowsSettings | None = None):
+    """Return the configured :class:`fireworks.LaunchPad` (never connects by itself)."""
+    settings = settings or get_settings()
+    prepare_fireworks(settings)
+    from fireworks import LaunchPad
+
+    if settings.backend == "mongodb":
+        return LaunchPad.from_dict(_read_config(settings.launchpad_file))
+    path = queue_file(settings)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, "{}")
+    lp = LaunchPad(host="localhost", name="ilflows", strm_lvl="WARNING")
+    # mongomock_persistence writes the whole file, non-atomically, when the client is garbage
+    # collected; every process would then overwrite the others.  Only save_queue writes.
+    lp.connection._store._finalizer.detach()
+    return lp
+
+
+def initialize_queue(lp) -> None:
+    """Create FireWorks' id counters in an empty LaunchPad database (never touches a used one)."""
+    if lp.fw_id_assigner.count_documents({}) == 0:
+        lp.reset("", require_password=False)
+
+
+def save_queue(lp, settings: IlflowsSettings | None = None) -> None:
+    """Write the embedded queue atomically (no-op on MongoDB, which persists by itself)."""
+    settings = settings or get_settings()
+    if settings.backend != "embedded":
+        return
+    import bson.json_util
+
+    _atomic_write(queue_file(settings), bson.json_util.dumps(lp.connection._store.to_dict()))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def hold_embedded_queue(settings: IlflowsSettings | None = None) -> Iterator[None]:
+    """Hold the embedded queue exclusively, or raise :class:`StoreBusyError` at once."""
+    settings = settings or get_settings()
+    if settings.backend != "embedded":
+        yield
+        return
+    lock_path = queue_file(settings).with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise StoreBusyError(
+                f"the embedded queue {queue_file(settings)} is held by {holder}; wait for it to finish "
+                "(only one worker may run on the embedded store; use ILFLOWS_BACKEND=mongodb for more)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} ({' '.join(sys.argv[:2])})")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def get_jobstore(settings: IlflowsSettings | None = None):
+    """Return the configured :class:`jobflow.JobStore` with a ``data`` store for big objects."""
+    settings = settings or get_settings()
+    from jobflow import JobStore
+
+    if settings.backend == "mongodb":
+        config = _read_config(settings.jobstore_file)
+        return JobStore.from_dict_spec(config.get("JOB_STORE", config))
+    from maggma.stores import MontyStore
+
+    path = str((settings.home / "jobstore").resolve())
+    Path(path).mkdir(parents=True, exist_ok=True)
+    docs = MontyStore("outputs", database_path=path, database_name="ilflows", storage="sqlite")
+    data = MontyStore("outputs_data", database_path=path, database_name="ilflows", storage="sqlite")
+    return JobStore(docs, additional_stores={"data": data})
+
+
+def connect_jobstore(settings: IlflowsSettings | None = None):
+    """Return a connected JobStore, with ilflows' query indexes in place on MongoDB."""
+    settings = settings or get_settings()
+    store = get_jobstore(settings)
+    store.connect()
+    if settings.backend == "mongodb":  # montydb has no indexes; it scans
+        for key in JOBSTORE_INDEXES:
+            store.docs_store.ensure_index(key)
+    return store

@@ -1,0 +1,155 @@
+"""Read campaign records back from the JobStore with plain maggma queries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+def _outputs(store, kind: str, campaign: str | None, extra: dict | None = None, fields=None) -> list[dict]:
+    criteria = {"output.kind": kind, **(extra or {})}
+    if campaign is not None:
+        criteria["output.campaign"] = campaign
+    properties = None if fields is None else [f"output.{f}" for f in fields]
+    docs = store.query(criteria=criteria, properties=properties, load=False)
+    return [d["output"] for d in docs]
+
+
+def campaigns(store) -> list[str]:
+    """Names of the campaigns with records in the store."""
+    return sorted(store.docs_store.distinct("output.campaign", criteria={"output.kind": "initial_set"}))
+
+
+LABEL_FIELDS = ["frame_id", "iteration", "converged", "error", "energy", "engine", "wall_time", "origin", "frame"]
+
+
+def labels(store, campaign: str | None = None, iteration: int | None = None) -> list[dict]:
+    """One row per DFT label: identity, origin, energy per atom and outcome."""
+    extra = {} if iteration is None else {"output.iteration": iteration}
+    rows = []
+    for out in _outputs(store, "dft_label", campaign, extra, LABEL_FIELDS):
+        n_atoms = len(out["frame"]["species"])
+        rows.append(
+            {
+                "frame_id": out["frame_id"],
+                "iteration": out["iteration"],
+                "converged": out["converged"],
+                "energy_per_atom_eV": None if out["energy"] is None else out["energy"] / n_atoms,
+                "n_atoms": n_atoms,
+                "method": out["origin"]["method"],
+                "deviation_eV_A": out["origin"].get("deviation"),
+                "engine": out["engine"],
+                "wall_time_s": round(out["wall_time"], 3),
+                "error": out["error"],
+            }
+        )
+    return sorted(rows, key=lambda r: (r["iteration"], r["frame_id"]))
+
+
+def trainings(store, campaign: str | None = None) -> list[dict]:
+    """One row per trained model."""
+    fields = ["iteration", "member", "seed", "engine", "n_frames", "rmse_energy", "rmse_force", "wall_time"]
+    rows = _outputs(store, "training", campaign, fields=fields)
+    return sorted(rows, key=lambda r: (r["iteration"], r["member"]))
+
+
+def explorations(store, campaign: str | None = None) -> list[dict]:
+    """One row per MD exploration, with its deviation summary."""
+    fields = ["iteration", "walker", "engine", "ensemble", "temperature", "n_steps", "deviations", "wall_time"]
+    rows = []
+    for out in _outputs(store, "exploration", campaign, fields=fields):
+        dev = np.asarray(out.pop("deviations"), dtype=float)
+        out.update(n_frames=int(dev.size), max_deviation=float(np.nanmax(dev)) if dev.size else None)
+        rows.append(out)
+    return sorted(rows, key=lambda r: (r["iteration"], r["walker"]))
+
+
+def frames_by_deviation(store, campaign: str | None, lo: float, hi: float) -> list[dict]:
+    """Explored frames with ``lo <= deviation < hi`` (eV/Å)."""
+    fields = ["campaign", "iteration", "walker", "deviations", "frame_every"]
+    rows = []
+    for out in _outputs(store, "exploration", campaign, fields=fields):
+        dev = np.asarray(out["deviations"], dtype=float)
+        for index in np.flatnonzero((dev >= lo) & (dev < hi)):
+            rows.append(
+                {
+                    "campaign": out["campaign"],
+                    "iteration": out["iteration"],
+                    "walker": out["walker"],
+                    "frame_index": int(index),
+                    "md_step": int(index) * out["frame_every"],
+                    "deviation_eV_A": float(dev[index]),
+                }
+            )
+    return sorted(rows, key=lambda r: (r["iteration"], r["walker"], r["frame_index"]))
+
+
+@dataclass
+class IterationRow:
+    """One line of the per-iteration table."""
+
+    iteration: int
+    labels: int
+    failed_labels: int
+    new_labels: int
+    frames: int
+    accurate: int
+    candidate: int
+    failed: int
+    accurate_ratio: float
+    rmse_e_meV_atom: float | None
+    rmse_f_eV_A: float | None
+    converged: bool
+    stop_reason: str | None
+
+
+def iteration_table(store, campaign: str) -> list[IterationRow]:
+    """Per iteration: labels trained on, window counts, mean training RMSE, outcome."""
+    rmse: dict[int, list[tuple[float, float]]] = {}
+    for t in trainings(store, campaign):
+        rmse.setdefault(t["iteration"], []).append((t["rmse_energy"], t["rmse_force"]))
+    rows = []
+    for s in sorted(_outputs(store, "selection", campaign), key=lambda s: s["iteration"]):
+        pairs = np.asarray(rmse.get(s["iteration"], []), dtype=float).reshape(-1, 2)
+        rows.append(
+            IterationRow(
+                iteration=s["iteration"],
+                labels=s["n_labels"],
+                failed_labels=s["n_failed_labels"],
+                new_labels=len(s["selected"]),
+                frames=s["n_frames"],
+                accurate=s["n_accurate"],
+                candidate=s["n_candidate"],
+                failed=s["n_failed"],
+                accurate_ratio=s["accurate_ratio"],
+                rmse_e_meV_atom=float(pairs[:, 0].mean() * 1000) if pairs.size else None,
+                rmse_f_eV_A=float(pairs[:, 1].mean()) if pairs.size else None,
+                converged=s["converged"],
+                stop_reason=s["stop_reason"],
+            )
+        )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table of dict rows, columns in first-row order."""
+    if not rows:
+        return "(none)"
+    cols = list(rows[0])
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v)
+
+    body = [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+def table_rows(rows: list[IterationRow]) -> list[dict]:
+    """Iteration rows as dicts for printing or JSON."""
+    return [asdict(r) for r in rows]

@@ -1,0 +1,62 @@
+"""Seam 2: ensemble trainers. Each engine turns labelled frames into one frozen model."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+from ilflows.schemas.campaign import TrainSpec
+from ilflows.schemas.records import DFTLabel, TrainResult
+
+# Imported on demand so that choosing one engine never imports another's heavy stack.
+TRAINERS = {"deepmd": "ilflows.train.deepmd:DeepmdTrainer"}
+
+
+class Trainer(Protocol):
+    """What the training job needs from an engine."""
+
+    name: str
+
+    def executables(self) -> list[tuple[str, str]]:
+        """Return (command, settings field) pairs of the programs :meth:`train` runs."""
+        ...
+
+    def hyperparameters(self, spec: TrainSpec, type_map: list[str], seed: int) -> dict:
+        """Return the engine input: ``spec.preset`` deep-merged with ``spec.overrides``, seeded."""
+        ...
+
+    def train(
+        self, labels: list[DFTLabel], type_map: list[str], hyperparameters: dict, workdir: Path
+    ) -> TrainResult:
+        """Train one model in ``workdir`` (seed taken from ``hyperparameters``)."""
+        ...
+
+
+def get_trainer(name: str) -> Trainer:
+    """Return a trainer instance by engine name.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is not a known trainer; the message lists the known ones.
+    """
+    if name not in TRAINERS:
+        raise ValueError(f"unknown trainer '{name}'; known: {', '.join(sorted(TRAINERS))}")
+    module, cls = TRAINERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """Return a copy of ``base`` with ``overrides`` merged in, nested dicts key by key.
+
+    A non-dict override value (lists included) replaces the base value whole.
+    """
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

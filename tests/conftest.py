@@ -1,0 +1,78 @@
+"""Shared fixtures: the 20 peer CP2K-xTB frames and a tiny DeePMD ensemble trained on them."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ilflows.schemas.campaign import TrainSpec
+from ilflows.schemas.frames import Frame, FrameOrigin
+from ilflows.schemas.records import DFTLabel, ModelFile, TrainResult
+
+PEER_DATA = Path(__file__).resolve().parents[2] / "shared/peer-dpgen/init_data/ip35"
+TYPE_MAP = ["H", "B", "C", "N", "F"]
+# A few steps are enough for models that load, run MD and disagree with each other.
+FEW_STEPS = {"training": {"numb_steps": 20, "disp_freq": 10, "save_freq": 20}}
+
+
+@pytest.fixture(scope="session")
+def type_map() -> list[str]:
+    return list(TYPE_MAP)
+
+
+@pytest.fixture(scope="session")
+def peer_labels() -> list[DFTLabel]:
+    """The peer's 20 labelled frames of one PYR14+ BF4- pair as DFTLabel documents."""
+    if not PEER_DATA.is_dir():
+        pytest.skip(f"peer data not found at {PEER_DATA}")
+    type_map = (PEER_DATA / "type_map.raw").read_text().split()
+    species = [type_map[int(t)] for t in (PEER_DATA / "type.raw").read_text().split()]
+    data = {k: np.load(PEER_DATA / "set.000" / f"{k}.npy") for k in ("box", "coord", "energy", "force")}
+    labels = []
+    for i in range(len(data["energy"])):
+        origin = FrameOrigin(campaign="peer", stage="initial", method="md", index=i)
+        labels.append(
+            DFTLabel(
+                engine="cp2k-xtb",
+                parameters={"source": "peer-dpgen init_data/ip35"},
+                converged=True,
+                energy=float(data["energy"][i].item()),
+                forces=data["force"][i].reshape(-1, 3).tolist(),
+                wall_time=0.0,
+                campaign="peer",
+                iteration=-1,
+                frame_id=origin.frame_id,
+                frame=Frame(
+                    species=species,
+                    positions=data["coord"][i].reshape(-1, 3).tolist(),
+                    cell=data["box"][i].reshape(3, 3).tolist(),
+                ),
+                origin=origin,
+            )
+        )
+    return labels
+
+
+@pytest.fixture(scope="session")
+def tiny_train_results(peer_labels, type_map, tmp_path_factory) -> list[TrainResult]:
+    """Four tiny DeePMD models (seeds 1-4) of a few steps, trained two at a time."""
+    from ilflows.train import get_trainer
+
+    trainer = get_trainer("deepmd")
+    spec = TrainSpec(preset="tiny", overrides=FEW_STEPS)
+    root = tmp_path_factory.mktemp("tiny_models")
+
+    def member(i: int) -> TrainResult:
+        params = trainer.hyperparameters(spec, type_map, seed=spec.seed + i)
+        return trainer.train(peer_labels, type_map, params, root / f"m{i}")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(member, range(4)))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_train_results) -> list[ModelFile]:
+    return [result.model_file for result in tiny_train_results]

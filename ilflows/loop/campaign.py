@@ -66,12 +66,14 @@ class CampaignMaker(Maker):
         return Flow([initial], output=initial.output, name=self.spec.name)
 
 
-def label_jobs(spec: CampaignSpec, frames: list[tuple[Frame, FrameOrigin]], iteration: int) -> list[Job]:
-    """One DFT job per frame."""
+def label_jobs(
+    spec: CampaignSpec, frames: list[tuple[Frame | None, FrameOrigin]], iteration: int
+) -> list[Job]:
+    """One DFT job per frame (None: an explored frame the job reads from the store)."""
     maker = LabelMaker(campaign=spec.name, spec=spec.dft)
     jobs = []
     for frame, origin in frames:
-        label = maker.make(frame, origin, iteration)
+        label = maker.make(origin, iteration, frame)
         label.name = f"label it{iteration} {origin.frame_id.split('/', 1)[1]}"
         label.update_metadata({"campaign": spec.name, "iteration": iteration, "kind": "dft_label"})
         jobs.append(label)
@@ -213,6 +215,6 @@ def select_and_continue(
             temperature=exploration.temperature,
             parent=exploration.start_frame_id,
         )
-        frames.append((exploration.trajectory.frame(index), origin))
+        frames.append((None, origin))
     nxt = iteration_flow(spec, iteration + 1, label_jobs(spec, frames, iteration), starts, start_ids, type_map)
     return Response(output=record, addition=nxt)

@@ -21,6 +21,7 @@ from ilflows.schemas import (
     FrameOrigin,
     ModelFile,
     TrainingRun,
+    Trajectory,
 )
 from ilflows.schemas.campaign import DFTSpec, ExploreSpec, TrainSpec
 
@@ -47,10 +48,18 @@ class LabelMaker(Maker):
     spec: DFTSpec = field(default_factory=DFTSpec)
 
     @ilflows_job(output_schema=DFTLabel)
-    def make(self, frame: Frame, origin: FrameOrigin, iteration: int) -> DFTLabel:
-        """Run the engine on ``frame`` and return the label with the frame's provenance."""
+    def make(self, origin: FrameOrigin, iteration: int, frame: Frame | None = None) -> DFTLabel:
+        """Run the engine on the frame and return the label with the frame's provenance.
+
+        ``frame`` is None for explored frames: they are read from their exploration's
+        trajectory in the store, which keeps queued job specs small.
+        """
+        from jobflow import CURRENT_JOB
+
         from ilflows.dft import get_engine
 
+        if frame is None:
+            frame = explored_frame(CURRENT_JOB.store, origin)
         result = get_engine(self.spec.engine).label(frame, self.spec, _workdir("dft"))
         return DFTLabel(
             **result.model_dump(),
@@ -60,6 +69,20 @@ class LabelMaker(Maker):
             frame=frame,
             origin=origin,
         )
+
+
+def explored_frame(store, origin: FrameOrigin) -> Frame:
+    """Read one explored frame from its exploration's trajectory (data store)."""
+    criteria = {
+        "output.kind": "exploration",
+        "output.campaign": origin.campaign,
+        "output.iteration": origin.iteration,
+        "output.walker": origin.walker,
+    }
+    doc = store.query_one(criteria=criteria, properties=["output.trajectory"], load=True)
+    if doc is None:
+        raise LookupError(f"no exploration for {origin.frame_id} in the store")
+    return Trajectory.model_validate(doc["output"]["trajectory"]).frame(origin.frame_index)
 
 
 @dataclass

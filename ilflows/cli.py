@@ -34,7 +34,11 @@ def cmd_run(args) -> int:
 
     def show(p) -> None:
         clock = time.perf_counter() - t0
-        print(f"[{clock:7.1f} s] {p.done:3d}/{p.total:<3d} jobs done  {p.job:<28s} {p.state} ({p.seconds:.1f} s)", flush=True)
+        print(
+            f"[{clock:7.1f} s] {p.done:3d}/{p.total:<3d} jobs done  "
+            f"{p.job:<28s} {p.state} ({p.seconds:.1f} s)",
+            flush=True,
+        )
 
     print(f"campaign {spec.name}: store {settings.backend} at {settings.home}", flush=True)
     done, fizzled, total = run_worker(spec, settings, on_progress=None if args.quiet else show)
@@ -113,12 +117,16 @@ def cmd_query(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser."""
+    """Build the argument parser."""
     p = argparse.ArgumentParser(prog="ilflows", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for name, func, text in [
         ("run", cmd_run, "queue SPEC on the embedded store and run it here, showing progress"),
-        ("submit", cmd_submit, "queue SPEC on the configured LaunchPad for rlaunch/qlaunch workers"),
+        (
+            "submit",
+            cmd_submit,
+            "queue SPEC on the configured LaunchPad for rlaunch/qlaunch workers",
+        ),
         ("check", cmd_check, "validate SPEC and its executables without queueing"),
     ]:
         s = sub.add_parser(name, help=text)

@@ -42,10 +42,10 @@ def require_executable(command: str, setting: str) -> str:
     return program
 
 
-def run_command(
-    command: str | list[str], workdir: Path, log_name: str, stdin: str | None = None
-) -> float:
+def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: Path | None = None) -> float:
     """Run ``command`` in ``workdir`` with stdout/stderr to ``log_name``; return wall time in s.
+
+    ``stdin`` names a file given as standard input (a real file: Packmol rewinds it).
 
     Raises
     ------
@@ -55,15 +55,9 @@ def run_command(
     args = shlex.split(command) if isinstance(command, str) else list(command)
     log = Path(workdir) / log_name
     start = time.perf_counter()
-    with open(log, "w") as out:
+    with open(log, "w") as out, open(stdin or os.devnull) as source:
         proc = subprocess.run(
-            args,
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            input=stdin,
-            text=True,
-            env=engine_env(),
+            args, cwd=workdir, stdin=source, stdout=out, stderr=subprocess.STDOUT, env=engine_env()
         )
     wall = time.perf_counter() - start
     if proc.returncode != 0:

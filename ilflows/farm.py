@@ -28,7 +28,11 @@ def check_executables(spec: CampaignSpec) -> None:
     from ilflows.train import get_trainer
 
     needs = [(get_settings().packmol_cmd, "packmol_cmd")]
-    for engine in (get_engine(spec.dft.engine), get_trainer(spec.train.engine), get_explorer(spec.explore.engine)):
+    for engine in (
+        get_engine(spec.dft.engine),
+        get_trainer(spec.train.engine),
+        get_explorer(spec.explore.engine),
+    ):
         needs += engine.executables()
     for command, setting in needs:
         require_executable(command, setting)
@@ -115,7 +119,9 @@ def run_worker(
         try:
             while True:
                 launch_dir = Path(
-                    os.path.abspath(settings.runs_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns()}")
+                    os.path.abspath(
+                        settings.runs_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns()}"
+                    )
                 )
                 launch_dir.mkdir()
                 os.chdir(launch_dir)

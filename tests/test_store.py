@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 MONGO_ENV = {
     "ILFLOWS_BACKEND": "mongodb",
@@ -44,10 +42,31 @@ def test_mongodb_config_builds_launchpad_and_stores_without_connecting():
     proc = _python(PROBE, MONGO_ENV)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
-    assert got["lp"] == ["pymongo.synchronous.mongo_client", "mongo.cluster.example", 27018,
-                         "il_campaigns", "alice", "s3cret", True]
-    assert got["docs"] == ["MongoStore", "mongo.cluster.example", 27018, "il_campaigns", "alice", "s3cret", "outputs"]
-    assert got["data"] == ["GridFSStore", "mongo.cluster.example", "il_campaigns", "alice", "outputs_blobs"]
+    assert got["lp"] == [
+        "pymongo.synchronous.mongo_client",
+        "mongo.cluster.example",
+        27018,
+        "il_campaigns",
+        "alice",
+        "s3cret",
+        True,
+    ]
+    assert got["docs"] == [
+        "MongoStore",
+        "mongo.cluster.example",
+        27018,
+        "il_campaigns",
+        "alice",
+        "s3cret",
+        "outputs",
+    ]
+    assert got["data"] == [
+        "GridFSStore",
+        "mongo.cluster.example",
+        "il_campaigns",
+        "alice",
+        "outputs_blobs",
+    ]
 
 
 def test_mongodb_config_names_the_missing_variable():
@@ -76,9 +95,14 @@ def test_embedded_queue_survives_a_new_process_and_refuses_a_second_holder(tmp_p
     _python(read, env)
     assert (tmp_path / "launchpad.json").stat().st_mtime_ns == before
 
-    hold = "from ilflows.store import hold_embedded_queue\nimport time\nwith hold_embedded_queue():\n    print('held', flush=True); time.sleep(30)\n"
+    hold = (
+        "from ilflows.store import hold_embedded_queue\nimport time\n"
+        "with hold_embedded_queue():\n    print('held', flush=True); time.sleep(30)\n"
+    )
     full = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
-    holder = subprocess.Popen([sys.executable, "-c", hold], env={**full, **env}, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold], env={**full, **env}, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         second = _python(write, env)

@@ -18,7 +18,7 @@ and read older labels from the JobStore by campaign and iteration.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, Response, job
@@ -46,7 +46,9 @@ def type_map_of(spec: CampaignSpec) -> list[str]:
 
     from ilflows.systems import load_ion
 
-    elements = {el for ion in (spec.system.cation, spec.system.anion) for el in load_ion(ion).get_chemical_symbols()}
+    elements = {
+        el for ion in (spec.system.cation, spec.system.anion) for el in load_ion(ion).get_chemical_symbols()
+    }
     return sorted(elements, key=atomic_numbers.__getitem__)
 
 
@@ -163,7 +165,9 @@ def select_and_continue(
 ) -> Response:
     """Classify explored frames, record the iteration, and queue the next one unless it stops."""
     done = [e for e in explorations if e is not None]
-    deviations = np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
+    deviations = (
+        np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
+    )
     owner = [(e, i) for e in done for i in range(len(e.deviations))]
     window = classify(deviations, spec.select.trust_lo, spec.select.trust_hi)
     chosen = choose_candidates(deviations, window.candidate, spec.select.max_candidates)
@@ -216,5 +220,7 @@ def select_and_continue(
             parent=exploration.start_frame_id,
         )
         frames.append((None, origin))
-    nxt = iteration_flow(spec, iteration + 1, label_jobs(spec, frames, iteration), starts, start_ids, type_map)
+    nxt = iteration_flow(
+        spec, iteration + 1, label_jobs(spec, frames, iteration), starts, start_ids, type_map
+    )
     return Response(output=record, addition=nxt)

@@ -29,7 +29,7 @@ ilflows_job = partial(job, data=BIG_FIELDS)
 
 
 def _workdir(name: str) -> Path:
-    """A fresh folder for one engine run inside the job's launch folder."""
+    """Make a fresh folder for one engine run inside the job's launch folder."""
     path = Path.cwd() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -112,7 +112,10 @@ class TrainMaker(Maker):
         trainer = get_trainer(self.spec.engine)
         seed = self.spec.seed + member
         result = trainer.train(
-            good, self.type_map, trainer.hyperparameters(self.spec, self.type_map, seed), _workdir("train")
+            good,
+            self.type_map,
+            trainer.hyperparameters(self.spec, self.type_map, seed),
+            _workdir("train"),
         )
         return TrainingRun(
             **result.model_dump(),
@@ -147,7 +150,12 @@ class ExploreMaker(Maker):
 
     @ilflows_job(output_schema=Exploration)
     def make(
-        self, models: list[ModelFile], start: Frame, start_frame_id: str, iteration: int, walker: int
+        self,
+        models: list[ModelFile],
+        start: Frame,
+        start_frame_id: str,
+        iteration: int,
+        walker: int,
     ) -> Exploration:
         """Explore from ``start``; the MD seed depends on iteration and walker."""
         from ilflows.explore import get_explorer

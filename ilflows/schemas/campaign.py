@@ -27,12 +27,16 @@ class InitialSpec(_Section):
     """The initial (nEQ) training set: packed boxes over a density range plus rattled copies."""
 
     density_factors: list[float] = Field(
-        [0.77, 1.0, 1.26], min_length=1, description="Packed density / reference density, one box set per factor."
+        [0.77, 1.0, 1.26],
+        min_length=1,
+        description="Packed density / reference density, one box set per factor.",
     )
     boxes_per_density: int = Field(2, ge=1, description="Independently packed boxes per density factor.")
     rattled_copies: int = Field(1, ge=0, description="Rattled copies of each packed box.")
-    rattle_stdev: float = Field(0.05, ge=0, description="Gaussian displacement per atom of rattled copies, Å.")
-    seed: int = Field(7, description="Seed of packing and rattling.")
+    rattle_stdev: float = Field(
+        0.05, ge=0, description="Gaussian displacement per atom of rattled copies, Å."
+    )
+    seed: int = Field(7, ge=0, description="Seed of packing and rattling (frame i uses seed + i).")
 
 
 class DFTSpec(_Section):
@@ -41,17 +45,23 @@ class DFTSpec(_Section):
     engine: Literal["cp2k-xtb"] = Field("cp2k-xtb", description="DFT engine name.")
     max_scf: int = Field(50, gt=0, description="Inner SCF iterations per outer step.")
     eps_scf: float = Field(1e-6, gt=0, description="SCF convergence threshold, Hartree.")
-    stress: bool = Field(True, description="Compute the analytical stress tensor (needed for virial training).")
+    stress: bool = Field(
+        True, description="Compute the analytical stress tensor (needed for virial training)."
+    )
 
 
 class TrainSpec(_Section):
     """Ensemble trainer."""
 
     engine: Literal["deepmd"] = Field("deepmd", description="Trainer name.")
-    preset: Literal["tiny", "paper"] = Field("tiny", description="Hyperparameter preset ('paper': paper 1's production set).")
+    preset: Literal["tiny", "paper"] = Field(
+        "tiny", description="Hyperparameter preset ('paper': paper 1's production set)."
+    )
     n_models: int = Field(4, ge=2, description="Ensemble size; members differ only by seed.")
     seed: int = Field(1, description="Seed of member 0; member i uses seed + i.")
-    overrides: dict = Field(default_factory=dict, description="Nested keys merged into the preset's trainer input.")
+    overrides: dict = Field(
+        default_factory=dict, description="Nested keys merged into the preset's trainer input."
+    )
 
 
 class ExploreSpec(_Section):
@@ -64,13 +74,17 @@ class ExploreSpec(_Section):
     n_steps: int = Field(500, gt=0, description="MD steps per exploration.")
     timestep: float = Field(0.5, gt=0, description="Time step, fs.")
     frame_every: int = Field(25, gt=0, description="Steps between written frames and deviation records.")
-    n_walkers: int = Field(2, ge=1, description="Independent MD runs per iteration, started from packed boxes.")
+    n_walkers: int = Field(
+        2, ge=1, description="Independent MD runs per iteration, started from packed boxes."
+    )
 
 
 class SelectSpec(_Section):
     """Trust window and candidate cap."""
 
-    trust_lo: float = Field(0.05, ge=0, description="Frames below this max force deviation are accurate, eV/Å.")
+    trust_lo: float = Field(
+        0.05, ge=0, description="Frames below this max force deviation are accurate, eV/Å."
+    )
     trust_hi: float = Field(1.5, gt=0, description="Frames at or above this deviation are failed, eV/Å.")
     max_candidates: int = Field(10, ge=1, description="Most frames sent to DFT per iteration.")
 

@@ -42,7 +42,10 @@ class Frame(BaseModel):
 
 
 class FrameOrigin(BaseModel):
-    """How a frame was made; the identity of an explored frame is (campaign, iteration, walker, frame_index)."""
+    """How a frame was made.
+
+    An explored frame is identified by (campaign, iteration, walker, frame_index).
+    """
 
     campaign: str = Field(description="Campaign name.")
     stage: Literal["initial", "explored", "validation"] = Field(
@@ -60,7 +63,8 @@ class FrameOrigin(BaseModel):
         None, description="Ensemble max force deviation of the frame when selected, eV/Å."
     )
     density_factor: float | None = Field(
-        None, description="Packed density divided by the composition's reference density (nEQ boxes)."
+        None,
+        description="Packed density divided by the composition's reference density (nEQ boxes).",
     )
     rattle_stdev: float | None = Field(None, description="Gaussian displacement applied per atom, Å.")
     temperature: float | None = Field(None, description="MD temperature, K.")

@@ -29,7 +29,8 @@ class DFTResult(BaseModel):
     energy: float | None = Field(None, description="Total energy, eV.")
     forces: list[list[float]] | None = Field(None, description="Atomic forces, shape (n_atoms, 3), eV/Å.")
     stress: list[list[float]] | None = Field(
-        None, description="Stress tensor, pressure sign (positive when compressed), shape (3, 3), GPa."
+        None,
+        description="Stress tensor, pressure sign (positive when compressed), shape (3, 3), GPa.",
     )
     wall_time: float = Field(description="Wall time of the engine run, s.")
 
@@ -183,5 +184,7 @@ class SelectionRecord(BaseModel):
     selected: list[SelectedFrame] = Field(description="Candidates sent to DFT.")
     n_labels: int = Field(description="Converged labels the ensemble of this iteration trained on.")
     n_failed_labels: int = Field(description="Labels that failed and were left out of training.")
-    converged: bool = Field(description="True when the campaign stops here because accurate_ratio met its threshold.")
+    converged: bool = Field(
+        description="True when the campaign stops here because accurate_ratio met its threshold."
+    )
     stop_reason: str | None = Field(None, description="Why the loop stops here, if it does.")

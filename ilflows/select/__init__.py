@@ -57,7 +57,7 @@ def classify(deviations: np.ndarray, trust_lo: float, trust_hi: float) -> Window
 
 
 def choose_candidates(deviations: np.ndarray, candidate: np.ndarray, max_candidates: int) -> np.ndarray:
-    """Indices of at most ``max_candidates`` candidates, spread evenly over the deviation range.
+    """Return indices of at most ``max_candidates`` candidates, spread evenly over the deviation range.
 
     Candidates are sorted by deviation and taken at evenly spaced ranks, lowest and highest
     included, so each iteration labels frames from the whole window rather than only its top

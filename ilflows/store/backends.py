@@ -39,7 +39,7 @@ class StoreConfigError(RuntimeError):
 
 
 def queue_file(settings: IlflowsSettings) -> Path:
-    """The embedded LaunchPad file."""
+    """Return the embedded LaunchPad file."""
     return (settings.home / "launchpad.json").resolve()
 
 
@@ -80,7 +80,9 @@ def _fill_env(value, source: Path):
     def env(match: re.Match) -> str:
         name = match.group(1)
         if name not in os.environ:
-            raise StoreConfigError(f"{source}: environment variable {name} is not set; export it before running")
+            raise StoreConfigError(
+                f"{source}: environment variable {name} is not set; export it before running"
+            )
         return os.environ[name]
 
     return _ENV_REF.sub(env, value)

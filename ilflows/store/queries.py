@@ -21,7 +21,17 @@ def campaigns(store) -> list[str]:
     return sorted(store.docs_store.distinct("output.campaign", criteria={"output.kind": "initial_set"}))
 
 
-LABEL_FIELDS = ["frame_id", "iteration", "converged", "error", "energy", "engine", "wall_time", "origin", "frame"]
+LABEL_FIELDS = [
+    "frame_id",
+    "iteration",
+    "converged",
+    "error",
+    "energy",
+    "engine",
+    "wall_time",
+    "origin",
+    "frame",
+]
 
 
 def labels(store, campaign: str | None = None, iteration: int | None = None) -> list[dict]:
@@ -49,14 +59,32 @@ def labels(store, campaign: str | None = None, iteration: int | None = None) -> 
 
 def trainings(store, campaign: str | None = None) -> list[dict]:
     """One row per trained model."""
-    fields = ["iteration", "member", "seed", "engine", "n_frames", "rmse_energy", "rmse_force", "wall_time"]
+    fields = [
+        "iteration",
+        "member",
+        "seed",
+        "engine",
+        "n_frames",
+        "rmse_energy",
+        "rmse_force",
+        "wall_time",
+    ]
     rows = _outputs(store, "training", campaign, fields=fields)
     return sorted(rows, key=lambda r: (r["iteration"], r["member"]))
 
 
 def explorations(store, campaign: str | None = None) -> list[dict]:
     """One row per MD exploration, with its deviation summary."""
-    fields = ["iteration", "walker", "engine", "ensemble", "temperature", "n_steps", "deviations", "wall_time"]
+    fields = [
+        "iteration",
+        "walker",
+        "engine",
+        "ensemble",
+        "temperature",
+        "n_steps",
+        "deviations",
+        "wall_time",
+    ]
     rows = []
     for out in _outputs(store, "exploration", campaign, fields=fields):
         dev = np.asarray(out.pop("deviations"), dtype=float)
@@ -151,5 +179,5 @@ def format_table(rows: list[dict]) -> str:
 
 
 def table_rows(rows: list[IterationRow]) -> list[dict]:
-    """Iteration rows as dicts for printing or JSON."""
+    """Return iteration rows as dicts for printing or JSON."""
     return [asdict(r) for r in rows]

@@ -44,13 +44,9 @@ def check_system(system: SystemSpec) -> None:
             raise ValueError(f"system.{field}: unknown ion {name!r}; known: {known}")
     cation, anion = ION_LIBRARY[system.cation], ION_LIBRARY[system.anion]
     if cation.charge <= 0:
-        raise ValueError(
-            f"system.cation: {cation.name} has charge {cation.charge:+d}; pick a positive ion"
-        )
+        raise ValueError(f"system.cation: {cation.name} has charge {cation.charge:+d}; pick a positive ion")
     if anion.charge >= 0:
-        raise ValueError(
-            f"system.anion: {anion.name} has charge {anion.charge:+d}; pick a negative ion"
-        )
+        raise ValueError(f"system.anion: {anion.name} has charge {anion.charge:+d}; pick a negative ion")
     if cation.charge + anion.charge != 0:
         raise ValueError(
             f"system: {cation.name} ({cation.charge:+d}) and {anion.name} ({anion.charge:+d}) "

@@ -1,8 +1,8 @@
 """Cubic boxes of ion pairs packed with Packmol, and the initial (nEQ) frames built from them.
 
 Packmol (20.14, as packaged by Debian) knows no periodic boundaries, so every atom is
-packed inside ``[tolerance/2, L - tolerance/2]``: an atom and the periodic image of any
-other molecule's atom are then at least ``tolerance`` apart as well.
+packed inside ``[tolerance/2, L - tolerance/2]`` (to Packmol's ~0.01 Å precision): an atom
+and the periodic image of any other molecule's atom are then at least ``tolerance`` apart.
 
 Seeds: the frame at position ``index`` of the initial set uses ``initial.seed + index``
 (Packmol's seed for packed boxes, the rattle seed for rattled copies). Start boxes for
@@ -12,17 +12,16 @@ the MD walkers continue the same numbering after the initial set (see
 
 from __future__ import annotations
 
-import shlex
-import shutil
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.units import _Nav
 
-from ilflows.execute import EngineError, run_command
+from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.schemas.campaign import CampaignSpec, SystemSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
+from ilflows.settings import get_settings
 from ilflows.systems.ions import load_ion, molar_mass
 
 
@@ -57,10 +56,7 @@ def check_fits(system: SystemSpec, density: float) -> None:
 
 
 def run_packmol(workdir: Path) -> float:
-    """Run Packmol on ``workdir/packmol.inp`` (given on stdin); return its wall time, s.
-
-    Packmol 20.14 rewinds its standard input, which fails on a pipe ("Illegal seek"), so the
-    input file is redirected by ``sh`` rather than passed as ``run_command``'s ``stdin`` text.
+    """Run Packmol on ``workdir/packmol.inp`` (its standard input); return its wall time, s.
 
     Raises
     ------
@@ -69,16 +65,14 @@ def run_packmol(workdir: Path) -> float:
         ``workdir``.
 
     """
-    packmol = shutil.which("packmol")
-    if packmol is None:
-        raise EngineError("executable 'packmol' not found; install it (apt install packmol)")
+    command = get_settings().packmol_cmd
+    require_executable(command, "packmol_cmd")
     advice = (
         f"packmol found no packing in {workdir} (see packmol.log); lower the density "
         "(system.density or initial.density_factors) or system.tolerance, or raise system.n_pairs"
     )
-    command = ["sh", "-c", f"exec {shlex.quote(packmol)} < packmol.inp"]
     try:
-        wall = run_command(command, workdir, "packmol.log")
+        wall = run_command(command, workdir, "packmol.log", stdin=workdir / "packmol.inp")
     except EngineError as err:  # Packmol exits 173 when it gives up
         raise PackingError(advice) from err
     if "Success!" not in (workdir / "packmol.log").read_text(errors="replace"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from jobflow import Maker, job
+from jobflow import JobConfig, Maker, job
 
 from ilflows.schemas import (
     BIG_FIELDS,
@@ -26,6 +26,8 @@ from ilflows.schemas import (
 from ilflows.schemas.campaign import DFTSpec, ExploreSpec, TrainSpec
 
 ilflows_job = partial(job, data=BIG_FIELDS)
+# jobs that read earlier records (older labels, explored frames) from the JobStore
+STORE_READER = JobConfig(expose_store=True)
 
 
 def _workdir(name: str) -> Path:
@@ -47,7 +49,7 @@ class LabelMaker(Maker):
     campaign: str = ""
     spec: DFTSpec = field(default_factory=DFTSpec)
 
-    @ilflows_job(output_schema=DFTLabel)
+    @ilflows_job(output_schema=DFTLabel, config=STORE_READER)
     def make(self, origin: FrameOrigin, iteration: int, frame: Frame | None = None) -> DFTLabel:
         """Run the engine on the frame and return the label with the frame's provenance.
 
@@ -94,7 +96,7 @@ class TrainMaker(Maker):
     spec: TrainSpec = field(default_factory=TrainSpec)
     type_map: list[str] = field(default_factory=list)
 
-    @ilflows_job(output_schema=TrainingRun)
+    @ilflows_job(output_schema=TrainingRun, config=STORE_READER)
     def make(self, new_labels: list[DFTLabel | None], iteration: int, member: int) -> TrainingRun:
         """Train member ``member`` (seed ``spec.seed + member``) on every label so far.
 

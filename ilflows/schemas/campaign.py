@@ -12,6 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # monty's MSONable protocol: Makers holding a section serialise it as data, not as its repr
+    def as_dict(self) -> dict:
+        """Serialise for jobflow/FireWorks."""
+        return {"@module": type(self).__module__, "@class": type(self).__name__, **self.model_dump()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Rebuild from :meth:`as_dict`."""
+        return cls.model_validate({k: v for k, v in d.items() if not k.startswith("@")})
+
 
 class SystemSpec(_Section):
     """What liquid to simulate."""

@@ -1,0 +1,147 @@
+"""A real two-iteration campaign through FireWorks on the embedded store, and bad specs refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ILFLOWS = [sys.executable, "-m", "ilflows.cli"]
+
+# 1 pair, 4 initial xTB labels, 4 DeePMD models of 60 steps, 2 walkers of 200 NVT steps.
+# The half-trained ensemble disagrees a lot, so the window is widened to keep candidates.
+TINY = {
+    "name": "tiny",
+    "system": {"cation": "PYR14", "anion": "BF4", "n_pairs": 1, "density": 0.22},
+    "initial": {"density_factors": [1.0], "boxes_per_density": 2, "rattled_copies": 1},
+    "train": {
+        "preset": "tiny",
+        "overrides": {
+            "model": {"descriptor": {"type_one_side": True}},
+            "training": {"numb_steps": 60, "disp_freq": 20, "save_freq": 60},
+        },
+    },
+    "explore": {"n_steps": 200, "frame_every": 20, "n_walkers": 2, "temperature": 300},
+    "select": {"trust_lo": 0.01, "trust_hi": 50.0, "max_candidates": 3},
+    "loop": {"max_iterations": 2, "accurate_ratio": 0.999},
+}
+
+
+def _env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
+    return {**env, "ILFLOWS_HOME": str(home)}
+
+
+def _ilflows(args: list[str], home: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*ILFLOWS, *args], env=_env(home), capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_campaign(tmp_path_factory):
+    """Run the tiny campaign once with `ilflows run`; return (home, stdout)."""
+    home = tmp_path_factory.mktemp("home")
+    spec = home / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    proc = _ilflows(["run", str(spec)], home, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return home, proc.stdout
+
+
+def _query(home: Path, *args: str) -> list[dict]:
+    proc = _ilflows(["query", *args, "--json"], home)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.slow
+def test_campaign_runs_two_iterations_and_prints_the_table(tiny_campaign):
+    home, out = tiny_campaign
+    assert "jobs done" in out  # progress lines
+    table = out[out.index("per-iteration results") :].splitlines()
+    assert table[1].split()[:3] == ["iteration", "labels", "failed_labels"]
+    assert [row.split()[0] for row in table[2:4]] == ["0", "1"]
+    status = json.loads(_ilflows(["status", "--json"], home).stdout)["tiny"]
+    assert status["jobs"]["completed"] == status["jobs"]["total"] and status["jobs"]["fizzled"] == 0
+    it0, it1 = status["iterations"]
+    assert it0["labels"] == 4 and 1 <= it0["new_labels"] <= 3
+    assert it1["labels"] == 4 + it0["new_labels"] - it1["failed_labels"]
+    assert it1["stop_reason"].startswith("max_iterations")
+
+
+@pytest.mark.slow
+def test_each_selected_frame_has_exactly_one_label_linked_to_its_source(tiny_campaign):
+    home, _ = tiny_campaign
+    from ilflows.settings import IlflowsSettings
+    from ilflows.store import connect_jobstore
+
+    store = connect_jobstore(IlflowsSettings(home=home))
+    selection = store.query_one({"output.kind": "selection", "output.iteration": 0})["output"]
+    explored = _query(home, "labels", "--iteration", "0")
+    assert len(explored) == len(selection["selected"])
+    assert sorted((lab["frame_id"], lab["deviation_eV_A"]) for lab in explored) == sorted(
+        (f"tiny/it0/w{s['walker']}/f{s['frame_index']}", s["deviation"]) for s in selection["selected"]
+    )
+    # the labelled frame is the very frame of the exploration trajectory it names
+    for s in selection["selected"]:
+        label = store.query_one(
+            {"output.kind": "dft_label", "output.frame_id": f"tiny/it0/w{s['walker']}/f{s['frame_index']}"}
+        )
+        explo = store.query_one(
+            {"output.kind": "exploration", "output.iteration": 0, "output.walker": s["walker"]}, load=True
+        )["output"]
+        assert label["output"]["frame"]["positions"] == explo["trajectory"]["positions"][s["frame_index"]]
+        assert label["output"]["origin"]["md_step"] == explo["trajectory"]["steps"][s["frame_index"]]
+        assert explo["deviations"][s["frame_index"]] == s["deviation"]
+    # iteration 1 trained on the initial labels plus those of iteration 0, no more, no fewer
+    trainings = _query(home, "trainings", "--iteration", "1")
+    assert len(trainings) == 4 and {t["seed"] for t in trainings} == {1, 2, 3, 4}
+    converged = [lab for lab in _query(home, "labels") if lab["converged"]]
+    assert {t["n_frames"] for t in trainings} == {len(converged)}
+
+
+@pytest.mark.slow
+def test_query_shows_dft_training_and_md_records(tiny_campaign):
+    home, _ = tiny_campaign
+    initial = _query(home, "labels", "--iteration", "-1")
+    assert len(initial) == 4 and all(lab["engine"] == "cp2k-xtb" for lab in initial)
+    assert all(lab["energy_per_atom_eV"] < -30 for lab in initial if lab["converged"])
+    md = _query(home, "explorations")
+    assert [(m["iteration"], m["walker"], m["n_frames"]) for m in md] == [
+        (0, 0, 11),
+        (0, 1, 11),
+        (1, 0, 11),
+        (1, 1, 11),
+    ]
+    frames = _query(home, "frames", "--min", "0.01", "--max", "50")
+    assert frames and all(0.01 <= f["deviation_eV_A"] < 50 for f in frames)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"select": {"trust_lo": 2.0, "trust_hi": 1.5}},
+            "select: Value error, trust_lo (2.0) must be below trust_hi",
+        ),
+        (
+            {"system": {"cation": "XYZ", "anion": "BF4", "n_pairs": 1, "density": 0.22}},
+            "system.cation: unknown ion 'XYZ'",
+        ),
+        ({"explore": {"n_step": 10}}, "explore.n_step: Extra inputs are not permitted"),
+        ({"train": {"n_models": 1}}, "train.n_models: Input should be greater than or equal to 2"),
+    ],
+)
+def test_bad_spec_is_refused_in_one_line_with_nothing_queued(tmp_path, change, message):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, **change}))
+    proc = _ilflows(["run", str(spec)], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    queue = tmp_path / "launchpad.json"
+    assert not queue.exists() or json.loads(queue.read_text()).get("ilflows", {}).get("fireworks") is None

@@ -14,8 +14,12 @@ from ilflows.schemas.records import DFTLabel, ModelFile, TrainResult
 
 PEER_DATA = Path(__file__).resolve().parents[2] / "shared/peer-dpgen/init_data/ip35"
 TYPE_MAP = ["H", "B", "C", "N", "F"]
-# A few steps are enough for models that load, run MD and disagree with each other.
-FEW_STEPS = {"training": {"numb_steps": 20, "disp_freq": 10, "save_freq": 20}}
+# A few steps are enough for models that load, run MD and disagree with each other;
+# type_one_side (5 embedding nets instead of 25) halves TensorFlow's graph set-up time.
+FEW_STEPS = {
+    "model": {"descriptor": {"type_one_side": True}},
+    "training": {"numb_steps": 20, "disp_freq": 10, "save_freq": 20},
+}
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +34,9 @@ def peer_labels() -> list[DFTLabel]:
         pytest.skip(f"peer data not found at {PEER_DATA}")
     type_map = (PEER_DATA / "type_map.raw").read_text().split()
     species = [type_map[int(t)] for t in (PEER_DATA / "type.raw").read_text().split()]
-    data = {k: np.load(PEER_DATA / "set.000" / f"{k}.npy") for k in ("box", "coord", "energy", "force")}
+    data = {
+        k: np.load(PEER_DATA / "set.000" / f"{k}.npy") for k in ("box", "coord", "energy", "force")
+    }
     labels = []
     for i in range(len(data["energy"])):
         origin = FrameOrigin(campaign="peer", stage="initial", method="md", index=i)
@@ -76,3 +82,23 @@ def tiny_train_results(peer_labels, type_map, tmp_path_factory) -> list[TrainRes
 @pytest.fixture(scope="session")
 def tiny_models(tiny_train_results) -> list[ModelFile]:
     return [result.model_file for result in tiny_train_results]
+
+
+@pytest.fixture(scope="session")
+def model_forces(tmp_path_factory):
+    """Return a function: forces of each model on each frame, (n_models, n_frames, n_atoms, 3)."""
+    from deepmd.infer import DeepPot
+
+    folder = tmp_path_factory.mktemp("deeppot")
+
+    def forces(models: list[ModelFile], frames: list[Frame]) -> np.ndarray:
+        coords = np.array([f.positions for f in frames]).reshape(len(frames), -1)
+        cells = np.array([f.cell for f in frames]).reshape(len(frames), 9)
+        out = []
+        for model in models:
+            pot = DeepPot(str(model.write(folder / f"{model.sha256[:16]}.pb")))
+            atype = [pot.get_type_map().index(el) for el in frames[0].species]
+            out.append(pot.eval(coords, cells, atype)[1].reshape(len(frames), -1, 3))
+        return np.array(out)
+
+    return forces

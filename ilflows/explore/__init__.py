@@ -43,6 +43,7 @@ def get_explorer(name: str) -> Explorer:
     ------
     ValueError
         When ``name`` is not a known explorer; the message lists the known ones.
+
     """
     if name not in EXPLORERS:
         raise ValueError(f"unknown explorer '{name}'; known: {', '.join(sorted(EXPLORERS))}")

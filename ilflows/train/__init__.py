@@ -41,6 +41,7 @@ def get_trainer(name: str) -> Trainer:
     ------
     ValueError
         When ``name`` is not a known trainer; the message lists the known ones.
+
     """
     if name not in TRAINERS:
         raise ValueError(f"unknown trainer '{name}'; known: {', '.join(sorted(TRAINERS))}")

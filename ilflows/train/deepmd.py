@@ -23,72 +23,60 @@ EV_PER_A3_IN_GPA = 160.21766208
 # Neighbours per type within the tiny preset's 5.5 Å cutoff, from the peer DP-GEN run.
 TINY_SEL = {"H": 24, "B": 2, "C": 12, "N": 2, "F": 6}
 
+# The peer DP-GEN set-up that ran here: 4 models of 400 steps in about a minute.
+TINY: dict = {
+    "model": {
+        "descriptor": {
+            "type": "se_e2_a",
+            "sel": "auto",
+            "rcut_smth": 1.0,
+            "rcut": 5.5,
+            "neuron": [8, 16],
+            "axis_neuron": 4,
+            "resnet_dt": False,
+        },
+        "fitting_net": {"neuron": [32, 32], "resnet_dt": True},
+    },
+    "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 1e-4, "decay_steps": 50},
+    "loss": {
+        "type": "ener",
+        "start_pref_e": 0.02,
+        "limit_pref_e": 1,
+        "start_pref_f": 1000,
+        "limit_pref_f": 1,
+        "start_pref_v": 0,
+        "limit_pref_v": 0,
+    },
+    "training": {
+        "numb_steps": 400,
+        "disp_file": "lcurve.out",
+        "disp_freq": 50,
+        "save_freq": 400,
+        "training_data": {"systems": [], "batch_size": "auto"},
+    },
+}
+
 PRESETS: dict[str, dict] = {
-    # The peer DP-GEN set-up that ran here: 4 models of 400 steps in about a minute.
-    "tiny": {
-        "model": {
-            "descriptor": {
-                "type": "se_e2_a",
-                "sel": "auto",
-                "rcut_smth": 1.0,
-                "rcut": 5.5,
-                "neuron": [8, 16],
-                "axis_neuron": 4,
-                "resnet_dt": False,
+    "tiny": TINY,
+    # Paper 1's production set. axis_neuron 16 is DeePMD's usual choice for these widths;
+    # DeePMD derives the exp decay rate so that the rate reaches stop_lr at numb_steps.
+    "paper": deep_merge(
+        TINY,
+        {
+            "model": {
+                "descriptor": {
+                    "rcut_smth": 0.5,
+                    "rcut": 10.0,
+                    "neuron": [25, 50, 100],
+                    "axis_neuron": 16,
+                },
+                "fitting_net": {"neuron": [240, 240, 240]},
             },
-            "fitting_net": {"neuron": [32, 32], "resnet_dt": True},
+            "learning_rate": {"stop_lr": 3.5e-8, "decay_steps": 5000},
+            "loss": {"start_pref_v": 0.02, "limit_pref_v": 1},
+            "training": {"numb_steps": 2_000_000, "disp_freq": 1000, "save_freq": 10000},
         },
-        "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 1e-4, "decay_steps": 50},
-        "loss": {
-            "type": "ener",
-            "start_pref_e": 0.02,
-            "limit_pref_e": 1,
-            "start_pref_f": 1000,
-            "limit_pref_f": 1,
-            "start_pref_v": 0,
-            "limit_pref_v": 0,
-        },
-        "training": {
-            "numb_steps": 400,
-            "disp_file": "lcurve.out",
-            "disp_freq": 50,
-            "save_freq": 400,
-            "training_data": {"systems": [], "batch_size": "auto"},
-        },
-    },
-    # Paper 1's production set; axis_neuron 16 is DeePMD's usual se_e2_a choice for these widths.
-    "paper": {
-        "model": {
-            "descriptor": {
-                "type": "se_e2_a",
-                "sel": "auto",
-                "rcut_smth": 0.5,
-                "rcut": 10.0,
-                "neuron": [25, 50, 100],
-                "axis_neuron": 16,
-                "resnet_dt": False,
-            },
-            "fitting_net": {"neuron": [240, 240, 240], "resnet_dt": True},
-        },
-        # DeePMD derives the decay rate so that the rate reaches stop_lr at numb_steps.
-        "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 3.5e-8, "decay_steps": 5000},
-        "loss": {
-            "type": "ener",
-            "start_pref_e": 0.02,
-            "limit_pref_e": 1,
-            "start_pref_f": 1000,
-            "limit_pref_f": 1,
-            "start_pref_v": 0.02,
-            "limit_pref_v": 1,
-        },
-        "training": {
-            "numb_steps": 2_000_000,
-            "disp_file": "lcurve.out",
-            "disp_freq": 1000,
-            "save_freq": 10000,
-            "training_data": {"systems": [], "batch_size": "auto"},
-        },
-    },
+    ),
 }
 
 
@@ -127,6 +115,7 @@ class DeepmdTrainer:
         ------
         ValueError
             When ``labels`` is empty or a label lacks energy or forces.
+
         """
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -158,10 +147,14 @@ def write_inputs(
         raise ValueError("no labels to train on: at least one converged DFT label is needed")
     for label in labels:
         if label.energy is None or label.forces is None:
-            raise ValueError(f"label {label.frame_id} has no energy or forces; skip it before training")
+            raise ValueError(
+                f"label {label.frame_id} has no energy or forces; skip it before training"
+            )
         unknown = set(label.frame.species) - set(type_map)
         if unknown:
-            raise ValueError(f"label {label.frame_id}: elements {sorted(unknown)} not in type_map {type_map}")
+            raise ValueError(
+                f"label {label.frame_id}: elements {sorted(unknown)} not in type_map {type_map}"
+            )
     with_virial = all(label.stress is not None for label in labels)
     groups: dict[tuple[str, ...], list[DFTLabel]] = {}
     for label in labels:
@@ -180,33 +173,41 @@ def write_inputs(
 
 
 def _write_system(
-    folder: Path, species: tuple[str, ...], labels: list[DFTLabel], type_map: list[str], with_virial: bool
+    folder: Path,
+    species: tuple[str, ...],
+    labels: list[DFTLabel],
+    type_map: list[str],
+    with_virial: bool,
 ) -> None:
     """Write one DeePMD npy system (``set.000``) of frames sharing ``species``."""
     sets = folder / "set.000"
     sets.mkdir(parents=True, exist_ok=True)
     (folder / "type_map.raw").write_text("\n".join(type_map) + "\n")
     (folder / "type.raw").write_text("\n".join(str(type_map.index(el)) for el in species) + "\n")
+    n = len(labels)
     cells = np.array([label.frame.cell for label in labels], dtype=float)
-    np.save(sets / "box.npy", cells.reshape(len(labels), 9))
-    np.save(sets / "coord.npy", np.array([label.frame.positions for label in labels]).reshape(len(labels), -1))
-    np.save(sets / "energy.npy", np.array([label.energy for label in labels], dtype=float))
-    np.save(sets / "force.npy", np.array([label.forces for label in labels]).reshape(len(labels), -1))
+    arrays = {
+        "box": cells.reshape(n, 9),
+        "coord": np.array([label.frame.positions for label in labels]).reshape(n, -1),
+        "energy": np.array([label.energy for label in labels], dtype=float),
+        "force": np.array([label.forces for label in labels]).reshape(n, -1),
+    }
     if with_virial:
         # DeePMD's virial is -V * (ASE's tensile-positive stress): our pressure-sign stress times V.
-        volumes = np.abs(np.linalg.det(cells))
         stress = np.array([label.stress for label in labels], dtype=float)
-        virial = stress * volumes[:, None, None] / EV_PER_A3_IN_GPA
-        np.save(sets / "virial.npy", virial.reshape(len(labels), 9))
+        volumes = np.abs(np.linalg.det(cells))
+        arrays["virial"] = (stress * volumes[:, None, None] / EV_PER_A3_IN_GPA).reshape(n, 9)
+    for name, array in arrays.items():
+        np.save(sets / f"{name}.npy", array)
 
 
 def run_dp(workdir: Path) -> float:
     """Run ``dp --tf train`` then ``dp --tf freeze`` in ``workdir``; return their wall time, s."""
     dp = get_settings().dp_cmd
     require_executable(dp, "dp_cmd")
-    wall = run_command([*shlex.split(dp), "--tf", "train", "input.json"], workdir, "dp_train.log")
-    wall += run_command([*shlex.split(dp), "--tf", "freeze", "-o", "model.pb"], workdir, "dp_freeze.log")
-    return wall
+    dp_tf = [*shlex.split(dp), "--tf"]
+    wall = run_command([*dp_tf, "train", "input.json"], workdir, "dp_train.log")
+    return wall + run_command([*dp_tf, "freeze", "-o", "model.pb"], workdir, "dp_freeze.log")
 
 
 def parse_lcurve(path: Path) -> list[LearningCurvePoint]:
@@ -219,13 +220,15 @@ def parse_lcurve(path: Path) -> list[LearningCurvePoint]:
     ------
     ValueError
         When the file has no header or no data lines.
+
     """
     lines = Path(path).read_text().splitlines()
-    header = next((line.lstrip("#").split() for line in lines if line.lstrip("#").split()[:1] == ["step"]), None)
+    header = lines[0].lstrip("#").split() if lines else []
     rows = [line.split() for line in lines if line.strip() and not line.startswith("#")]
-    if header is None or not rows:
+    names = ("step", "rmse_e_trn", "rmse_f_trn", "lr")
+    if not rows or not set(names) <= set(header):
         raise ValueError(f"{path}: no learning curve found (header or data lines missing)")
-    col = {name: header.index(name) for name in ("step", "rmse_e_trn", "rmse_f_trn", "lr")}
+    col = {name: header.index(name) for name in names}
     return [
         LearningCurvePoint(
             step=int(row[col["step"]]),

@@ -34,9 +34,7 @@ def peer_labels() -> list[DFTLabel]:
         pytest.skip(f"peer data not found at {PEER_DATA}")
     type_map = (PEER_DATA / "type_map.raw").read_text().split()
     species = [type_map[int(t)] for t in (PEER_DATA / "type.raw").read_text().split()]
-    data = {
-        k: np.load(PEER_DATA / "set.000" / f"{k}.npy") for k in ("box", "coord", "energy", "force")
-    }
+    data = {k: np.load(PEER_DATA / "set.000" / f"{k}.npy") for k in ("box", "coord", "energy", "force")}
     labels = []
     for i in range(len(data["energy"])):
         origin = FrameOrigin(campaign="peer", stage="initial", method="md", index=i)

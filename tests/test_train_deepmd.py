@@ -23,9 +23,7 @@ def test_four_members_train_with_their_own_seeds(tiny_train_results, type_map):
         assert r.hyperparameters["training"]["numb_steps"] == 20
         assert [p.step for p in r.learning_curve] == [0, 10, 20]
         for p in r.learning_curve:
-            assert all(
-                math.isfinite(v) and v > 0 for v in (p.rmse_energy, p.rmse_force, p.learning_rate)
-            )
+            assert all(math.isfinite(v) and v > 0 for v in (p.rmse_energy, p.rmse_force, p.learning_rate))
         assert r.rmse_energy == r.learning_curve[-1].rmse_energy
         assert r.rmse_force == r.learning_curve[-1].rmse_force
         assert r.learning_curve[-1].learning_rate < r.learning_curve[0].learning_rate
@@ -60,23 +58,14 @@ def test_paper_preset_has_paper_numbers(type_map):
     assert (loss["limit_pref_e"], loss["limit_pref_f"], loss["limit_pref_v"]) == (1, 1, 1)
     assert params["training"]["numb_steps"] == 2_000_000
     assert params["model"]["type_map"] == type_map
-    assert (
-        descriptor["seed"]
-        == params["model"]["fitting_net"]["seed"]
-        == params["training"]["seed"]
-        == 11
-    )
+    assert descriptor["seed"] == params["model"]["fitting_net"]["seed"] == params["training"]["seed"] == 11
 
 
 def test_overrides_deep_merge_and_seed_wins(type_map):
     overrides = {"model": {"descriptor": {"rcut": 6.0, "seed": 99}}, "training": {"numb_steps": 7}}
     params = DeepmdTrainer().hyperparameters(TrainSpec(overrides=overrides), type_map, seed=3)
     descriptor = params["model"]["descriptor"]
-    assert (
-        descriptor["rcut"] == 6.0
-        and descriptor["rcut_smth"] == 1.0
-        and descriptor["neuron"] == [8, 16]
-    )
+    assert descriptor["rcut"] == 6.0 and descriptor["rcut_smth"] == 1.0 and descriptor["neuron"] == [8, 16]
     assert descriptor["seed"] == 3
     assert params["training"]["numb_steps"] == 7 and params["training"]["disp_freq"] == 50
     assert deep_merge({"a": {"b": [1, 2], "c": 1}}, {"a": {"b": [3]}}) == {"a": {"b": [3], "c": 1}}
@@ -84,23 +73,22 @@ def test_overrides_deep_merge_and_seed_wins(type_map):
 
 def test_tiny_sel_follows_type_map():
     trainer, spec = DeepmdTrainer(), TrainSpec()
-    assert trainer.hyperparameters(spec, ["H", "B", "C", "N", "F"], 1)["model"]["descriptor"][
-        "sel"
-    ] == [24, 2, 12, 2, 6]
+    assert trainer.hyperparameters(spec, ["H", "B", "C", "N", "F"], 1)["model"]["descriptor"]["sel"] == [
+        24,
+        2,
+        12,
+        2,
+        6,
+    ]
     assert trainer.hyperparameters(spec, ["C", "H"], 1)["model"]["descriptor"]["sel"] == [12, 24]
-    assert (
-        trainer.hyperparameters(spec, ["H", "C", "N", "O", "S"], 1)["model"]["descriptor"]["sel"]
-        == "auto"
-    )
+    assert trainer.hyperparameters(spec, ["H", "C", "N", "O", "S"], 1)["model"]["descriptor"]["sel"] == "auto"
 
 
 def test_write_inputs_systems_and_virial(peer_labels, type_map, tmp_path):
     stress = [[1.0, 0.1, 0.0], [0.1, 2.0, 0.0], [0.0, 0.0, 3.0]]
     reordered = peer_labels[2].model_copy(
         update={
-            "frame": peer_labels[2].frame.model_copy(
-                update={"species": peer_labels[2].frame.species[::-1]}
-            )
+            "frame": peer_labels[2].frame.model_copy(update={"species": peer_labels[2].frame.species[::-1]})
         }
     )
     labels = [lab.model_copy(update={"stress": stress}) for lab in (*peer_labels[:2], reordered)]

@@ -72,9 +72,7 @@ class LammpsDeepmd:
             parameters=parameters,
             deviations=deviations,
             wall_time=wall_time,
-            trajectory=Trajectory(
-                species=list(start.species), steps=steps, positions=positions, cells=cells
-            ),
+            trajectory=Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells),
         )
 
 
@@ -170,9 +168,7 @@ def run_lammps(workdir: Path) -> float:
     """Run ``lmp -in in.lammps`` in ``workdir`` (screen to ``lammps.log``); return wall time, s."""
     lmp = get_settings().lmp_cmd
     require_executable(lmp, "lmp_cmd")
-    return run_command(
-        [*shlex.split(lmp), "-in", "in.lammps", "-log", "none"], workdir, "lammps.log"
-    )
+    return run_command([*shlex.split(lmp), "-in", "in.lammps", "-log", "none"], workdir, "lammps.log")
 
 
 def parse_dump(path: Path) -> tuple[list[int], list, list]:

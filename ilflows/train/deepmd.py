@@ -135,9 +135,7 @@ class DeepmdTrainer:
         )
 
 
-def write_inputs(
-    labels: list[DFTLabel], type_map: list[str], hyperparameters: dict, workdir: Path
-) -> dict:
+def write_inputs(labels: list[DFTLabel], type_map: list[str], hyperparameters: dict, workdir: Path) -> dict:
     """Write one npy system per distinct species sequence and ``input.json``; return the input.
 
     Virials are written, and the virial loss kept, only when every label has a stress;
@@ -147,14 +145,10 @@ def write_inputs(
         raise ValueError("no labels to train on: at least one converged DFT label is needed")
     for label in labels:
         if label.energy is None or label.forces is None:
-            raise ValueError(
-                f"label {label.frame_id} has no energy or forces; skip it before training"
-            )
+            raise ValueError(f"label {label.frame_id} has no energy or forces; skip it before training")
         unknown = set(label.frame.species) - set(type_map)
         if unknown:
-            raise ValueError(
-                f"label {label.frame_id}: elements {sorted(unknown)} not in type_map {type_map}"
-            )
+            raise ValueError(f"label {label.frame_id}: elements {sorted(unknown)} not in type_map {type_map}")
     with_virial = all(label.stress is not None for label in labels)
     groups: dict[tuple[str, ...], list[DFTLabel]] = {}
     for label in labels:

@@ -49,9 +49,9 @@ def per_job_overhead(n: int) -> tuple[float, float]:
     lp.add_wf(flow_to_workflow(Flow([noop_job(i) for i in range(n)], name="noop"), store=None))
     save_queue(lp)
     t0 = time.perf_counter()
-    done, fizzled, total = run_worker()
+    result = run_worker()
     through = (time.perf_counter() - t0) / n
-    assert (done, fizzled) == (n, 0), (done, fizzled, total)
+    assert (result.completed, result.fizzled) == (n, 0), result
     return direct, through
 
 

@@ -41,10 +41,13 @@ def cmd_run(args) -> int:
         )
 
     print(f"campaign {spec.name}: store {settings.backend} at {settings.home}", flush=True)
-    done, fizzled, total = run_worker(spec, settings, on_progress=None if args.quiet else show)
-    print(f"\n{done}/{total} jobs completed, {fizzled} fizzled, {time.perf_counter() - t0:.1f} s wall")
+    r = run_worker(spec, settings, on_progress=None if args.quiet else show)
+    print(
+        f"\n{'queued and ran' if r.queued else 'resumed'} {spec.name}: "
+        f"{r.completed}/{r.total} jobs completed, {r.fizzled} fizzled, {time.perf_counter() - t0:.1f} s wall"
+    )
     _print_iterations(connect_jobstore(settings), spec.name)
-    return 0 if fizzled == 0 else 1
+    return 0 if r.fizzled == 0 else 1
 
 
 def cmd_submit(args) -> int:
@@ -151,6 +154,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ilflows`` console script."""
     from ilflows.execute import EngineError
+    from ilflows.farm import CampaignConflictError
     from ilflows.schemas import SpecError
     from ilflows.store import StoreBusyError, StoreConfigError, prepare_fireworks
 
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_fireworks()
         return args.func(args)
-    except (SpecError, StoreBusyError, StoreConfigError, EngineError) as err:
+    except (SpecError, StoreBusyError, StoreConfigError, EngineError, CampaignConflictError) as err:
         print(f"ilflows: error: {err}", file=sys.stderr)
         return 2
 

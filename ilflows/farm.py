@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -38,21 +39,43 @@ def check_executables(spec: CampaignSpec) -> None:
         require_executable(command, setting)
 
 
+class CampaignConflictError(ValueError):
+    """A campaign of the same name is queued with a different spec."""
+
+
 def _campaign_wf(lp, name: str) -> dict | None:
-    return lp.workflows.find_one({"name": name}, {"nodes": 1, "state": 1})
+    return lp.workflows.find_one({"name": name}, {"nodes": 1, "state": 1, "metadata": 1})
+
+
+def _spec_digest(spec: CampaignSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
 
 def _queue(lp, spec: CampaignSpec) -> bool:
-    """Add the campaign unless the queue already has it; return True when added."""
+    """Add the campaign unless the queue already has it; return True when added.
+
+    Raises
+    ------
+    CampaignConflictError
+        When a campaign of that name is queued from a different spec.
+    """
     from jobflow.managers.fireworks import flow_to_workflow
 
     from ilflows.loop import CampaignMaker
 
     initialize_queue(lp)
-    if _campaign_wf(lp, spec.name) is not None:
+    digest = _spec_digest(spec)
+    queued = _campaign_wf(lp, spec.name)
+    if queued is not None:
+        if queued.get("metadata", {}).get("spec_sha256") != digest:
+            raise CampaignConflictError(
+                f"name: campaign '{spec.name}' is already queued from a different spec; "
+                "give this spec a new name"
+            )
         return False
     # store=None: each worker uses its own JobStore config, so no credentials enter the queue
-    lp.add_wf(flow_to_workflow(CampaignMaker(spec=spec).make(), store=None))
+    flow = CampaignMaker(spec=spec).make()
+    lp.add_wf(flow_to_workflow(flow, store=None, metadata={"campaign": spec.name, "spec_sha256": digest}))
     return True
 
 
@@ -87,16 +110,27 @@ def campaign_progress(lp, name: str) -> tuple[int, int, int]:
     return states.count("COMPLETED"), states.count("FIZZLED"), len(states)
 
 
+@dataclass
+class WorkerResult:
+    """What a local worker did."""
+
+    queued: bool  # the campaign was new (False: resumed)
+    completed: int
+    fizzled: int
+    total: int
+
+
 def run_worker(
     spec: CampaignSpec | None = None,
     settings: IlflowsSettings | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-) -> tuple[int, int, int]:
+) -> WorkerResult:
     """Queue ``spec`` (if given and new) and run jobs until the queue has none ready.
 
-    Holds the embedded queue for the whole run and saves it after every job, so a killed worker
-    loses at most the job it was running; jobs left RUNNING by a dead worker are rerun first.
-    Returns the campaign's (completed, fizzled, total) jobs, or the queue's when no spec is given.
+    Holds the embedded queue for the whole run and saves it after every job, never during one:
+    a killed worker leaves the job it was running READY in the file, and the next worker runs it
+    again (its JobStore record, if any, is replaced, not duplicated).
+    Counts are the campaign's jobs, or the whole queue's when no spec is given.
     """
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import launch_rocket
@@ -107,11 +141,7 @@ def run_worker(
         check_executables(spec)
     with hold_embedded_queue(settings):
         lp = get_launchpad(settings)
-        if spec is not None:
-            _queue(lp, spec)
-        if settings.backend == "embedded":
-            # we hold the only lock, so anything still RUNNING belongs to a dead worker
-            lp.detect_lostruns(expiration_secs=0, rerun=True)
+        queued = spec is not None and _queue(lp, spec)
         save_queue(lp, settings)
         SETTINGS.JOB_STORE = connect_jobstore(settings)
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +172,8 @@ def run_worker(
         finally:
             os.chdir(here)
         if spec is not None:
-            return campaign_progress(lp, spec.name)
-        states = [fw["state"] for fw in lp.fireworks.find({}, {"state": 1})]
-        return states.count("COMPLETED"), states.count("FIZZLED"), len(states)
+            counts = campaign_progress(lp, spec.name)
+        else:
+            states = [fw["state"] for fw in lp.fireworks.find({}, {"state": 1})]
+            counts = states.count("COMPLETED"), states.count("FIZZLED"), len(states)
+        return WorkerResult(queued, *counts)

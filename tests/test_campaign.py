@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,13 +65,13 @@ def test_campaign_runs_two_iterations_and_prints_the_table(tiny_campaign):
     home, out = tiny_campaign
     assert "jobs done" in out  # progress lines
     table = out[out.index("per-iteration results") :].splitlines()
-    assert table[1].split()[:3] == ["iteration", "labels", "failed_labels"]
+    assert table[1].split()[:3] == ["iteration", "trained_on", "failed_labels"]
     assert [row.split()[0] for row in table[2:4]] == ["0", "1"]
     status = json.loads(_ilflows(["status", "--json"], home).stdout)["tiny"]
     assert status["jobs"]["completed"] == status["jobs"]["total"] and status["jobs"]["fizzled"] == 0
     it0, it1 = status["iterations"]
-    assert it0["labels"] == 4 and 1 <= it0["new_labels"] <= 3
-    assert it1["labels"] == 4 + it0["new_labels"] - it1["failed_labels"]
+    assert it0["trained_on"] == 4 and 1 <= it0["selected"] <= 3
+    assert it1["trained_on"] == 4 + it0["selected"] - it1["failed_labels"]
     assert it1["stop_reason"].startswith("max_iterations")
 
 
@@ -145,3 +146,56 @@ def test_bad_spec_is_refused_in_one_line_with_nothing_queued(tmp_path, change, m
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     queue = tmp_path / "launchpad.json"
     assert not queue.exists() or json.loads(queue.read_text()).get("ilflows", {}).get("fireworks") is None
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_campaign_resumes_with_nothing_to_do(tiny_campaign):
+    home, _ = tiny_campaign
+    before = _query(home, "labels")
+    proc = _ilflows(["run", str(home / "tiny.yaml")], home, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed tiny:" in proc.stdout and "jobs done" not in proc.stdout
+    assert _query(home, "labels") == before
+
+
+def test_same_name_with_another_spec_is_refused(tiny_campaign):
+    home, _ = tiny_campaign
+    changed = home / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**TINY, "select": {**TINY["select"], "max_candidates": 5}}))
+    proc = _ilflows(["run", str(changed)], home)
+    assert proc.returncode == 2
+    assert "campaign 'tiny' is already queued from a different spec" in proc.stderr
+
+
+@pytest.mark.slow
+def test_killed_worker_loses_nothing_and_labels_each_frame_once(tmp_path):
+    spec = tmp_path / "kill.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "name": "kill", "loop": {"max_iterations": 1}}))
+    worker = subprocess.Popen(
+        [*ILFLOWS, "run", str(spec)],
+        env=_env(tmp_path),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in worker.stdout:  # kill -9 the worker and its cp2k while the third label runs
+            done = re.search(r"\s(\d+)/\d+\s+jobs done", line)
+            if done and int(done.group(1)) == 3:
+                break
+        os.killpg(worker.pid, 9)
+    finally:
+        worker.wait()
+    assert worker.returncode == -9
+    done_before = {lab["frame_id"] for lab in _query(tmp_path, "labels")}
+    assert len(done_before) == 2  # finished before the kill: kept
+
+    proc = _ilflows(["run", str(spec)], tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "resumed kill:" in proc.stdout
+    labels = _query(tmp_path, "labels")
+    assert sorted(lab["frame_id"] for lab in labels) == [f"kill/initial/{i}" for i in range(4)]
+    status = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["kill"]
+    assert status["jobs"]["fizzled"] == 0 and status["iterations"][0]["trained_on"] == 4

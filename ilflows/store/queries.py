@@ -13,7 +13,9 @@ def _outputs(store, kind: str, campaign: str | None, extra: dict | None = None, 
         criteria["output.campaign"] = campaign
     properties = None if fields is None else [f"output.{f}" for f in fields]
     docs = store.query(criteria=criteria, properties=properties, load=False)
-    return [d["output"] for d in docs]
+    if fields is None:
+        return [d["output"] for d in docs]
+    return [{f: d["output"].get(f) for f in fields} for d in docs]  # columns in the order asked
 
 
 def campaigns(store) -> list[str]:
@@ -88,7 +90,12 @@ def explorations(store, campaign: str | None = None) -> list[dict]:
     rows = []
     for out in _outputs(store, "exploration", campaign, fields=fields):
         dev = np.asarray(out.pop("deviations"), dtype=float)
-        out.update(n_frames=int(dev.size), max_deviation=float(np.nanmax(dev)) if dev.size else None)
+        wall = out.pop("wall_time")
+        out.update(
+            n_frames=int(dev.size),
+            max_deviation=float(np.nanmax(dev)) if dev.size else None,
+            wall_time=wall,
+        )
         rows.append(out)
     return sorted(rows, key=lambda r: (r["iteration"], r["walker"]))
 
@@ -118,14 +125,14 @@ class IterationRow:
     """One line of the per-iteration table."""
 
     iteration: int
-    labels: int
+    trained_on: int
     failed_labels: int
-    new_labels: int
     frames: int
     accurate: int
     candidate: int
     failed: int
     accurate_ratio: float
+    selected: int
     rmse_e_meV_atom: float | None
     rmse_f_eV_A: float | None
     converged: bool
@@ -133,7 +140,11 @@ class IterationRow:
 
 
 def iteration_table(store, campaign: str) -> list[IterationRow]:
-    """Per iteration: labels trained on, window counts, mean training RMSE, outcome."""
+    """Return one row per iteration.
+
+    Labels trained on (and left out), window counts, frames sent to DFT, mean training RMSE
+    of the ensemble, outcome.
+    """
     rmse: dict[int, list[tuple[float, float]]] = {}
     for t in trainings(store, campaign):
         rmse.setdefault(t["iteration"], []).append((t["rmse_energy"], t["rmse_force"]))
@@ -143,14 +154,14 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
         rows.append(
             IterationRow(
                 iteration=s["iteration"],
-                labels=s["n_labels"],
+                trained_on=s["n_labels"],
                 failed_labels=s["n_failed_labels"],
-                new_labels=len(s["selected"]),
                 frames=s["n_frames"],
                 accurate=s["n_accurate"],
                 candidate=s["n_candidate"],
                 failed=s["n_failed"],
                 accurate_ratio=s["accurate_ratio"],
+                selected=len(s["selected"]),
                 rmse_e_meV_atom=float(pairs[:, 0].mean() * 1000) if pairs.size else None,
                 rmse_f_eV_A=float(pairs[:, 1].mean()) if pairs.size else None,
                 converged=s["converged"],

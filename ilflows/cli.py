@@ -79,7 +79,8 @@ def cmd_status(args) -> int:
 
     store = connect_jobstore()
     lp = get_launchpad()
-    names = [args.campaign] if args.campaign else campaigns(store)
+    queued = [n for n in lp.workflows.distinct("metadata.campaign") if n]
+    names = [args.campaign] if args.campaign else sorted(set(campaigns(store)) | set(queued))
     report = {}
     for name in names:
         done, fizzled, total = campaign_progress(lp, name)

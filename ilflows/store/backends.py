@@ -105,11 +105,13 @@ def get_launchpad(settings: IlflowsSettings | None = None):
 
     if settings.backend == "mongodb":
         return LaunchPad.from_dict(_read_config(settings.launchpad_file))
+    from ilflows.store.embedded import EmbeddedLaunchPad
+
     path = queue_file(settings)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, "{}")
-    lp = LaunchPad(host="localhost", name="ilflows", strm_lvl="WARNING")
+    lp = EmbeddedLaunchPad(host="localhost", name="ilflows", strm_lvl="WARNING")
     # mongomock_persistence writes the whole file, non-atomically, when the client is garbage
     # collected; every process would then overwrite the others.  Only save_queue writes.
     lp.connection._store._finalizer.detach()

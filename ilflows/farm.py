@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -110,6 +111,15 @@ def campaign_progress(lp, name: str) -> tuple[int, int, int]:
     return states.count("COMPLETED"), states.count("FIZZLED"), len(states)
 
 
+# FireWorks and jobflow log every job start and end at INFO to stdout; with progress lines on,
+# those are noise.  Warnings and errors still show.
+CHATTY_LOGGERS = ["rocket.launcher", "launchpad", "jobflow.core.job"]
+
+
+def _warnings_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
 @dataclass
 class WorkerResult:
     """What a local worker did."""
@@ -146,6 +156,9 @@ def run_worker(
         SETTINGS.JOB_STORE = connect_jobstore(settings)
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
         here = Path.cwd()
+        quiet = [logging.getLogger(name) for name in CHATTY_LOGGERS] if on_progress else []
+        for logger in quiet:
+            logger.addFilter(_warnings_only)
         try:
             while True:
                 launch_dir = Path(
@@ -171,6 +184,8 @@ def run_worker(
                     on_progress(Progress(fw["name"], fw["state"], time.perf_counter() - t0, done, total))
         finally:
             os.chdir(here)
+            for logger in quiet:
+                logger.removeFilter(_warnings_only)
         if spec is not None:
             counts = campaign_progress(lp, spec.name)
         else:

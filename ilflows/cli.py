@@ -23,13 +23,7 @@ def _print_iterations(store, campaign: str) -> None:
     print(format_table(table_rows(iteration_table(store, campaign))))
 
 
-def cmd_run(args) -> int:
-    """Queue the campaign on the embedded store and run it here to the end."""
-    from ilflows.farm import run_worker
-    from ilflows.store import connect_jobstore
-
-    spec = _spec(args.spec)
-    settings = get_settings()
+def _progress_printer():
     t0 = time.perf_counter()
 
     def show(p) -> None:
@@ -40,8 +34,19 @@ def cmd_run(args) -> int:
             flush=True,
         )
 
+    return show
+
+
+def cmd_run(args) -> int:
+    """Queue the campaign on the embedded store and run it here to the end."""
+    from ilflows.farm import run_worker
+    from ilflows.store import connect_jobstore
+
+    spec = _spec(args.spec)
+    settings = get_settings()
+    t0 = time.perf_counter()
     print(f"campaign {spec.name}: store {settings.backend} at {settings.home}", flush=True)
-    r = run_worker(spec, settings, on_progress=None if args.quiet else show)
+    r = run_worker(spec, settings, on_progress=None if args.quiet else _progress_printer())
     print(
         f"\n{'queued and ran' if r.queued else 'resumed'} {spec.name}: "
         f"{r.completed}/{r.total} jobs completed, {r.fizzled} fizzled, {time.perf_counter() - t0:.1f} s wall"
@@ -59,6 +64,15 @@ def cmd_submit(args) -> int:
     where = get_settings().backend
     print(f"campaign {spec.name}: {'queued' if added else 'already in the queue'} ({where})")
     return 0
+
+
+def cmd_worker(args) -> int:
+    """Run queued jobs of any campaign until none is ready (a cluster node's rocket launcher)."""
+    from ilflows.farm import run_worker
+
+    r = run_worker(None, get_settings(), on_progress=None if args.quiet else _progress_printer())
+    print(f"queue: {r.completed}/{r.total} jobs completed, {r.fizzled} fizzled")
+    return 0 if r.fizzled == 0 else 1
 
 
 def cmd_check(args) -> int:
@@ -136,7 +150,10 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("spec", help="campaign YAML, e.g. workflows/demo.yaml")
         s.set_defaults(func=func)
-    sub.choices["run"].add_argument("--quiet", action="store_true", help="no per-job progress lines")
+    s = sub.add_parser("worker", help="run ready jobs of the configured queue until none is left")
+    s.set_defaults(func=cmd_worker)
+    for name in ("run", "worker"):
+        sub.choices[name].add_argument("--quiet", action="store_true", help="no per-job progress lines")
     s = sub.add_parser("status", help="per-iteration table of each campaign")
     s.add_argument("campaign", nargs="?", help="campaign name (default: all)")
     s.add_argument("--json", action="store_true", help="machine-readable output")

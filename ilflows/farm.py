@@ -104,7 +104,10 @@ class Progress:
 
 def campaign_progress(lp, name: str) -> tuple[int, int, int]:
     """(completed, fizzled, total) jobs of a campaign's workflow."""
-    wf = _campaign_wf(lp, name)
+    return _workflow_progress(lp, _campaign_wf(lp, name))
+
+
+def _workflow_progress(lp, wf: dict | None) -> tuple[int, int, int]:
     if wf is None:
         return 0, 0, 0
     states = [fw["state"] for fw in lp.fireworks.find({"fw_id": {"$in": wf["nodes"]}}, {"state": 1})]
@@ -179,8 +182,9 @@ def run_worker(
                 fw = lp.fireworks.find_one({"fw_id": launch["fw_id"]}, {"name": 1, "state": 1})
                 if fw["state"] == "COMPLETED" and not settings.keep_workdirs:
                     shutil.rmtree(launch_dir, ignore_errors=True)
-                if on_progress is not None and spec is not None:
-                    done, _, total = campaign_progress(lp, spec.name)
+                if on_progress is not None:
+                    wf = lp.workflows.find_one({"nodes": launch["fw_id"]}, {"nodes": 1})
+                    done, _, total = _workflow_progress(lp, wf)
                     on_progress(Progress(fw["name"], fw["state"], time.perf_counter() - t0, done, total))
         finally:
             os.chdir(here)

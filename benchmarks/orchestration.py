@@ -61,9 +61,7 @@ def spawn(n: int) -> tuple[float, dict[str, float]]:
     from ilflows.loop.campaign import iteration_flow, label_jobs
     from ilflows.schemas import CampaignSpec, Frame, FrameOrigin
 
-    spec = CampaignSpec(
-        name="bench", system={"cation": "PYR14", "anion": "BF4", "n_pairs": 10, "density": 1.2}
-    )
+    spec = CampaignSpec(name="bench", system={"ions": {"PYR14": 10, "BF4": 10}, "density": 1.2})
     frame = Frame(
         species=["H"] * 350,
         positions=[[0.1 * i, 0.0, 0.0] for i in range(350)],

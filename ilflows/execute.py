@@ -1,4 +1,4 @@
-"""The one place ilflows starts an external program (cp2k, dp, lmp, packmol)."""
+"""Where ilflows starts external programs: directly (dp, lmp, packmol, xTB) or under custodian."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 from ilflows.settings import get_settings
@@ -64,3 +65,46 @@ def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: P
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
         raise EngineError(f"{args[0]} exited {proc.returncode} in {workdir}: {tail}")
     return wall
+
+
+POLL_S = 1  # custodian's poll of the running program (its default, 10 s, dwarfs a small label)
+
+
+def run_custodian(
+    job, handlers: list, workdir: Path, max_errors: int
+) -> tuple[float, list[dict], str | None]:
+    """Run one custodian job in ``workdir``.
+
+    Returns
+    -------
+    tuple
+        Wall time (s), the corrections custodian made (handler, errors, actions) and why it gave
+        up (None when the job finished).
+
+    """
+    from custodian import Custodian
+    from monty.json import jsanitize
+
+    manager = Custodian(
+        handlers, [job], max_errors=max_errors, polling_time_step=POLL_S, directory=str(workdir)
+    )
+    start = time.perf_counter()
+    failure = None
+    try:
+        with warnings.catch_warnings():  # pymatgen warns on every unconverged SCF a handler reads
+            warnings.simplefilter("ignore")
+            manager.run()
+    except Exception as err:  # custodian's own stops, and handlers that trip over a broken output
+        failure = f"{type(err).__name__}: {err}"
+    corrections = [
+        {"handler": type(c["handler"]).__name__, "errors": c.get("errors"), "actions": c.get("actions")}
+        for entry in manager.run_log
+        for c in entry["corrections"]
+    ]
+    return time.perf_counter() - start, jsanitize(corrections), failure
+
+
+def pinned_command(command: str) -> list[str]:
+    """Return ``command`` behind ``env`` with ilflows' thread settings (custodian starts it)."""
+    pins = [f"{k}={v}" for k, v in engine_env().items() if os.environ.get(k) != v]
+    return ["env", *pins, *shlex.split(command)]

@@ -51,6 +51,10 @@ class IlflowsSettings(BaseSettings):
     )
     packmol_cmd: str = Field("packmol", description="Packmol executable that packs the boxes.")
     cp2k_cmd: str = Field("cp2k.psmp", description="CP2K executable (Debian: cp2k.psmp).")
+    vasp_cmd: str = Field(
+        "vasp_gam",
+        description="VASP command, e.g. 'srun vasp_gam' (the Gamma-only build suits our labels).",
+    )
     dp_cmd: str = Field(default_factory=lambda: _venv_tool("dp"), description="DeePMD-kit command line tool.")
     lmp_cmd: str = Field(
         default_factory=lambda: _venv_tool("lmp"),

@@ -19,7 +19,7 @@ ILFLOWS = [sys.executable, "-m", "ilflows.cli"]
 # The half-trained ensemble disagrees a lot, so the window is widened to keep candidates.
 TINY = {
     "name": "tiny",
-    "system": {"cation": "PYR14", "anion": "BF4", "n_pairs": 1, "density": 0.22},
+    "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22},
     "initial": {"density_factors": [1.0], "boxes_per_density": 2, "rattled_copies": 1},
     "train": {
         "preset": "tiny",
@@ -131,8 +131,8 @@ def test_query_shows_dft_training_and_md_records(tiny_campaign):
             "select: Value error, trust_lo (2.0) must be below trust_hi",
         ),
         (
-            {"system": {"cation": "XYZ", "anion": "BF4", "n_pairs": 1, "density": 0.22}},
-            "system.cation: unknown ion 'XYZ'",
+            {"system": {"ions": {"XYZ": 1, "BF4": 1}, "density": 0.22}},
+            "system.ions: unknown ion 'XYZ'",
         ),
         ({"explore": {"n_step": 10}}, "explore.n_step: Extra inputs are not permitted"),
         ({"train": {"n_models": 1}}, "train.n_models: Input should be greater than or equal to 2"),

@@ -39,7 +39,7 @@ def reference(atoms, engine, tmp_path_factory):
 
 def test_get_engine_unknown_name_lists_known():
     with pytest.raises(ValueError, match="cp2k-xtb"):
-        get_engine("vasp")
+        get_engine("gaussian")
 
 
 @needs_cp2k

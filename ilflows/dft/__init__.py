@@ -11,7 +11,11 @@ from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
 
 # Imported only when asked for, so that listing engines never needs their dependencies.
-ENGINES = {"cp2k-xtb": "ilflows.dft.cp2k_xtb:Cp2kXtb"}
+ENGINES = {
+    "cp2k-xtb": "ilflows.dft.cp2k_xtb:Cp2kXtb",
+    "cp2k-dft": "ilflows.dft.cp2k_dft:Cp2kDft",
+    "vasp": "ilflows.dft.vasp:Vasp",
+}
 
 
 class DFTEngine(Protocol):

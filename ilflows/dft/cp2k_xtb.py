@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
-from ase.units import Bohr, Hartree
-
+from ilflows.dft.cp2k_output import Cp2kOutput, abort_message, parse_cp2k_output
 from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
@@ -69,29 +65,6 @@ INPUT_TEMPLATE = """\
 """
 
 
-class Cp2kOutput(NamedTuple):
-    """Values read from ``cp2k.out``, converted to eV, eV/Å and GPa (None: not printed)."""
-
-    scf_converged: bool
-    energy: float | None
-    forces: np.ndarray | None
-    stress: np.ndarray | None
-
-
-def _floats(line: str) -> list[float]:
-    return [float(x) for x in line.split()[-3:]]
-
-
-def _abort_message(text: str) -> str | None:
-    """Return CP2K's [ABORT] box as one line (its log tail is only MPI noise)."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if "[ABORT]" in line:
-            # The box's first 11 columns hold the ASCII art; the message sits right of it.
-            return " ".join(" ".join(row[11:].rstrip(" *") for row in lines[i : i + 6]).split())
-    return None
-
-
 class Cp2kXtb:
     """CP2K GFN1-xTB with Ewald electrostatics on a neutral periodic box."""
 
@@ -142,20 +115,7 @@ class Cp2kXtb:
 
     def parse_output(self, workdir: Path) -> Cp2kOutput:
         """Read the final SCF status, energy, forces and stress from ``cp2k.out``."""
-        text = (workdir / OUTPUT).read_text(errors="replace")
-        lines = text.splitlines()
-        scf_converged = "outer SCF loop converged" in text and "SCF run NOT converged" not in text
-        energies = re.findall(r"ENERGY\| Total FORCE_EVAL.*\[a\.u\.\]:\s+(\S+)", text)
-        energy = float(energies[-1]) * Hartree if energies else None
-        forces = stress = None
-        for i, line in enumerate(lines):
-            if "ATOMIC FORCES in [a.u.]" in line:
-                # Title, blank line, column header, then one row per atom up to the sum.
-                end = next((j for j in range(i, len(lines)) if "SUM OF" in lines[j]), len(lines))
-                forces = np.array([_floats(row) for row in lines[i + 3 : end]]) * Hartree / Bohr
-            elif "STRESS| Analytical stress tensor [GPa]" in line:
-                stress = np.array([_floats(row) for row in lines[i + 2 : i + 5]])
-        return Cp2kOutput(scf_converged, energy, forces, stress)
+        return parse_cp2k_output((workdir / OUTPUT).read_text(errors="replace"))
 
     def label(self, frame: Frame, spec: DFTSpec, workdir: Path) -> DFTResult:
         """Label one frame; every failure but a missing executable returns ``converged=False``.
@@ -174,7 +134,7 @@ class Cp2kXtb:
         try:
             wall = self.run_cp2k(workdir)
         except EngineError as err:
-            abort = _abort_message((workdir / OUTPUT).read_text(errors="replace"))
+            abort = abort_message((workdir / OUTPUT).read_text(errors="replace"))
             error = f"cp2k aborted: {abort}" if abort else str(err)
             return DFTResult(**failed, error=error, wall_time=time.perf_counter() - start)
         out = self.parse_output(workdir)

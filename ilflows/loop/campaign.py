@@ -42,14 +42,9 @@ TOLERANT = {"on_missing_references": OnMissing.NONE}
 
 def type_map_of(spec: CampaignSpec) -> list[str]:
     """Model atom types of the campaign: its elements in order of atomic number."""
-    from ase.data import atomic_numbers
+    from ilflows.systems import elements
 
-    from ilflows.systems import load_ion
-
-    elements = {
-        el for ion in (spec.system.cation, spec.system.anion) for el in load_ion(ion).get_chemical_symbols()
-    }
-    return sorted(elements, key=atomic_numbers.__getitem__)
+    return elements(spec.system)
 
 
 @dataclass

@@ -131,11 +131,15 @@ class TrainMaker(Maker):
 
 
 def earlier_labels(store, campaign: str, before_iteration: int) -> list[DFTLabel]:
-    """Labels of ``campaign`` queued by iterations before ``before_iteration`` (initial set: -1)."""
+    """Training labels of ``campaign`` queued before ``before_iteration`` (initial set: -1).
+
+    Validation labels are never returned: they are held out of training.
+    """
     criteria = {
         "output.kind": "dft_label",
         "output.campaign": campaign,
         "output.iteration": {"$lt": before_iteration},
+        "output.origin.stage": {"$ne": "validation"},
     }
     docs = store.query(criteria=criteria, properties=["output"], sort={"output.frame_id": 1})
     return [DFTLabel.model_validate(d["output"]) for d in docs]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -24,13 +24,30 @@ class _Section(BaseModel):
 
 
 class SystemSpec(_Section):
-    """What liquid to simulate."""
+    """What liquid to simulate: the ions of one box and its reference density.
 
-    cation: str = Field(description="Cation name in the ion library, e.g. 'PYR14'.")
-    anion: str = Field(description="Anion name in the ion library, e.g. 'BF4'.")
-    n_pairs: int = Field(gt=0, description="Ion pairs per box.")
+    Names, electroneutrality, positive counts and whether Packmol can fill the box are checked
+    by :func:`ilflows.systems.check_system` (run by :func:`load_spec`).
+    """
+
+    ions: dict[str, int] = Field(
+        min_length=1,
+        description=(
+            "Composition of one box: ion name in the ion library -> number of those ions "
+            "(molecules) in the box, e.g. {PYR14: 8, Li: 2, TFSI: 10}; the total charge must be 0."
+        ),
+    )
     density: float = Field(gt=0, description="Reference density of the boxes, g/cm^3.")
     tolerance: float = Field(2.0, gt=0, description="Packmol minimum distance between molecules, Å.")
+    reference_density_source: str | None = Field(
+        None, description="Where the reference density comes from (paper, table, method, temperature)."
+    )
+
+    @field_validator("ions")
+    @classmethod
+    def _sorted(cls, ions: dict[str, int]) -> dict[str, int]:
+        # the same composition written in another order is the same campaign
+        return dict(sorted(ions.items()))
 
 
 class InitialSpec(_Section):
@@ -50,14 +67,93 @@ class InitialSpec(_Section):
 
 
 class DFTSpec(_Section):
-    """Labelling engine."""
+    """Labelling engine and its settings; a setting left unset takes the engine's default.
 
-    engine: Literal["cp2k-xtb"] = Field("cp2k-xtb", description="DFT engine name.")
-    max_scf: int = Field(50, gt=0, description="Inner SCF iterations per outer step.")
-    eps_scf: float = Field(1e-6, gt=0, description="SCF convergence threshold, Hartree.")
+    Setting a field that the chosen engine does not use is refused, so a spec never claims a
+    setting its labels did not run with.
+    """
+
+    engine: Literal["cp2k-xtb", "cp2k-dft", "vasp"] = Field(
+        "cp2k-xtb",
+        description="DFT engine: 'cp2k-xtb' (CP2K GFN1-xTB), 'cp2k-dft' (CP2K Quickstep GPW), "
+        "'vasp' (VASP PAW; needs licensed POTCARs).",
+    )
+    max_scf: int = Field(
+        50, gt=0, description="SCF iterations: CP2K inner iterations per outer step; VASP NELM."
+    )
+    eps_scf: float = Field(1e-6, gt=0, description="CP2K SCF convergence threshold, Hartree.")
     stress: bool = Field(
         True, description="Compute the analytical stress tensor (needed for virial training)."
     )
+    functional: Literal["PBE", "SCAN", "B97-3c"] | None = Field(
+        None,
+        description="Exchange-correlation functional: cp2k-dft PBE (default) or B97-3c; "
+        "vasp PBE (default) or SCAN.",
+    )
+    dispersion: Literal["D3", "D3(BJ)", "none"] | None = Field(
+        None,
+        description="Grimme D3 correction, zero ('D3') or Becke-Johnson ('D3(BJ)') damping; "
+        "default D3(BJ) for cp2k-dft, D3 for vasp (paper 1). B97-3c always uses its D3(BJ).",
+    )
+    dispersion_cutoff: float | None = Field(
+        None, gt=0, description="cp2k-dft D3 pair cutoff, Å (default: CP2K's; 8 for B97-3c)."
+    )
+    basis: str | None = Field(
+        None,
+        description="cp2k-dft Gaussian basis set name from BASIS_MOLOPT or GTH_BASIS_SETS "
+        "(default DZVP-MOLOPT-SR-GTH; TZVP-GTH for B97-3c).",
+    )
+    pseudopotential: str | None = Field(
+        None, description="cp2k-dft GTH pseudopotential family from GTH_POTENTIALS (default GTH-PBE)."
+    )
+    cutoff: float | None = Field(
+        None, gt=0, description="cp2k-dft density grid cutoff, Ry (default 400; 800 for B97-3c)."
+    )
+    rel_cutoff: float = Field(
+        50.0, gt=0, description="cp2k-dft cutoff that maps Gaussians onto grid levels, Ry."
+    )
+    encut: float = Field(450.0, gt=0, description="vasp plane-wave cutoff ENCUT, eV.")
+    ediff: float = Field(1e-6, gt=0, description="vasp electronic convergence EDIFF, eV.")
+    sigma: float = Field(0.05, gt=0, description="vasp Gaussian smearing width SIGMA (ISMEAR 0), eV.")
+    max_errors: int = Field(
+        3,
+        ge=1,
+        description="cp2k-dft and vasp: errors custodian may detect and correct (e.g. by another "
+        "SCF solver) before a label fails; the engine runs at most this many times.",
+    )
+
+    @model_validator(mode="after")
+    def _engine_settings(self) -> DFTSpec:
+        users = {
+            "functional": ("cp2k-dft", "vasp"),
+            "dispersion": ("cp2k-dft", "vasp"),
+            "dispersion_cutoff": ("cp2k-dft",),
+            "basis": ("cp2k-dft",),
+            "pseudopotential": ("cp2k-dft",),
+            "cutoff": ("cp2k-dft",),
+            "rel_cutoff": ("cp2k-dft",),
+            "encut": ("vasp",),
+            "ediff": ("vasp",),
+            "sigma": ("vasp",),
+            "max_errors": ("cp2k-dft", "vasp"),
+        }
+        # Compared with the default rather than model_fields_set: a dumped and reloaded spec
+        # carries every field.
+        for name, engines in users.items():
+            if self.engine not in engines and getattr(self, name) != type(self).model_fields[name].default:
+                raise ValueError(f"{name} applies to engine {' or '.join(engines)}, not {self.engine}")
+        functionals = {"cp2k-dft": ("PBE", "B97-3c"), "vasp": ("PBE", "SCAN")}
+        if self.functional and self.functional not in functionals[self.engine]:
+            raise ValueError(
+                f"functional {self.functional} is not available with engine {self.engine}; "
+                f"choose {' or '.join(functionals[self.engine])}"
+            )
+        if self.functional == "B97-3c" and self.dispersion not in (None, "D3(BJ)"):
+            raise ValueError(
+                f"dispersion {self.dispersion}: B97-3c includes its own D3(BJ) with C9 and "
+                "short-range bond terms; leave dispersion unset"
+            )
+        return self
 
 
 class TrainSpec(_Section):

@@ -1,13 +1,13 @@
 """The ion library: name, charge and a gas-phase geometry of each ion ilflows can pack.
 
 Geometries are xyz files under ``ilflows/systems/molecules`` (centroid at the origin, Å);
-each file's comment line says where the geometry came from.
+each file's comment line says where the geometry came from: PYR14 and BF4 were split from an
+xTB-relaxed ion pair, BMIM, Li and TFSI (trans, C2) are built by ``scripts/build_ions.py``
+(RDKit ETKDG + MMFF94 from SMILES, fixed seed).
 
-Reference densities used by the campaigns (``system.density``), PYR14 BF4 liquid at 423 K,
-from Park, Ryu & Lee, *Ionic Liquid Molecular Dynamics Simulation with Machine Learning
-Force Fields: DPMD and MACE* (paper 1), Tables 2 and 4: CL&P 1.0345, APPLE&P 1.0707,
-MACE 1.0443 g/cm^3 (no experimental value is given there). Paper 1 scales its nEQ boxes
-(0.77-1.26) relative to the APPLE&P density, so 1.07 g/cm^3 is the reference to use.
+The order of :data:`ION_LIBRARY` (cations, then anions) is the order in which the molecules of
+a packed box are laid out (see :func:`ilflows.systems.packing.topology`).  Liquids made of
+these ions and their reference densities are in :mod:`ilflows.systems.compositions`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Ion:
     Attributes
     ----------
     name
-        Library key, as written in ``system.cation`` / ``system.anion``.
+        Library key, as written in ``system.ions``.
     formula
         Hill formula of the ion.
     charge
@@ -49,7 +49,10 @@ ION_LIBRARY: dict[str, Ion] = {
     ion.name: ion
     for ion in (
         Ion("PYR14", "C9H20N", +1, "1-butyl-1-methylpyrrolidinium", "PYR14.xyz"),
+        Ion("BMIM", "C8H15N2", +1, "1-butyl-3-methylimidazolium", "BMIM.xyz"),
+        Ion("Li", "Li", +1, "lithium", "Li.xyz"),
         Ion("BF4", "BF4", -1, "tetrafluoroborate", "BF4.xyz"),
+        Ion("TFSI", "C2F6NO4S2", -1, "bis(trifluoromethanesulfonyl)imide", "TFSI.xyz"),
     )
 }
 

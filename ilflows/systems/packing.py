@@ -1,4 +1,9 @@
-"""Cubic boxes of ion pairs packed with Packmol, and the initial (nEQ) frames built from them.
+"""Cubic boxes of ions packed with Packmol, and the initial (nEQ) frames built from them.
+
+A packed frame lays its molecules out in the order of :data:`~ilflows.systems.ions.ION_LIBRARY`
+(PYR14, BMIM, Li, BF4, TFSI), all molecules of one ion together and each molecule's atoms
+contiguous and in the order of its xyz template, whatever the order of ``system.ions``;
+:func:`topology` gives the atom range of every molecule.
 
 Packmol (20.14, as packaged by Debian) knows no periodic boundaries, so every atom is
 packed inside ``[tolerance/2, L - tolerance/2]`` (to Packmol's ~0.01 Å precision): an atom
@@ -16,22 +21,68 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
 from ase.units import _Nav
 
 from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.schemas.campaign import CampaignSpec, SystemSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.settings import get_settings
-from ilflows.systems.ions import load_ion, molar_mass
+from ilflows.systems.ions import ION_LIBRARY, load_ion, molar_mass
 
 
 class PackingError(EngineError):
     """Packmol found no packing; the message says which spec values to change."""
 
 
+def ordered_ions(system: SystemSpec) -> list[tuple[str, int]]:
+    """(ion name, count) of ``system.ions`` in the library's order, the order of packed frames."""
+    return [(name, system.ions[name]) for name in ION_LIBRARY if name in system.ions]
+
+
+def topology(system: SystemSpec) -> list[tuple[str, range]]:
+    """Ion name and atom index range of each molecule of a frame packed for ``system``."""
+    out, start = [], 0
+    for name, count in ordered_ions(system):
+        size = len(load_ion(name))
+        for _ in range(count):
+            out.append((name, range(start, start + size)))
+            start += size
+    return out
+
+
+def elements(system: SystemSpec) -> list[str]:
+    """Chemical elements of ``system``'s ions, sorted by atomic number."""
+    symbols = {s for name in system.ions for s in load_ion(name).get_chemical_symbols()}
+    return sorted(symbols, key=atomic_numbers.__getitem__)
+
+
+def check_composition(system: SystemSpec) -> None:
+    """Raise a one-line :class:`ValueError` naming ``system.ions`` if the composition is unusable.
+
+    The ions must be in the library, every count positive and the box electroneutral.
+    """
+    unknown = [name for name in system.ions if name not in ION_LIBRARY]
+    if unknown:
+        known = ", ".join(sorted(ION_LIBRARY))
+        raise ValueError(f"system.ions: unknown ion {unknown[0]!r}; known: {known}")
+    bad = {name: n for name, n in system.ions.items() if n <= 0}
+    if bad:
+        raise ValueError(
+            f"system.ions: counts must be positive, got {bad}; drop the ion or give a count >= 1"
+        )
+    charge = sum(ION_LIBRARY[name].charge * n for name, n in system.ions.items())
+    if charge:
+        parts = ", ".join(f"{n} {name} ({ION_LIBRARY[name].charge:+d})" for name, n in ordered_ions(system))
+        raise ValueError(
+            f"system.ions: the box has a net charge of {charge:+d} e ({parts}); "
+            "change the counts so that charges cancel"
+        )
+
+
 def box_edge(system: SystemSpec, density: float) -> float:
-    """Edge, Å, of the cubic box holding ``system.n_pairs`` ion pairs at ``density`` g/cm^3."""
-    grams = system.n_pairs * (molar_mass(system.cation) + molar_mass(system.anion)) / _Nav
+    """Edge, Å, of the cubic box holding the ions of ``system.ions`` at ``density`` g/cm^3."""
+    grams = sum(n * molar_mass(name) for name, n in system.ions.items()) / _Nav
     return (grams / density * 1e24) ** (1 / 3)
 
 
@@ -46,12 +97,13 @@ def check_fits(system: SystemSpec, density: float) -> None:
     The packable region of the box is ``L - tolerance`` wide (see the module docstring).
     """
     edge = box_edge(system, density)
-    extent, name = max((molecule_extent(load_ion(n)), n) for n in (system.cation, system.anion))
+    extent, name = max((molecule_extent(load_ion(n)), n) for n in system.ions)
     if edge - system.tolerance <= extent:
+        n_ions = sum(system.ions.values())
         raise ValueError(
-            f"system.density/system.n_pairs: {system.n_pairs} pair(s) at {density:.4g} g/cm^3 "
+            f"system.density/system.ions: {n_ions} ions at {density:.4g} g/cm^3 "
             f"make a {edge:.2f} Å box, which less system.tolerance ({system.tolerance} Å) "
-            f"cannot hold {name} ({extent:.2f} Å across); raise system.n_pairs or lower the density"
+            f"cannot hold {name} ({extent:.2f} Å across); add ions or lower the density"
         )
 
 
@@ -69,7 +121,7 @@ def run_packmol(workdir: Path) -> float:
     require_executable(command, "packmol_cmd")
     advice = (
         f"packmol found no packing in {workdir} (see packmol.log); lower the density "
-        "(system.density or initial.density_factors) or system.tolerance, or raise system.n_pairs"
+        "(system.density or initial.density_factors) or system.tolerance, or add ions (system.ions)"
     )
     try:
         wall = run_command(command, workdir, "packmol.log", stdin=workdir / "packmol.inp")
@@ -102,12 +154,12 @@ def _superpose(template: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def pack_box(system: SystemSpec, density: float, seed: int, workdir: Path) -> Frame:
-    """Pack ``system.n_pairs`` cations and anions into a cubic box at ``density`` g/cm^3.
+    """Pack the ions of ``system.ions`` into a cubic box at ``density`` g/cm^3.
 
     Parameters
     ----------
     system
-        Ions, number of pairs and Packmol tolerance.
+        Composition and Packmol tolerance.
     density
         Target density, g/cm^3; the box edge is chosen so that mass/volume equals it.
     seed
@@ -118,22 +170,24 @@ def pack_box(system: SystemSpec, density: float, seed: int, workdir: Path) -> Fr
     Returns
     -------
     Frame
-        All cations then all anions, each molecule's atoms contiguous and in template order.
+        Molecules in the order of :func:`topology` (library order of the ions), each
+        molecule's atoms contiguous and in template order.
 
     """
     if seed < 0:
         raise ValueError(f"packmol seed must be >= 0, got {seed}; use a non-negative initial.seed")
+    check_composition(system)
     check_fits(system, density)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    ions = [load_ion(system.cation), load_ion(system.anion)]
+    ions = [(name, load_ion(name), count) for name, count in ordered_ions(system)]
     edge, tol = box_edge(system, density), system.tolerance
     lines = [f"tolerance {tol}", f"seed {seed}", "filetype xyz", "output packed.xyz"]
-    for name, atoms in zip(("cation.xyz", "anion.xyz"), ions, strict=True):
-        _write_xyz(workdir / name, atoms)
+    for name, atoms, count in ions:
+        _write_xyz(workdir / f"{name}.xyz", atoms)
         lines += [
-            f"structure {name}",
-            f"  number {system.n_pairs}",
+            f"structure {name}.xyz",
+            f"  number {count}",
             f"  inside cube {tol / 2} {tol / 2} {tol / 2} {edge - tol}",
             "end structure",
         ]
@@ -143,8 +197,8 @@ def pack_box(system: SystemSpec, density: float, seed: int, workdir: Path) -> Fr
     out = (workdir / "packed.xyz").read_text().splitlines()[2:]
     packed = np.array([[float(x) for x in line.split()[1:4]] for line in out if line.strip()])
     species, positions, start = [], [], 0
-    for atoms in ions:
-        for _ in range(system.n_pairs):
+    for _, atoms, count in ions:
+        for _ in range(count):
             stop = start + len(atoms)
             positions.append(_superpose(atoms.positions, packed[start:stop]))
             species += atoms.get_chemical_symbols()

@@ -1,0 +1,346 @@
+"""CP2K DFT (Quickstep GPW) labels and short NVT AIMD through atomate2's input sets and custodian.
+
+One fixed sequence per calculation: atomate2's CP2K input generator writes ``cp2k.inp`` with the
+basis sets and pseudopotentials it resolved (``BASIS``, ``POTENTIAL`` beside it), one
+:func:`ilflows.execute.run_custodian` call runs CP2K under custodian, whose handlers correct an
+unconverged SCF and rerun (``spec.max_errors`` runs at most), and the output is parsed here.
+atomate2's Makers are not used: inside a label job they would start a nested jobflow run,
+their defaults are for spin-polarised solids (k-points, smearing) and their task document
+fails on a closed-shell run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from ase.units import Bohr, Hartree
+
+from ilflows.dft.cp2k_output import abort_message, parse_cp2k_output
+from ilflows.execute import EngineError, pinned_command, require_executable, run_custodian
+from ilflows.schemas.campaign import DFTSpec
+from ilflows.schemas.frames import Frame
+from ilflows.schemas.records import DFTResult
+from ilflows.settings import get_settings
+
+OUTPUT = "cp2k.out"
+PROJECT = "ilflows"
+# The only CP2K data files indexed for pymatgen's basis/potential matching (3 s once, not 20 s
+# for all of them); basis and pseudopotential names are looked up in these.
+DATA_FILES = ("BASIS_MOLOPT", "GTH_BASIS_SETS", "GTH_POTENTIALS")
+PRESETS = {
+    "PBE": {"xc": {"PBE": {}}, "basis": "DZVP-MOLOPT-SR-GTH", "cutoff": 400.0, "d3_cutoff": None},
+    # CP2K 2023.1's native B97-3c: without an explicit SCALE_X it aborts ("Unsupported scaling
+    # factors"); D3(BJ) with the C9 and short-range bond terms completes the composite.  Basis,
+    # cutoff and the 8 Å D3 cutoff are the BMIM-BF4 paper's.
+    "B97-3c": {
+        "xc": {"BECKE97": {"PARAMETRIZATION": "B97-3C", "SCALE_X": 1.0, "SCALE_C": 1.0}},
+        "basis": "TZVP-GTH",
+        "cutoff": 800.0,
+        "d3_cutoff": 8.0,
+    },
+}
+# Parameters passed to pymatgen's DftSet under their own names.
+DFTSET_KEYS = ("cutoff", "rel_cutoff", "ngrids", "eps_scf", "max_scf", "outer_max_scf", "ot", "minimizer")
+DFTSET_KEYS += ("preconditioner", "algorithm", "rotation", "smearing", "spin_polarized")
+PRINT_OFF = ("print_dos", "print_pdos", "print_mo_cubes", "print_v_hartree", "print_e_density")
+
+
+def cp2k_data_dir() -> Path:
+    """Return pymatgen's per-element index of :data:`DATA_FILES`, building it once in the cache.
+
+    It is what ``pmg config --cp2k SOURCE DIR`` writes, limited to those files and kept under
+    ``$XDG_CACHE_HOME/ilflows`` by the source files' paths, sizes and times, so a new CP2K gets a
+    new index.  SOURCE is ``$CP2K_DATA_DIR`` when set (module and conda installs), else Debian's.
+
+    Raises
+    ------
+    EngineError
+        When a data file is missing.
+
+    """
+    from pymatgen.cli.pmg_config import setup_cp2k_data
+
+    source = Path(os.environ.get("CP2K_DATA_DIR") or "/usr/share/cp2k")
+    files = [source / name for name in DATA_FILES]
+    if missing := [str(f) for f in files if not f.is_file()]:
+        raise EngineError(f"CP2K data files {', '.join(missing)} not found; set CP2K_DATA_DIR")
+    stamp = "".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns};" for f in files)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ilflows"
+    target = cache / f"cp2k-pmg-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    if not target.is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            (Path(tmp) / "src").mkdir()
+            for f in files:
+                (Path(tmp) / "src" / f.name).symlink_to(f)
+            with contextlib.redirect_stdout(io.StringIO()):  # one line per element and file
+                setup_cp2k_data([f"{tmp}/src", f"{tmp}/index"])
+            # A rename is atomic: a worker racing this one either wins or finds the index built.
+            with contextlib.suppress(OSError):
+                (Path(tmp) / "index").rename(target)
+    return target
+
+
+class Cp2kDft:
+    """CP2K Kohn-Sham DFT on a periodic box: Gamma point, closed shell, OT, no smearing."""
+
+    name = "cp2k-dft"
+
+    def executables(self) -> list[tuple[str, str]]:
+        """Return the CP2K command and the settings field that names it."""
+        return [(get_settings().cp2k_cmd, "cp2k_cmd")]
+
+    def parameters(self, spec: DFTSpec) -> dict:
+        """Return every setting of a label: the spec's values over the functional's defaults."""
+        functional = spec.functional or "PBE"
+        preset = PRESETS[functional]
+        return {
+            "functional": functional,
+            "dispersion": spec.dispersion or "D3(BJ)",
+            "dispersion_cutoff": spec.dispersion_cutoff or preset["d3_cutoff"],
+            "basis": spec.basis or preset["basis"],
+            "pseudopotential": spec.pseudopotential or "GTH-PBE",
+            "kpoints": "gamma",
+            "stress_tensor": "ANALYTICAL" if spec.stress else "NONE",
+            "max_errors": spec.max_errors,
+            "cutoff": spec.cutoff or preset["cutoff"],
+            "rel_cutoff": spec.rel_cutoff,
+            "ngrids": 5,
+            "eps_scf": spec.eps_scf,
+            "max_scf": spec.max_scf,
+            "outer_max_scf": 10,
+            "ot": True,
+            "minimizer": "DIIS",
+            "preconditioner": "FULL_SINGLE_INVERSE",
+            "algorithm": "STRICT",
+            "rotation": False,
+            "smearing": False,
+            "spin_polarized": False,
+        }
+
+    def write_inputs(self, frame: Frame, spec: DFTSpec, workdir: Path, extra: dict | None = None) -> dict:
+        """Write ``cp2k.inp``, ``BASIS`` and ``POTENTIAL`` in ``workdir``; return the parameters.
+
+        ``extra`` holds CP2K sections as nested dicts merged over the input; with a MOTION
+        section the run is MD instead of a single point.
+
+        Raises
+        ------
+        ValueError
+            When the basis set or pseudopotential has no entry for an element of the frame.
+
+        """
+        from atomate2.cp2k.sets.base import recursive_update
+        from atomate2.cp2k.sets.core import MDSetGenerator, StaticSetGenerator
+        from pymatgen.core import Lattice, Structure
+        from pymatgen.io.cp2k.inputs import GaussianTypeOrbitalBasisSet, GthPotential
+        from pymatgen.io.cp2k.sets import DftSet
+
+        p = self.parameters(spec)
+        structure = Structure(Lattice(frame.cell), frame.species, frame.positions, coords_are_cartesian=True)
+        wanted = {"basis": p["basis"], "potential": p["pseudopotential"]}
+        with warnings.catch_warnings():  # an unmatched name only warns; it is refused below
+            warnings.simplefilter("ignore")
+            found = DftSet.get_basis_and_potential(
+                structure, dict.fromkeys(structure.symbol_set, wanted), cp2k_data_dir=str(cp2k_data_dir())
+            )
+        for el in sorted(structure.symbol_set):
+            if not isinstance(found[el]["basis"], GaussianTypeOrbitalBasisSet):
+                raise ValueError(f"basis {p['basis']} has no entry for {el} in {', '.join(DATA_FILES)}")
+            if not isinstance(found[el]["potential"], GthPotential):
+                raise ValueError(f"pseudopotential {p['pseudopotential']} has no entry for {el}")
+        dft = {"XC": {"XC_FUNCTIONAL": PRESETS[p["functional"]]["xc"]}}
+        if p["dispersion"] != "none":
+            pair = {
+                "TYPE": "DFTD3" if p["dispersion"] == "D3" else "DFTD3(BJ)",
+                "PARAMETER_FILE_NAME": "dftd3.dat",
+                "REFERENCE_FUNCTIONAL": p["functional"],
+            }
+            if p["dispersion_cutoff"]:
+                pair["R_CUTOFF"] = p["dispersion_cutoff"]
+            if p["functional"] == "B97-3c":
+                pair.update(CALCULATE_C9_TERM=True, SHORT_RANGE_CORRECTION=True)
+            dft["XC"]["VDW_POTENTIAL"] = {"POTENTIAL_TYPE": "PAIR_POTENTIAL", "PAIR_POTENTIAL": pair}
+        overrides = {
+            "GLOBAL": {"PROJECT_NAME": PROJECT},
+            "FORCE_EVAL": {"STRESS_TENSOR": p["stress_tensor"], "DFT": dft},
+        }
+        recursive_update(overrides, extra or {})
+        # Every DftSet keyword comes from the parameters, so the input and the record never drift.
+        settings = {k: p[k] for k in DFTSET_KEYS} | dict.fromkeys(PRINT_OFF, False)
+        settings |= {
+            "basis_and_potential": {el: found[el] for el in structure.symbol_set},
+            "xc_functionals": list(PRESETS[p["functional"]]["xc"]),
+            # pymatgen's activate_motion writes an unprintable THERMOSTAT; MOTION is an override.
+            "activate_motion": False,
+            "override_default_params": overrides,
+        }
+        generator = MDSetGenerator if "MOTION" in overrides else StaticSetGenerator
+        # No KPOINTS in the config: Gamma point only.  Unsorted: forces come back in frame order.
+        inputs = generator(user_input_settings=settings, config_dict={"cp2k_input": {}}, sort_structure=False)
+        inputs.get_input_set(structure).write_input(workdir)
+        return p
+
+    def run_cp2k(self, workdir: Path, max_errors: int, handlers: list | None = None):
+        """Run CP2K on ``cp2k.inp`` under custodian; see :func:`ilflows.execute.run_custodian` for the result.
+
+        ``handlers`` default to custodian's CP2K handlers for a single point.
+        """
+        from custodian.cp2k import handlers as h
+        from custodian.cp2k.jobs import Cp2kJob
+        from custodian.custodian import Job
+
+        class OwnCp2kJob(Cp2kJob):
+            # Cp2kJob.terminate runs `killall cp2k.psmp`, every CP2K on the node; the base
+            # Job's makes custodian stop only the process it started.
+            terminate = Job.terminate
+
+        if handlers is None:
+            handlers = [
+                h.StdErrHandler(std_err=str(Path(workdir) / "std_err.txt")),  # else read from the cwd
+                h.UnconvergedScfErrorHandler(),
+                h.DivergingScfErrorHandler(),
+                h.FrozenJobErrorHandler(),
+                h.AbortHandler(),
+                h.NumericalPrecisionHandler(),
+            ]
+        job = OwnCp2kJob(pinned_command(get_settings().cp2k_cmd))
+        return run_custodian(job, handlers, Path(workdir), max_errors)
+
+    def label(self, frame: Frame, spec: DFTSpec, workdir: Path) -> DFTResult:
+        """Label one frame; every failure but a missing executable returns ``converged=False``.
+
+        Raises
+        ------
+        EngineError
+            When the CP2K executable or CP2K's data files are not found.
+
+        """
+        workdir = Path(workdir)
+        require_executable(get_settings().cp2k_cmd, "cp2k_cmd")
+        try:
+            parameters = self.write_inputs(frame, spec, workdir)
+        except ValueError as err:
+            failed = {"engine": self.name, "parameters": self.parameters(spec), "converged": False}
+            return DFTResult(**failed, error=str(err), wall_time=0.0)
+        wall, parameters["custodian"], failure = self.run_cp2k(workdir, spec.max_errors)
+        text = (workdir / OUTPUT).read_text(errors="replace") if (workdir / OUTPUT).exists() else ""
+        out = parse_cp2k_output(text)
+        n_fixes = len(parameters["custodian"])
+        if abort := abort_message(text):
+            error = f"cp2k aborted: {abort}"
+        elif not out.scf_converged:
+            error = (
+                f"SCF not converged (max_scf={spec.max_scf}, eps_scf={spec.eps_scf}, {n_fixes} corrections)"
+            )
+        elif failure:
+            error = f"custodian: {failure}"
+        elif out.forces is None or out.forces.shape != (frame.n_atoms, 3) or out.energy is None:
+            error = f"no energy or forces for {frame.n_atoms} atoms in {OUTPUT}"
+        elif spec.stress and out.stress is None:
+            error = f"stress requested but not printed in {OUTPUT}"
+        else:
+            return DFTResult(
+                engine=self.name,
+                parameters=parameters,
+                converged=True,
+                energy=out.energy,
+                forces=out.forces.tolist(),
+                stress=None if out.stress is None else out.stress.tolist(),
+                wall_time=wall,
+            )
+        return DFTResult(
+            engine=self.name, parameters=parameters, converged=False, error=error, wall_time=wall
+        )
+
+
+def read_cp2k_xyz(path: Path) -> list[tuple[float, np.ndarray]]:
+    """Return (energy in Hartree, coordinates) of each frame of a CP2K pos or frc xyz file."""
+    lines = Path(path).read_text().splitlines()
+    n = int(lines[0])
+    return [
+        (
+            float(lines[i + 1].rsplit("E =", 1)[1]),
+            np.array([r.split()[1:4] for r in lines[i + 2 : i + 2 + n]], float),
+        )
+        for i in range(0, len(lines) - n - 1, n + 2)
+    ]
+
+
+def run_aimd(
+    frame: Frame,
+    spec: DFTSpec,
+    workdir: Path,
+    n_steps: int,
+    temperature: float,
+    timestep: float = 0.5,
+    thermostat_timecon: float = 100.0,
+    seed: int = 1,
+) -> list[tuple[Frame, DFTResult]]:
+    """Run ``n_steps`` of NVT AIMD (CSVR thermostat) from ``frame`` in one CP2K run.
+
+    Temperature in K, time step and thermostat time constant in fs; velocities are drawn at
+    ``temperature`` with ``seed``.  Returns MD steps 1..n_steps as (frame, label) pairs read from
+    CP2K's ``pos``/``frc`` files, each converged or not by its own SCF, its wall time the run's
+    share per step.  A run that stops early returns only ``(frame, failed label)`` with the reason.
+
+    Raises
+    ------
+    EngineError
+        When the CP2K executable or CP2K's data files are not found.
+
+    """
+    engine, workdir = Cp2kDft(), Path(workdir)
+    require_executable(get_settings().cp2k_cmd, "cp2k_cmd")
+    md = {"ENSEMBLE": "NVT", "STEPS": n_steps, "TIMESTEP": timestep, "TEMPERATURE": temperature}
+    md["THERMOSTAT"] = {"TYPE": "CSVR", "CSVR": {"TIMECON": thermostat_timecon}}
+    extra = {
+        "GLOBAL": {"SEED": seed},
+        "MOTION": {"MD": md, "PRINT": {"TRAJECTORY": {"EACH": {"MD": 1}}, "FORCES": {"EACH": {"MD": 1}}}},
+    }
+    try:
+        parameters = engine.write_inputs(frame, spec, workdir, extra)
+    except ValueError as err:
+        failed = {"engine": engine.name, "parameters": engine.parameters(spec), "converged": False}
+        return [(frame, DFTResult(**failed, error=str(err), wall_time=0.0))]
+    parameters.update(run_type="MD", n_steps=n_steps, temperature=temperature, timestep=timestep)
+    parameters.update(thermostat="CSVR", thermostat_timecon=thermostat_timecon, seed=seed)
+    # No handlers: their fixes restart a trajectory part-way; an unconverged step is flagged below.
+    wall, parameters["custodian"], failure = engine.run_cp2k(workdir, 1, handlers=[])
+    text = (workdir / OUTPUT).read_text(errors="replace") if (workdir / OUTPUT).exists() else ""
+    # Step 0 is evaluated before MD_INI, step k just before "MD| Step number k".
+    steps = re.split(r"MD_INI\| MD initialization|MD\| Step number", text)[1:-1]
+    if failure or len(steps) != n_steps:
+        if abort := abort_message(text):
+            error = f"cp2k aborted: {abort}"
+        else:
+            error = f"custodian: {failure}" if failure else f"{len(steps)} of {n_steps} MD steps in {OUTPUT}"
+        failed = DFTResult(
+            engine=engine.name, parameters=parameters, converged=False, error=error, wall_time=wall
+        )
+        return [(frame, failed)]
+    positions = read_cp2k_xyz(workdir / f"{PROJECT}-pos-1.xyz")[1:]
+    forces = read_cp2k_xyz(workdir / f"{PROJECT}-frc-1.xyz")[1:]
+    labels = []
+    for k, ((energy, xyz), (_, frc), segment) in enumerate(zip(positions, forces, steps, strict=True), 1):
+        ok, _, _, stress = parse_cp2k_output(segment)
+        result = DFTResult(
+            engine=engine.name,
+            parameters={**parameters, "md_step": k},
+            converged=ok,
+            error=None if ok else f"SCF not converged at MD step {k}",
+            energy=energy * Hartree if ok else None,
+            forces=(frc * Hartree / Bohr).tolist() if ok else None,
+            stress=stress.tolist() if ok and stress is not None else None,
+            wall_time=wall / n_steps,
+        )
+        labels.append((Frame(species=frame.species, positions=xyz.tolist(), cell=frame.cell), result))
+    return labels

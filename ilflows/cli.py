@@ -10,10 +10,10 @@ import time
 from ilflows.settings import get_settings
 
 
-def _spec(path: str):
+def _spec(args):
     from ilflows.schemas import load_spec
 
-    return load_spec(path)
+    return load_spec(args.spec, local=args.local)
 
 
 def _print_iterations(store, campaign: str) -> None:
@@ -42,7 +42,7 @@ def cmd_run(args) -> int:
     from ilflows.farm import run_worker
     from ilflows.store import connect_jobstore
 
-    spec = _spec(args.spec)
+    spec = _spec(args)
     settings = get_settings()
     t0 = time.perf_counter()
     print(f"campaign {spec.name}: store {settings.backend} at {settings.home}", flush=True)
@@ -59,7 +59,7 @@ def cmd_submit(args) -> int:
     """Queue the campaign on the configured LaunchPad for cluster workers."""
     from ilflows.farm import submit
 
-    spec = _spec(args.spec)
+    spec = _spec(args)
     added = submit(spec)
     where = get_settings().backend
     print(f"campaign {spec.name}: {'queued' if added else 'already in the queue'} ({where})")
@@ -79,7 +79,7 @@ def cmd_check(args) -> int:
     """Validate a spec and the executables it needs, queueing nothing."""
     from ilflows.farm import check_executables
 
-    spec = _spec(args.spec)
+    spec = _spec(args)
     check_executables(spec)
     print(f"{args.spec}: ok (campaign {spec.name})")
     return 0
@@ -149,6 +149,9 @@ def parser() -> argparse.ArgumentParser:
     ]:
         s = sub.add_parser(name, help=text)
         s.add_argument("spec", help="campaign YAML, e.g. workflows/demo.yaml")
+        s.add_argument(
+            "--local", action="store_true", help="use the spec's 'local:' sections: the campaign scaled down"
+        )
         s.set_defaults(func=func)
     s = sub.add_parser("worker", help="run ready jobs of the configured queue until none is left")
     s.set_defaults(func=cmd_worker)

@@ -30,6 +30,7 @@ TINY = {
     },
     "explore": {"n_steps": 200, "frame_every": 20, "n_walkers": 2, "temperature": 300},
     "select": {"trust_lo": 0.01, "trust_hi": 50.0, "max_candidates": 3},
+    "guards": {"max_void": None},
     "loop": {"max_iterations": 2, "accurate_ratio": 0.999},
 }
 

@@ -27,6 +27,7 @@ from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker
 from ilflows.schemas import (
     CampaignSpec,
     Exploration,
+    FlaggedFrame,
     Frame,
     FrameOrigin,
     InitialSet,
@@ -148,24 +149,50 @@ def _folder(name: str):
     return path
 
 
-@job(output_schema=SelectionRecord)
-def select_and_continue(
-    spec: CampaignSpec,
-    iteration: int,
-    explorations: list[Exploration | None],
-    training: TrainingRun | None,
-    starts: list[Frame],
-    start_ids: list[str],
-    type_map: list[str],
-) -> Response:
-    """Classify explored frames, record the iteration, and queue the next one unless it stops."""
+def guard_candidates(
+    spec: CampaignSpec, owner: list[tuple[Exploration, int]], deviations: np.ndarray, candidate: np.ndarray
+) -> tuple[np.ndarray, list[FlaggedFrame]]:
+    """Run the structure guards on each candidate; return the candidates left and the flagged ones."""
+    from ilflows.systems import topology
+    from ilflows.systems.guards import check_frame
+
+    if not spec.guards.enabled:
+        return candidate, []
+    kept, flagged = candidate.copy(), []
+    topo = topology(spec.system)
+    thresholds = spec.guards.model_dump(exclude={"enabled"})
+    for i in np.flatnonzero(candidate):
+        exploration, index = owner[i]
+        frame = exploration.trajectory.frame(index)
+        check = check_frame(frame, topo, reference_density=spec.system.density, **thresholds)
+        if not check.ok:
+            kept[i] = False
+            flagged.append(
+                FlaggedFrame(
+                    walker=exploration.walker,
+                    frame_index=index,
+                    deviation=float(deviations[i]),
+                    reasons=check.reasons,
+                )
+            )
+    return kept, flagged
+
+
+def select_frames(
+    spec: CampaignSpec, iteration: int, explorations: list[Exploration | None], training: TrainingRun | None
+) -> tuple[SelectionRecord, list[tuple[Exploration, int]]]:
+    """Classify explored frames, guard the candidates, choose, and decide whether the loop stops.
+
+    Returns the iteration record and the chosen (exploration, frame index) pairs.
+    """
     done = [e for e in explorations if e is not None]
     deviations = (
         np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
     )
     owner = [(e, i) for e in done for i in range(len(e.deviations))]
     window = classify(deviations, spec.select.trust_lo, spec.select.trust_hi)
-    chosen = choose_candidates(deviations, window.candidate, spec.select.max_candidates)
+    candidate, flagged = guard_candidates(spec, owner, deviations, window.candidate)
+    chosen = choose_candidates(deviations, candidate, spec.select.max_candidates)
     selected = [
         SelectedFrame(walker=owner[i][0].walker, frame_index=owner[i][1], deviation=float(deviations[i]))
         for i in chosen
@@ -179,7 +206,7 @@ def select_and_continue(
     elif iteration + 1 >= spec.loop.max_iterations:
         stop_reason = f"max_iterations ({spec.loop.max_iterations}) reached"
     elif not selected:
-        stop_reason = "no candidate frames in the trust window"
+        stop_reason = f"no candidate frames left in the trust window ({len(flagged)} flagged by the guards)"
     record = SelectionRecord(
         campaign=spec.name,
         iteration=iteration,
@@ -190,17 +217,33 @@ def select_and_continue(
         n_candidate=int(window.candidate.sum()),
         n_failed=int(window.failed.sum()),
         accurate_ratio=window.accurate_ratio,
+        n_flagged=len(flagged),
+        flagged=flagged,
         selected=selected,
         n_labels=training.n_frames if training else 0,
         n_failed_labels=training.n_failed_labels if training else 0,
         converged=converged,
         stop_reason=stop_reason,
     )
-    if stop_reason:
+    return record, [owner[i] for i in chosen]
+
+
+@job(output_schema=SelectionRecord)
+def select_and_continue(
+    spec: CampaignSpec,
+    iteration: int,
+    explorations: list[Exploration | None],
+    training: TrainingRun | None,
+    starts: list[Frame],
+    start_ids: list[str],
+    type_map: list[str],
+) -> Response:
+    """Select frames for DFT, record the iteration, and queue the next one unless it stops."""
+    record, chosen = select_frames(spec, iteration, explorations, training)
+    if record.stop_reason:
         return Response(output=record)
     frames = []
-    for i in chosen:
-        exploration, index = owner[i]
+    for (exploration, index), pick in zip(chosen, record.selected, strict=True):
         origin = FrameOrigin(
             campaign=spec.name,
             stage="explored",
@@ -210,7 +253,7 @@ def select_and_continue(
             walker=exploration.walker,
             frame_index=index,
             md_step=exploration.trajectory.steps[index],
-            deviation=float(deviations[i]),
+            deviation=pick.deviation,
             temperature=exploration.temperature,
             parent=exploration.start_frame_id,
         )

@@ -203,6 +203,34 @@ class SelectSpec(_Section):
         return self
 
 
+class GuardSpec(_Section):
+    """Structure guards run on candidate frames before they are labelled (ilflows.systems.guards).
+
+    A flagged frame (broken or fused molecules, collapse, vacuum, density far off) is left out of
+    labelling and counted in the iteration record.
+    """
+
+    enabled: bool = Field(True, description="Check candidate frames and leave out flagged ones.")
+    max_stretch: float = Field(
+        1.5, gt=1, description="A template bond longer than this multiple of its length is broken."
+    )
+    fuse_factor: float = Field(
+        1.1,
+        gt=0,
+        description="Atoms of two molecules closer than this multiple of their covalent radii sum are fused.",
+    )
+    min_distance: float = Field(0.6, gt=0, description="Any two atoms closer than this are collapsed, Å.")
+    max_void: float | None = Field(
+        6.5,
+        gt=0,
+        description="A point farther than this from every atom is vacuum, Å; null turns the check off "
+        "(gas-like demo boxes).",
+    )
+    density_range: tuple[float, float] = Field(
+        (0.5, 2.0), description="Allowed box density as multiples of system.density."
+    )
+
+
 class LoopSpec(_Section):
     """Stopping rule."""
 
@@ -222,15 +250,25 @@ class CampaignSpec(_Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     explore: ExploreSpec = Field(default_factory=ExploreSpec)
     select: SelectSpec = Field(default_factory=SelectSpec)
+    guards: GuardSpec = Field(default_factory=GuardSpec)
     loop: LoopSpec = Field(default_factory=LoopSpec)
+
+
+LOCAL_KEY = "local"
 
 
 class SpecError(ValueError):
     """A campaign spec that cannot be run; the message is one line naming the field."""
 
 
-def load_spec(path: str | Path) -> CampaignSpec:
-    """Read and validate a campaign spec, raising :class:`SpecError` with a one-line message."""
+def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
+    """Read and validate a campaign spec, raising :class:`SpecError` with a one-line message.
+
+    A spec may carry a ``local:`` mapping: the same campaign scaled down for one machine.  With
+    ``local=True`` (``ilflows run --local``) each section named there replaces the spec's
+    section of that name, and ``-local`` is appended to the campaign name; otherwise it is
+    ignored.
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -238,6 +276,13 @@ def load_spec(path: str | Path) -> CampaignSpec:
         raise SpecError(f"{path}: cannot read YAML: {str(err).splitlines()[0]}") from err
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a campaign spec is a YAML mapping with at least 'name' and 'system'")
+    overlay = raw.pop(LOCAL_KEY, None)
+    if local:
+        if not isinstance(overlay, dict):
+            raise SpecError(
+                f"{path}: {LOCAL_KEY}: --local needs a '{LOCAL_KEY}:' mapping of sections in the spec"
+            )
+        raw = {**raw, **overlay, "name": f"{raw.get('name')}-local"}
     try:
         spec = CampaignSpec.model_validate(raw)
     except ValidationError as err:

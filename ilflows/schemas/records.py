@@ -168,6 +168,15 @@ class SelectedFrame(BaseModel):
     deviation: float = Field(description="Ensemble max force deviation, eV/Å.")
 
 
+class FlaggedFrame(BaseModel):
+    """A candidate left out by the structure guards."""
+
+    walker: int = Field(description="Exploration index in its iteration.")
+    frame_index: int = Field(description="Frame index in that exploration.")
+    deviation: float = Field(description="Ensemble max force deviation, eV/Å.")
+    reasons: list[str] = Field(description="What the guards found, one line each.")
+
+
 class SelectionRecord(BaseModel):
     """The outcome of one iteration: deviation statistics, chosen candidates, convergence."""
 
@@ -181,6 +190,8 @@ class SelectionRecord(BaseModel):
     n_candidate: int = Field(description="Frames with trust_lo <= deviation < trust_hi.")
     n_failed: int = Field(description="Frames with deviation >= trust_hi.")
     accurate_ratio: float = Field(description="n_accurate / n_frames.")
+    n_flagged: int = Field(description="Candidates left out by the structure guards.")
+    flagged: list[FlaggedFrame] = Field(description="Those candidates and why.")
     selected: list[SelectedFrame] = Field(description="Candidates sent to DFT.")
     n_labels: int = Field(description="Converged labels the ensemble of this iteration trained on.")
     n_failed_labels: int = Field(description="Labels that failed and were left out of training.")

@@ -132,6 +132,7 @@ class IterationRow:
     candidate: int
     failed: int
     accurate_ratio: float
+    flagged: int
     selected: int
     rmse_e_meV_atom: float | None
     rmse_f_eV_A: float | None
@@ -142,7 +143,8 @@ class IterationRow:
 def iteration_table(store, campaign: str) -> list[IterationRow]:
     """Return one row per iteration.
 
-    Labels trained on (and left out), window counts, frames sent to DFT, mean training RMSE
+    Labels trained on (and left out), window counts, candidates flagged by the guards, frames
+    sent to DFT, mean training RMSE
     of the ensemble, outcome.
     """
     rmse: dict[int, list[tuple[float, float]]] = {}
@@ -161,6 +163,7 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
                 candidate=s["n_candidate"],
                 failed=s["n_failed"],
                 accurate_ratio=s["accurate_ratio"],
+                flagged=s["n_flagged"],
                 selected=len(s["selected"]),
                 rmse_e_meV_atom=float(pairs[:, 0].mean() * 1000) if pairs.size else None,
                 rmse_f_eV_A=float(pairs[:, 1].mean()) if pairs.size else None,

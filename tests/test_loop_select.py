@@ -1,0 +1,87 @@
+"""The select step: window, structure guards and stopping, on explorations built by hand."""
+
+import numpy as np
+import pytest
+
+from ilflows.loop.campaign import select_frames
+from ilflows.schemas import CampaignSpec, Exploration, Trajectory
+from ilflows.systems import pack_box, topology
+
+SPEC = {
+    "name": "sel",
+    "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22},
+    "select": {"trust_lo": 0.05, "trust_hi": 1.5, "max_candidates": 10},
+    "guards": {"max_void": None},
+    "loop": {"max_iterations": 5, "accurate_ratio": 0.9},
+}
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """An intact packed pair and a copy whose first cation carbon is pulled 1.6 Å away."""
+    spec = CampaignSpec.model_validate(SPEC)
+    intact = pack_box(spec.system, spec.system.density, seed=3, workdir=tmp_path_factory.mktemp("pack"))
+    name, atoms = topology(spec.system)[0]
+    carbon = next(i for i in atoms if intact.species[i] == "C")
+    pos = np.asarray(intact.positions)
+    pos[carbon] += [1.6, 0.0, 0.0]
+    broken = intact.model_copy(update={"positions": pos.tolist()})
+    return intact, broken
+
+
+def exploration(frames, deviations):
+    intact, broken = frames
+    chosen = [broken if i == 1 else intact for i in range(len(deviations))]
+    trajectory = Trajectory(
+        species=intact.species,
+        steps=[10 * i for i in range(len(chosen))],
+        positions=[f.positions for f in chosen],
+        cells=[f.cell for f in chosen],
+    )
+    return Exploration(
+        engine="lammps-deepmd",
+        ensemble="nvt",
+        temperature=450,
+        n_steps=10 * (len(chosen) - 1),
+        timestep=0.5,
+        frame_every=10,
+        parameters={},
+        deviations=deviations,
+        wall_time=1.0,
+        trajectory=trajectory,
+        campaign="sel",
+        iteration=0,
+        walker=0,
+        start_frame_id="sel/initial/0",
+    )
+
+
+def test_guards_leave_out_a_broken_candidate_and_count_it(frames):
+    spec = CampaignSpec.model_validate(SPEC)
+    record, chosen = select_frames(spec, 0, [exploration(frames, [0.01, 0.3, 0.4, 2.0])], None)
+    assert (record.n_accurate, record.n_candidate, record.n_failed) == (1, 2, 1)
+    assert record.n_flagged == 1 and record.flagged[0].frame_index == 1
+    assert any(r.startswith("broken:") for r in record.flagged[0].reasons)
+    assert [s.frame_index for s in record.selected] == [2] and [i for _, i in chosen] == [2]
+    assert record.stop_reason is None
+
+
+def test_without_guards_the_broken_frame_is_labelled(frames):
+    spec = CampaignSpec.model_validate({**SPEC, "guards": {"enabled": False}})
+    record, _ = select_frames(spec, 0, [exploration(frames, [0.01, 0.3, 0.4, 2.0])], None)
+    assert record.n_flagged == 0 and [s.frame_index for s in record.selected] == [1, 2]
+
+
+def test_loop_stops_when_every_candidate_is_flagged(frames):
+    spec = CampaignSpec.model_validate(SPEC)
+    record, chosen = select_frames(spec, 0, [exploration(frames, [0.01, 0.3, 0.01, 0.01])], None)
+    assert chosen == [] and record.n_flagged == 1
+    assert record.stop_reason == "no candidate frames left in the trust window (1 flagged by the guards)"
+
+
+def test_loop_stops_when_accurate_and_when_every_walker_failed(frames):
+    spec = CampaignSpec.model_validate(SPEC)
+    record, _ = select_frames(spec, 0, [exploration(frames, [0.01] * 9 + [0.3])], None)
+    assert record.converged and record.stop_reason == "accurate ratio 0.900 >= 0.9"
+    record, _ = select_frames(spec, 0, [None, None], None)
+    assert not record.converged and record.stop_reason == "every exploration failed"

@@ -1,0 +1,54 @@
+"""The shipped campaign specs validate, state the papers' protocols, and scale down with --local."""
+
+from pathlib import Path
+
+import pytest
+
+from ilflows.schemas import SpecError, load_spec
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_validates(path):
+    spec = load_spec(path)
+    assert spec.name and sum(spec.system.ions.values()) >= 2
+
+
+def test_pyr14bf4_spec_states_paper_1_protocol():
+    spec = load_spec(WORKFLOWS / "pyr14bf4_dpgen.yaml")
+    assert spec.system.ions == {"BF4": 10, "PYR14": 10}
+    assert (
+        spec.explore.ensemble,
+        spec.explore.temperature,
+        spec.explore.n_steps,
+        spec.explore.frame_every,
+    ) == (
+        "npt",
+        450,
+        100_000,
+        1000,
+    )
+    assert (spec.select.trust_lo, spec.select.trust_hi) == (0.05, 1.5)
+    assert (spec.train.preset, spec.train.n_models) == ("paper", 4)
+    assert (spec.dft.engine, spec.dft.functional, spec.dft.dispersion, spec.dft.encut, spec.dft.ediff) == (
+        "vasp",
+        "PBE",
+        "D3",
+        450.0,
+        1e-6,
+    )
+    assert min(spec.initial.density_factors) == 0.77 and max(spec.initial.density_factors) == 1.26
+
+
+def test_local_switch_scales_the_campaign_down():
+    spec = load_spec(WORKFLOWS / "pyr14bf4_dpgen.yaml", local=True)
+    assert spec.name == "pyr14bf4-dpgen-local"
+    assert spec.system.ions == {"BF4": 1, "PYR14": 1} and spec.dft.engine == "cp2k-xtb"
+    assert (spec.train.preset, spec.explore.ensemble, spec.loop.max_iterations) == ("tiny", "nvt", 2)
+    assert (spec.select.trust_lo, spec.select.trust_hi) == (0.05, 1.5)  # the rule is the paper's
+
+
+def test_local_switch_needs_a_local_section():
+    with pytest.raises(SpecError, match="local: --local needs a 'local:' mapping"):
+        load_spec(WORKFLOWS / "demo.yaml", local=True)

@@ -11,9 +11,14 @@ from ilflows.settings import get_settings
 
 
 def _spec(args):
+    """Load the spec and run the preflight checks, printing what they found."""
+    from ilflows.farm import preflight
     from ilflows.schemas import load_spec
 
-    return load_spec(args.spec, local=args.local)
+    spec = load_spec(args.spec, local=args.local)
+    for note in preflight(spec):
+        print(note, flush=True)
+    return spec
 
 
 def _print_iterations(store, campaign: str) -> None:
@@ -76,11 +81,8 @@ def cmd_worker(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """Validate a spec and the executables it needs, queueing nothing."""
-    from ilflows.farm import check_executables
-
+    """Validate a spec, the executables and the imports it needs, queueing nothing."""
     spec = _spec(args)
-    check_executables(spec)
     print(f"{args.spec}: ok (campaign {spec.name})")
     return 0
 

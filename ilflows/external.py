@@ -21,6 +21,7 @@ from ase.neighborlist import neighbor_list
 from ase.stress import voigt_6_to_full_3x3_stress
 from pydantic import BaseModel, Field
 
+from ilflows.schemas.campaign import ImportSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import DFTLabel
 
@@ -179,7 +180,9 @@ def _assemble(rows: Iterable, campaign: str, stage: str, files: list[Path], fiel
         if reason := _missing(energy, forces):
             skipped[index] = reason
             continue
-        origin = FrameOrigin(campaign=campaign, stage=stage, method="import", index=len(labels))
+        origin = FrameOrigin(
+            campaign=campaign, stage=stage, method="import", index=len(labels), source=fields["set_name"]
+        )
         labels.append(
             DFTLabel(
                 **_IMPORTED,
@@ -208,6 +211,7 @@ def read_extxyz(
     source: str,
     energy_unit: str = "eV",
     force_unit: str = "eV/Å",
+    set_name: str = "import",
 ) -> ImportedSet:
     """Import the labelled frames of an extended-XYZ file.
 
@@ -222,6 +226,8 @@ def read_extxyz(
         What computed the labels and where they come from (kept in every label).
     energy_unit, force_unit
         Units of the file's values: keys of ENERGY_UNITS and FORCE_UNITS.
+    set_name
+        Name of this data set in frame ids (``campaign/stage/set_name/i``).
 
     Returns
     -------
@@ -243,7 +249,7 @@ def read_extxyz(
             yield i, Frame.from_ase(atoms), energy, forces, stress, {}
 
     fields = {"source_path": str(path), "format": "extxyz", "energy_unit": energy_unit}
-    fields.update(force_unit=force_unit, level_of_theory=level_of_theory, source=source)
+    fields.update(force_unit=force_unit, level_of_theory=level_of_theory, source=source, set_name=set_name)
     return _assemble(rows(), campaign, stage, [path], fields)
 
 
@@ -256,6 +262,7 @@ def read_deepmd_npy(
     source: str,
     energy_unit: str = "eV",
     force_unit: str = "eV/Å",
+    set_name: str = "import",
 ) -> ImportedSet:
     """Import a DeePMD system folder (``type.raw``, ``type_map.raw``, ``set.*/*.npy``).
 
@@ -293,5 +300,20 @@ def read_deepmd_npy(
 
     files = [root / "type.raw", root / "type_map.raw", *sorted(f for s in sets for f in s.glob("*.npy"))]
     fields = {"source_path": str(root), "format": "deepmd/npy", "energy_unit": energy_unit}
-    fields.update(force_unit=force_unit, level_of_theory=level_of_theory, source=source)
+    fields.update(force_unit=force_unit, level_of_theory=level_of_theory, source=source, set_name=set_name)
     return _assemble(rows(), campaign, stage, files, fields)
+
+
+def read_import(spec: ImportSpec, campaign: str, set_name: str) -> ImportedSet:
+    """Read one ``initial.imports`` entry of a campaign spec."""
+    reader = read_extxyz if spec.format == "extxyz" else read_deepmd_npy
+    return reader(
+        spec.path,
+        campaign=campaign,
+        stage=spec.stage,
+        level_of_theory=spec.level_of_theory,
+        source=spec.source,
+        energy_unit=spec.energy_unit,
+        force_unit=spec.force_unit,
+        set_name=set_name,
+    )

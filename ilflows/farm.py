@@ -22,11 +22,25 @@ from ilflows.store import (
 )
 
 
-def check_executables(spec: CampaignSpec) -> None:
-    """Refuse a campaign whose engines are not installed, before anything is queued."""
+def preflight(spec: CampaignSpec) -> list[str]:
+    """Refuse a campaign that cannot run here, before anything is queued; return notes to show.
+
+    Checks the executables of its engines and reads every imported data set (its elements must
+    be the campaign's).  The notes are the import reports: oddities a chemist should see.
+
+    Raises
+    ------
+    EngineError
+        An executable is missing.
+    SpecError
+        An import cannot be read or holds elements the campaign's models do not have.
+    """
     from ilflows.dft import get_engine
     from ilflows.execute import require_executable
     from ilflows.explore import get_explorer
+    from ilflows.external import read_import
+    from ilflows.loop import type_map_of
+    from ilflows.schemas import SpecError
     from ilflows.train import get_trainer
 
     needs = [(get_settings().packmol_cmd, "packmol_cmd")]
@@ -38,6 +52,21 @@ def check_executables(spec: CampaignSpec) -> None:
         needs += engine.executables()
     for command, setting in needs:
         require_executable(command, setting)
+    notes, elements = [], set(type_map_of(spec))
+    for k, entry in enumerate(spec.initial.imports):
+        field = f"initial.imports.{k}"
+        try:
+            imported = read_import(entry, spec.name, f"import{k}")
+        except (OSError, ValueError) as err:
+            raise SpecError(f"{field}: {str(err).splitlines()[0]}") from err
+        foreign = sorted(set(imported.report.species) - elements)
+        if foreign:
+            raise SpecError(
+                f"{field}: elements {', '.join(foreign)} are not in the campaign's system "
+                f"({', '.join(sorted(elements))}); import data of the same liquid"
+            )
+        notes.append(f"{field} ({entry.path.name}):\n{imported.report.summary()}")
+    return notes
 
 
 class CampaignConflictError(ValueError):
@@ -81,9 +110,11 @@ def _queue(lp, spec: CampaignSpec) -> bool:
 
 
 def submit(spec: CampaignSpec, settings: IlflowsSettings | None = None) -> bool:
-    """Queue a campaign on the configured LaunchPad; return False if it was already there."""
+    """Queue a campaign on the configured LaunchPad; return False if it was already there.
+
+    Run :func:`preflight` first: this only queues.
+    """
     settings = settings or get_settings()
-    check_executables(spec)
     with hold_embedded_queue(settings):
         lp = get_launchpad(settings)
         added = _queue(lp, spec)
@@ -150,8 +181,6 @@ def run_worker(
     from jobflow import SETTINGS
 
     settings = settings or get_settings()
-    if spec is not None:
-        check_executables(spec)
     with hold_embedded_queue(settings):
         lp = get_launchpad(settings)
         queued = spec is not None and _queue(lp, spec)

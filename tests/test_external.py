@@ -50,7 +50,7 @@ def test_ean_frames_species_and_provenance(ean):
     label = ean.labels[3]
     assert (label.engine, label.converged, label.wall_time, label.iteration) == ("external", True, 0.0, -1)
     assert label.stress is None and label.frame.n_atoms == 225
-    assert label.frame_id == "ean/validation/3"
+    assert label.frame_id == "ean/validation/import/3"
     assert (label.origin.stage, label.origin.method, label.origin.index) == ("validation", "import", 3)
     assert label.parameters == {
         "source_path": str(EAN),
@@ -60,6 +60,7 @@ def test_ean_frames_species_and_provenance(ean):
         "level_of_theory": "not stated",
         "source": EAN_SOURCE,
         "sha256": hashlib.sha256(EAN.read_bytes()).hexdigest(),
+        "set_name": "import",
         "frame_index": 3,
     }
 

@@ -26,6 +26,7 @@ from jobflow import Flow, Job, Maker, OnMissing, Response, job
 from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker
 from ilflows.schemas import (
     CampaignSpec,
+    DFTLabel,
     Exploration,
     FlaggedFrame,
     Frame,
@@ -119,16 +120,45 @@ def iteration_flow(
     return Flow([*new_labels, *jobs], output=select.output, name=f"iteration {iteration}")
 
 
+@job(output_schema=DFTLabel)
+def record_label(label: DFTLabel) -> DFTLabel:
+    """Keep an imported label as a record of its own, like a computed one."""
+    return label
+
+
+def import_jobs(spec: CampaignSpec) -> tuple[list[Job], list[str]]:
+    """One record job per imported frame, and the report of each imported set."""
+    from ilflows.external import read_import
+
+    jobs, reports = [], []
+    for k, entry in enumerate(spec.initial.imports):
+        imported = read_import(entry, spec.name, f"import{k}")
+        reports.append(imported.report.summary())
+        for label in imported.labels:
+            keep = record_label(label)
+            keep.name = f"import {label.frame_id.split('/', 1)[1]}"
+            keep.update_metadata({"campaign": spec.name, "iteration": -1, "kind": "dft_label"})
+            jobs.append(keep)
+    return jobs, reports
+
+
 @job(output_schema=InitialSet)
 def build_initial_set(spec: CampaignSpec) -> Response:
-    """Pack the initial nEQ frames and the MD starting boxes, then queue their labels and iteration 0."""
+    """Build the initial set, then queue its labels and iteration 0.
+
+    Packs the nEQ frames and the MD starting boxes and imports external labels; validation
+    imports are stored as records and never trained on.
+    """
     from ilflows.systems import initial_frames, start_frames
 
     t0 = time.perf_counter()
     frames = initial_frames(spec, _folder("initial"))
     starts = start_frames(spec, _folder("starts"), spec.explore.n_walkers)
     type_map = type_map_of(spec)
-    labels = label_jobs(spec, frames, iteration=-1)
+    imported, reports = import_jobs(spec)
+    training = [j for j in imported if j.function_args[0].origin.stage != "validation"]
+    held_out = [j for j in imported if j.function_args[0].origin.stage == "validation"]
+    labels = [*label_jobs(spec, frames, iteration=-1), *training]
     start_ids = [origin.frame_id for _, origin in starts]
     loop = iteration_flow(spec, 0, labels, [f for f, _ in starts], start_ids, type_map)
     record = InitialSet(
@@ -136,9 +166,10 @@ def build_initial_set(spec: CampaignSpec) -> Response:
         frame_ids=[origin.frame_id for _, origin in frames],
         start_frame_ids=start_ids,
         type_map=type_map,
+        import_reports=reports,
         wall_time=time.perf_counter() - t0,
     )
-    return Response(output=record, addition=loop)
+    return Response(output=record, addition=Flow([*held_out, loop], name="iteration 0"))
 
 
 def _folder(name: str):

@@ -50,6 +50,27 @@ class SystemSpec(_Section):
         return dict(sorted(ions.items()))
 
 
+class ImportSpec(_Section):
+    """Labelled frames someone else computed, imported as training or validation data."""
+
+    path: Path = Field(
+        description="extxyz file or DeePMD system folder; relative to the spec file's folder. "
+        "Workers read it, so on a cluster it must sit on a shared file system."
+    )
+    format: Literal["extxyz", "deepmd-npy"] = Field(description="File format.")
+    stage: Literal["initial", "validation"] = Field(
+        "initial", description="initial: trained on; validation: held out of training."
+    )
+    energy_unit: str = Field("eV", description="Energy unit of the file (eV, Hartree, kcal/mol, ...).")
+    force_unit: str = Field("eV/Å", description="Force unit of the file (eV/Å, Hartree/bohr, ...).")
+    level_of_theory: str = Field(
+        description="Method of the labels, e.g. 'PBE-D3, 600 eV, VASP'; 'not stated'."
+    )
+    source: str = Field(
+        description="Who computed the labels and where they come from (paper, repository, commit)."
+    )
+
+
 class InitialSpec(_Section):
     """The initial (nEQ) training set: packed boxes over a density range plus rattled copies."""
 
@@ -64,6 +85,9 @@ class InitialSpec(_Section):
         0.05, ge=0, description="Gaussian displacement per atom of rattled copies, Å."
     )
     seed: int = Field(7, ge=0, description="Seed of packing and rattling (frame i uses seed + i).")
+    imports: list[ImportSpec] = Field(
+        default_factory=list, description="External labelled data sets added before iteration 0."
+    )
 
 
 class DFTSpec(_Section):
@@ -283,6 +307,9 @@ def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
                 f"{path}: {LOCAL_KEY}: --local needs a '{LOCAL_KEY}:' mapping of sections in the spec"
             )
         raw = {**raw, **overlay, "name": f"{raw.get('name')}-local"}
+    for entry in (raw.get("initial") or {}).get("imports") or []:
+        if isinstance(entry, dict) and "path" in entry:  # relative to the spec, absolute for workers
+            entry["path"] = str((path.parent / str(entry["path"])).resolve())
     try:
         spec = CampaignSpec.model_validate(raw)
     except ValidationError as err:

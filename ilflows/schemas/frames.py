@@ -71,10 +71,13 @@ class FrameOrigin(BaseModel):
     seed: int | None = Field(None, description="Random seed used to make the frame.")
     parent: str | None = Field(None, description="frame_id of the frame this one was derived from.")
     index: int | None = Field(None, description="Index of an initial frame in its set.")
+    source: str | None = Field(None, description="Name of the imported data set the frame came from.")
 
     @property
     def frame_id(self) -> str:
         """Stable identity of the frame within its campaign."""
         if self.stage == "explored":
             return f"{self.campaign}/it{self.iteration}/w{self.walker}/f{self.frame_index}"
+        if self.source:
+            return f"{self.campaign}/{self.stage}/{self.source}/{self.index}"
         return f"{self.campaign}/{self.stage}/{self.index}"

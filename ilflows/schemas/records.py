@@ -157,6 +157,9 @@ class InitialSet(BaseModel):
     frame_ids: list[str] = Field(description="frame_id of each frame sent to DFT.")
     start_frame_ids: list[str] = Field(description="frame_id of each MD starting box.")
     type_map: list[str] = Field(description="Element of each model atom type, in order.")
+    import_reports: list[str] = Field(
+        description="Report of each imported data set: units, level of theory, oddities found."
+    )
     wall_time: float = Field(description="Time to build the frames, s.")
 
 

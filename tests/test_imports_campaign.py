@@ -1,0 +1,91 @@
+"""External labelled data in a campaign: checked before queueing, trained on, or held out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PEER = SHARED / "peer-dpgen/init_data/ip35"
+EAN = SHARED / "reference-data/EAN_neuralil_validation_75frames.extxyz"
+PEER_IMPORT = {"format": "deepmd-npy", "level_of_theory": "GFN1-xTB (CP2K)", "source": "peer-dpgen init_data"}
+
+pytestmark = pytest.mark.skipif(
+    not PEER.is_dir() or not EAN.exists(), reason=f"reference data not in {SHARED}"
+)
+
+
+def _spec(tmp_path: Path, name: str, imports: list[dict]) -> Path:
+    spec = {
+        "name": name,
+        "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22},
+        "initial": {
+            "density_factors": [1.0],
+            "boxes_per_density": 1,
+            "rattled_copies": 0,
+            "imports": imports,
+        },
+        "train": {
+            "n_models": 2,
+            "overrides": {"training": {"numb_steps": 10, "disp_freq": 5, "save_freq": 10}},
+        },
+        "explore": {"n_steps": 40, "frame_every": 20, "n_walkers": 1},
+        "guards": {"max_void": None},
+        "loop": {"max_iterations": 1},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _ilflows(args: list[str], home: Path, timeout: int = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
+    return subprocess.run(
+        [sys.executable, "-m", "ilflows.cli", *args],
+        env={**env, "ILFLOWS_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def test_import_of_another_liquid_is_refused_before_queueing(tmp_path):
+    ean = {"path": str(EAN), "format": "extxyz", "level_of_theory": "not stated", "source": "NeuralIL"}
+    proc = _ilflows(["run", str(_spec(tmp_path, "wrong", [ean]))], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "ilflows: error: initial.imports.0: elements O are not in the campaign's system "
+        "(B, C, F, H, N); import data of the same liquid"
+    )
+    assert not (tmp_path / "launchpad.json").exists()
+
+
+def test_check_prints_the_import_report(tmp_path):
+    relative = os.path.relpath(PEER, tmp_path)  # paths in a spec are relative to the spec's folder
+    proc = _ilflows(["check", str(_spec(tmp_path, "rep", [{**PEER_IMPORT, "path": relative}]))], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "initial.imports.0 (ip35):" in proc.stdout and "20 frames, 0 skipped" in proc.stdout
+
+
+@pytest.mark.slow
+def test_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_path):
+    imports = [
+        {**PEER_IMPORT, "path": str(PEER)},
+        {**PEER_IMPORT, "path": str(PEER), "stage": "validation"},
+    ]
+    proc = _ilflows(["run", str(_spec(tmp_path, "imp", imports))], tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    labels = json.loads(_ilflows(["query", "labels", "--json"], tmp_path).stdout)
+    ids = {lab["frame_id"] for lab in labels}
+    assert {f"imp/initial/import0/{i}" for i in range(20)} <= ids
+    assert {f"imp/validation/import1/{i}" for i in range(20)} <= ids
+    trainings = json.loads(_ilflows(["query", "trainings", "--json"], tmp_path).stdout)
+    assert [t["n_frames"] for t in trainings] == [21, 21]  # 1 packed box + 20 imported, no validation

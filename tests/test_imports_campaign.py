@@ -1,4 +1,4 @@
-"""External labelled data in a campaign: checked before queueing, trained on, or held out."""
+"""External data and validation boxes in a campaign: checked before queueing, trained on or held out."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def _spec(tmp_path: Path, name: str, imports: list[dict]) -> Path:
         "explore": {"n_steps": 40, "frame_every": 20, "n_walkers": 1},
         "guards": {"max_void": None},
         "loop": {"max_iterations": 1},
+        "validation": {"density_factors": [0.9, 1.1], "boxes_per_density": 1},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -87,5 +88,6 @@ def test_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_path):
     ids = {lab["frame_id"] for lab in labels}
     assert {f"imp/initial/import0/{i}" for i in range(20)} <= ids
     assert {f"imp/validation/import1/{i}" for i in range(20)} <= ids
+    assert {"imp/validation/0", "imp/validation/1"} <= ids  # packed validation boxes, labelled
     trainings = json.loads(_ilflows(["query", "trainings", "--json"], tmp_path).stdout)
     assert [t["n_frames"] for t in trainings] == [21, 21]  # 1 packed box + 20 imported, no validation

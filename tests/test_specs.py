@@ -52,3 +52,13 @@ def test_local_switch_scales_the_campaign_down():
 def test_local_switch_needs_a_local_section():
     with pytest.raises(SpecError, match="local: --local needs a 'local:' mapping"):
         load_spec(WORKFLOWS / "demo.yaml", local=True)
+
+
+def test_validation_boxes_must_not_reuse_training_seeds(tmp_path):
+    path = tmp_path / "overlap.yaml"
+    path.write_text((WORKFLOWS / "demo.yaml").read_text() + "validation: {boxes_per_density: 2, seed: 10}\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value).endswith(
+        "validation.seed 10 reuses seeds of the training boxes (7-20); pick a seed of 21 or more"
+    )

@@ -418,3 +418,28 @@ def test_load_spec_runs_check_system(tmp_path):
     path.write_text("name: t\nsystem: {ions: {PYR14: 10, XYZ: 10}, density: 1.07}\n")
     with pytest.raises(SpecError, match="system.ions: unknown ion 'XYZ'"):
         load_spec(path)
+
+
+def test_validation_boxes_are_held_out_and_apart_from_training(tmp_path):
+    from ilflows.systems import initial_frames, validation_frames
+
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "v",
+            "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22},
+            "initial": {"density_factors": [1.0], "boxes_per_density": 2, "rattled_copies": 0},
+            "validation": {"density_factors": [0.8, 1.2], "boxes_per_density": 2, "seed": 500},
+        }
+    )
+    held_out = validation_frames(spec, tmp_path / "val")
+    training = initial_frames(spec, tmp_path / "train")
+    assert [o.frame_id for _, o in held_out] == [f"v/validation/{i}" for i in range(4)]
+    assert [(o.stage, o.density_factor, o.seed) for _, o in held_out] == [
+        ("validation", 0.8, 500),
+        ("validation", 0.8, 501),
+        ("validation", 1.2, 502),
+        ("validation", 1.2, 503),
+    ]
+    for frame, origin in held_out:
+        assert frame.volume == pytest.approx(training[0][0].volume / origin.density_factor, rel=1e-9)
+    assert all(f.positions != t.positions for f, _ in held_out for t, _ in training)

@@ -6,6 +6,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
@@ -45,3 +47,33 @@ def get_engine(name: str) -> DFTEngine:
         raise ValueError(f"unknown DFT engine '{name}'; known: {', '.join(sorted(ENGINES))}")
     module, cls = ENGINES[name].split(":")
     return getattr(import_module(module), cls)()
+
+
+def finish_label(
+    engine: str, parameters: dict, frame: Frame, spec: DFTSpec, wall: float, parsed, error: str | None
+) -> DFTResult:
+    """Build the label from an engine's parsed output, or the failed label with its reason.
+
+    ``parsed`` has ``energy`` (eV), ``forces`` (eV/Å) and ``stress`` (GPa); ``error`` is the
+    engine's own reason to fail (SCF, abort, custodian), checked first.  Then a label needs an
+    energy, one force per atom, and a stress when ``spec.stress`` asks for it.
+    """
+    if error is None:
+        n = 0 if parsed.forces is None else len(parsed.forces)
+        if parsed.energy is None:
+            error = "no total energy in the output"
+        elif n != frame.n_atoms:
+            error = f"forces printed for {n} atoms, frame has {frame.n_atoms}"
+        elif spec.stress and parsed.stress is None:
+            error = "stress requested but not in the output"
+    if error is not None:
+        return DFTResult(engine=engine, parameters=parameters, converged=False, error=error, wall_time=wall)
+    return DFTResult(
+        engine=engine,
+        parameters=parameters,
+        converged=True,
+        energy=parsed.energy,
+        forces=np.asarray(parsed.forces).tolist(),
+        stress=None if parsed.stress is None else np.asarray(parsed.stress).tolist(),
+        wall_time=wall,
+    )

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from ase.units import Bohr, Hartree
 
+from ilflows.dft import finish_label
 from ilflows.dft.cp2k_output import abort_message, parse_cp2k_output
 from ilflows.execute import EngineError, pinned_command, require_executable, run_custodian
 from ilflows.schemas.campaign import DFTSpec
@@ -235,6 +236,7 @@ class Cp2kDft:
         text = (workdir / OUTPUT).read_text(errors="replace") if (workdir / OUTPUT).exists() else ""
         out = parse_cp2k_output(text)
         n_fixes = len(parameters["custodian"])
+        error = None
         if abort := abort_message(text):
             error = f"cp2k aborted: {abort}"
         elif not out.scf_converged:
@@ -243,23 +245,7 @@ class Cp2kDft:
             )
         elif failure:
             error = f"custodian: {failure}"
-        elif out.forces is None or out.forces.shape != (frame.n_atoms, 3) or out.energy is None:
-            error = f"no energy or forces for {frame.n_atoms} atoms in {OUTPUT}"
-        elif spec.stress and out.stress is None:
-            error = f"stress requested but not printed in {OUTPUT}"
-        else:
-            return DFTResult(
-                engine=self.name,
-                parameters=parameters,
-                converged=True,
-                energy=out.energy,
-                forces=out.forces.tolist(),
-                stress=None if out.stress is None else out.stress.tolist(),
-                wall_time=wall,
-            )
-        return DFTResult(
-            engine=self.name, parameters=parameters, converged=False, error=error, wall_time=wall
-        )
+        return finish_label(self.name, parameters, frame, spec, wall, out, error)
 
 
 def read_cp2k_xyz(path: Path) -> list[tuple[float, np.ndarray]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ilflows.dft import finish_label
 from ilflows.dft.cp2k_output import Cp2kOutput, abort_message, parse_cp2k_output
 from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.schemas.campaign import DFTSpec
@@ -138,23 +139,9 @@ class Cp2kXtb:
             error = f"cp2k aborted: {abort}" if abort else str(err)
             return DFTResult(**failed, error=error, wall_time=time.perf_counter() - start)
         out = self.parse_output(workdir)
-        if not out.scf_converged:
-            error = f"SCF not converged (max_scf={spec.max_scf}, eps_scf={spec.eps_scf})"
-        elif out.energy is None:
-            error = f"no total energy in {OUTPUT}"
-        elif out.forces is None or out.forces.shape != (frame.n_atoms, 3):
-            n = 0 if out.forces is None else len(out.forces)
-            error = f"forces printed for {n} atoms, frame has {frame.n_atoms}"
-        elif spec.stress and out.stress is None:
-            error = f"stress requested but not printed in {OUTPUT}"
-        else:
-            return DFTResult(
-                engine=self.name,
-                parameters=parameters,
-                converged=True,
-                energy=out.energy,
-                forces=out.forces.tolist(),
-                stress=None if out.stress is None else out.stress.tolist(),
-                wall_time=wall,
-            )
-        return DFTResult(**failed, error=error, wall_time=wall)
+        error = (
+            None
+            if out.scf_converged
+            else f"SCF not converged (max_scf={spec.max_scf}, eps_scf={spec.eps_scf})"
+        )
+        return finish_label(self.name, parameters, frame, spec, wall, out, error)

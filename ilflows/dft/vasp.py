@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from ase.units import GPa
 
+from ilflows.dft import finish_label
 from ilflows.execute import pinned_command, require_executable, run_custodian
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
@@ -172,20 +173,9 @@ class Vasp:
         except Exception as err:  # a missing or truncated vasprun.xml, whatever its parser raises
             error = f"custodian: {failure}" if failure else f"vasprun.xml unreadable: {err}"
             return DFTResult(**failed, error=error, wall_time=wall)
+        error = None
         if not out.scf_converged:
             error = f"SCF not converged (NELM={spec.max_scf}, EDIFF={spec.ediff} eV)"
         elif failure:
             error = f"custodian: {failure}"
-        elif spec.stress and out.stress is None:
-            error = "stress requested but not in vasprun.xml"
-        else:
-            return DFTResult(
-                engine=self.name,
-                parameters=parameters,
-                converged=True,
-                energy=out.energy,
-                forces=out.forces.tolist(),
-                stress=None if out.stress is None else out.stress.tolist(),
-                wall_time=wall,
-            )
-        return DFTResult(**failed, error=error, wall_time=wall)
+        return finish_label(self.name, parameters, frame, spec, wall, out, error)

@@ -146,10 +146,10 @@ def import_jobs(spec: CampaignSpec) -> tuple[list[Job], list[str]]:
 def build_initial_set(spec: CampaignSpec) -> Response:
     """Build the initial set, then queue its labels and iteration 0.
 
-    Packs the nEQ frames and the MD starting boxes and imports external labels; validation
-    imports are stored as records and never trained on.
+    Packs the nEQ frames, the MD starting boxes and the validation boxes, and imports external
+    labels; validation labels (packed or imported) are stored as records and never trained on.
     """
-    from ilflows.systems import initial_frames, start_frames
+    from ilflows.systems import initial_frames, start_frames, validation_frames
 
     t0 = time.perf_counter()
     frames = initial_frames(spec, _folder("initial"))
@@ -158,6 +158,7 @@ def build_initial_set(spec: CampaignSpec) -> Response:
     imported, reports = import_jobs(spec)
     training = [j for j in imported if j.function_args[0].origin.stage != "validation"]
     held_out = [j for j in imported if j.function_args[0].origin.stage == "validation"]
+    held_out += label_jobs(spec, validation_frames(spec, _folder("validation")), iteration=-1)
     labels = [*label_jobs(spec, frames, iteration=-1), *training]
     start_ids = [origin.frame_id for _, origin in starts]
     loop = iteration_flow(spec, 0, labels, [f for f, _ in starts], start_ids, type_map)

@@ -90,6 +90,18 @@ class InitialSpec(_Section):
     )
 
 
+class ValidationSpec(_Section):
+    """Held-out nEQ validation boxes: packed apart from the training set, labelled, never trained on."""
+
+    density_factors: list[float] = Field(
+        [0.8, 1.0, 1.2], min_length=1, description="Packed density / reference density (paper 1: +-20 %)."
+    )
+    boxes_per_density: int = Field(
+        0, ge=0, description="Boxes per density factor; 0: no validation set (paper 1: 200 nEQ in all)."
+    )
+    seed: int = Field(100_000, ge=0, description="Seed of the validation boxes (box i uses seed + i).")
+
+
 class DFTSpec(_Section):
     """Labelling engine and its settings; a setting left unset takes the engine's default.
 
@@ -276,6 +288,20 @@ class CampaignSpec(_Section):
     select: SelectSpec = Field(default_factory=SelectSpec)
     guards: GuardSpec = Field(default_factory=GuardSpec)
     loop: LoopSpec = Field(default_factory=LoopSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+
+    @model_validator(mode="after")
+    def _validation_apart(self) -> CampaignSpec:
+        init, val = self.initial, self.validation
+        n_training = len(init.density_factors) * init.boxes_per_density * (1 + init.rattled_copies)
+        used = range(init.seed, init.seed + n_training + self.explore.n_walkers)
+        n_validation = len(val.density_factors) * val.boxes_per_density
+        if n_validation and val.seed < used.stop and used.start < val.seed + n_validation:
+            raise ValueError(
+                f"validation.seed {val.seed} reuses seeds of the training boxes "
+                f"({used.start}-{used.stop - 1}); pick a seed of {used.stop} or more"
+            )
+        return self
 
 
 LOCAL_KEY = "local"

@@ -21,6 +21,7 @@ from ilflows.systems.packing import (
     run_packmol,
     start_frames,
     topology,
+    validation_frames,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "run_packmol",
     "start_frames",
     "topology",
+    "validation_frames",
 ]
 
 

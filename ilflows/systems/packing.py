@@ -275,3 +275,30 @@ def start_frames(spec: CampaignSpec, workdir: Path, n: int) -> list[tuple[Frame,
         box = pack_box(spec.system, spec.system.density, origin.seed, workdir / f"packmol-{index}")
         frames.append((box, origin))
     return frames
+
+
+def validation_frames(spec: CampaignSpec, workdir: Path) -> list[tuple[Frame, FrameOrigin]]:
+    """Pack the held-out nEQ validation boxes of ``spec.validation`` (stage "validation").
+
+    Box i is packed with seed ``validation.seed + i``, which the spec keeps apart from the
+    training boxes' seeds, so no validation box repeats a training box.
+    """
+    val = spec.validation
+    frames = []
+    for factor in val.density_factors:
+        for _ in range(val.boxes_per_density):
+            index = len(frames)
+            origin = FrameOrigin(
+                campaign=spec.name,
+                stage="validation",
+                method="packmol",
+                equilibrated=False,
+                index=index,
+                seed=val.seed + index,
+                density_factor=factor,
+            )
+            box = pack_box(
+                spec.system, spec.system.density * factor, origin.seed, workdir / f"packmol-{index}"
+            )
+            frames.append((box, origin))
+    return frames

@@ -120,3 +120,25 @@ def test_cp2k_abort_is_a_failed_label(engine, tmp_path):
     result = engine.label(frame, DFTSpec(), tmp_path)
     assert not result.converged
     assert result.error.startswith("cp2k aborted: Unknown element") and "\n" not in result.error
+
+
+@needs_cp2k
+def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path):
+    written = engine.run_md(
+        Frame.from_ase(atoms),
+        DFTSpec(),
+        tmp_path / "md",
+        n_steps=4,
+        temperature=450,
+        timestep=0.5,
+        every=2,
+        seed=5,
+    )
+    assert [step for step, _, _ in written] == [2, 4]
+    assert all(label.converged and label.parameters["run_type"] == "MD" for _, _, label in written)
+    assert written[0][1].positions != written[1][1].positions  # the atoms moved
+    step, frame, label = written[-1]
+    again = engine.label(frame, DFTSpec(), tmp_path / "sp")
+    assert again.energy == pytest.approx(label.energy, abs=1e-5)
+    np.testing.assert_allclose(again.forces, label.forces, atol=1e-3)
+    np.testing.assert_allclose(again.stress, label.stress, atol=1e-3)

@@ -85,3 +85,16 @@ def test_loop_stops_when_accurate_and_when_every_walker_failed(frames):
     assert record.converged and record.stop_reason == "accurate ratio 0.900 >= 0.9"
     record, _ = select_frames(spec, 0, [None, None], None)
     assert not record.converged and record.stop_reason == "every exploration failed"
+
+
+def test_hot_md_stops_at_the_first_flagged_frame_and_eq_md_skips_it(frames):
+    from ilflows.loop.campaign import guard_md_frames
+
+    intact, broken = frames
+    spec = CampaignSpec.model_validate(SPEC)
+    run = [intact, intact, broken, intact]
+    keep, flagged = guard_md_frames(spec, run, equilibrated=True)
+    assert keep == [0, 1, 3] and list(flagged) == [2]
+    keep, flagged = guard_md_frames(spec, run, equilibrated=False)
+    assert keep == [0, 1] and list(flagged) == [2]
+    assert any(r.startswith("broken:") for r in flagged[2])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from ilflows.registry import instantiate
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
@@ -43,10 +43,7 @@ def get_engine(name: str) -> DFTEngine:
         When no engine has that name; the message lists the known ones.
 
     """
-    if name not in ENGINES:
-        raise ValueError(f"unknown DFT engine '{name}'; known: {', '.join(sorted(ENGINES))}")
-    module, cls = ENGINES[name].split(":")
-    return getattr(import_module(module), cls)()
+    return instantiate(ENGINES, name, "DFT engine")
 
 
 def finish_label(

@@ -20,11 +20,10 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 from ase.units import Bohr, Hartree
 
 from ilflows.dft import finish_label
-from ilflows.dft.cp2k_output import abort_message, parse_cp2k_output
+from ilflows.dft.cp2k_output import abort_message, parse_cp2k_output, read_cp2k_xyz
 from ilflows.execute import EngineError, pinned_command, require_executable, run_custodian
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
@@ -246,19 +245,6 @@ class Cp2kDft:
         elif failure:
             error = f"custodian: {failure}"
         return finish_label(self.name, parameters, frame, spec, wall, out, error)
-
-
-def read_cp2k_xyz(path: Path) -> list[tuple[float, np.ndarray]]:
-    """Return (energy in Hartree, coordinates) of each frame of a CP2K pos or frc xyz file."""
-    lines = Path(path).read_text().splitlines()
-    n = int(lines[0])
-    return [
-        (
-            float(lines[i + 1].rsplit("E =", 1)[1]),
-            np.array([r.split()[1:4] for r in lines[i + 2 : i + 2 + n]], float),
-        )
-        for i in range(0, len(lines) - n - 1, n + 2)
-    ]
 
 
 def run_aimd(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -42,3 +43,16 @@ def abort_message(text: str) -> str | None:
             # the box's first 11 columns hold the ASCII art; the message sits right of it
             return " ".join(" ".join(row[11:].rstrip(" *") for row in lines[i : i + 6]).split())
     return None
+
+
+def read_cp2k_xyz(path: Path) -> list[tuple[float, np.ndarray]]:
+    """Return (energy in Hartree, coordinates) of each frame of a CP2K pos or frc xyz file."""
+    lines = Path(path).read_text().splitlines()
+    n = int(lines[0])
+    return [
+        (
+            float(lines[i + 1].rsplit("E =", 1)[1]),
+            np.array([r.split()[1:4] for r in lines[i + 2 : i + 2 + n]], float),
+        )
+        for i in range(0, len(lines) - n - 1, n + 2)
+    ]

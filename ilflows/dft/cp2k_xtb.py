@@ -1,12 +1,15 @@
-"""CP2K GFN1-xTB single points: energy, forces and the analytical stress tensor of one frame."""
+"""CP2K GFN1-xTB: single points (energy, forces, analytical stress) and short NVT MD runs."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
+from ase.units import Bohr, Hartree
+
 from ilflows.dft import finish_label
-from ilflows.dft.cp2k_output import Cp2kOutput, abort_message, parse_cp2k_output
+from ilflows.dft.cp2k_output import Cp2kOutput, abort_message, parse_cp2k_output, read_cp2k_xyz
 from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
@@ -19,8 +22,9 @@ OUTPUT = "cp2k.out"
 # CP2K reads Python's True/False as logicals.
 INPUT_TEMPLATE = """\
 &GLOBAL
-  PROJECT ilflows
+  PROJECT {project}
   RUN_TYPE {run_type}
+  SEED {seed}
 &END GLOBAL
 &FORCE_EVAL
   METHOD Quickstep
@@ -63,7 +67,38 @@ INPUT_TEMPLATE = """\
     &END STRESS_TENSOR
   &END PRINT
 &END FORCE_EVAL
+{motion}"""
+
+# NVT with the CSVR thermostat; positions and forces written every `every` steps
+MOTION_TEMPLATE = """\
+&MOTION
+  &MD
+    ENSEMBLE NVT
+    STEPS {n_steps}
+    TIMESTEP {timestep}
+    TEMPERATURE {temperature}
+    &THERMOSTAT
+      TYPE CSVR
+      &CSVR
+        TIMECON {thermostat_timecon}
+      &END CSVR
+    &END THERMOSTAT
+  &END MD
+  &PRINT
+    &TRAJECTORY
+      &EACH
+        MD {every}
+      &END EACH
+    &END TRAJECTORY
+    &FORCES
+      &EACH
+        MD {every}
+      &END EACH
+    &END FORCES
+  &END PRINT
+&END MOTION
 """
+PROJECT = "ilflows"
 
 
 class Cp2kXtb:
@@ -75,10 +110,15 @@ class Cp2kXtb:
         """Return the CP2K command and the settings field that names it."""
         return [(get_settings().cp2k_cmd, "cp2k_cmd")]
 
-    def write_inputs(self, frame: Frame, spec: DFTSpec, workdir: Path) -> dict:
-        """Write ``input.inp`` and ``coord.xyz`` (Å) in ``workdir``; return the input parameters."""
+    def write_inputs(self, frame: Frame, spec: DFTSpec, workdir: Path, md: dict | None = None) -> dict:
+        """Write ``input.inp`` and ``coord.xyz`` (Å) in ``workdir``; return the input parameters.
+
+        ``md`` (keys of MOTION_TEMPLATE, plus ``seed``) turns the single point into an MD run.
+        """
         parameters = {
-            "run_type": "ENERGY_FORCE",
+            "project": PROJECT,
+            "run_type": "MD" if md else "ENERGY_FORCE",
+            "seed": 2000,  # CP2K's default; it only matters for MD velocities
             "method": "xTB",
             "charge": 0,
             "do_ewald": True,
@@ -97,10 +137,12 @@ class Cp2kXtb:
             f"      {axis} " + " ".join(f"{x:.10f}" for x in vector)
             for axis, vector in zip("ABC", frame.cell, strict=True)
         )
+        parameters.update(md or {})
+        motion = MOTION_TEMPLATE.format(**parameters) if md else ""
         print_stress = "ON" if spec.stress else "OFF"
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "input.inp").write_text(
-            INPUT_TEMPLATE.format(cell=cell, print_stress=print_stress, **parameters)
+            INPUT_TEMPLATE.format(cell=cell, print_stress=print_stress, motion=motion, **parameters)
         )
         (workdir / "coord.xyz").write_text(
             "".join(
@@ -145,3 +187,60 @@ class Cp2kXtb:
             else f"SCF not converged (max_scf={spec.max_scf}, eps_scf={spec.eps_scf})"
         )
         return finish_label(self.name, parameters, frame, spec, wall, out, error)
+
+    def run_md(
+        self,
+        frame: Frame,
+        spec: DFTSpec,
+        workdir: Path,
+        *,
+        n_steps: int,
+        temperature: float,
+        timestep: float,
+        every: int,
+        seed: int,
+        thermostat_timecon: float = 100.0,
+    ) -> list[tuple[int, Frame, DFTResult]]:
+        """Run xTB NVT MD from ``frame`` and return (MD step, frame, label) every ``every`` steps.
+
+        Temperature in K, time step and thermostat time constant in fs.  Each written frame
+        carries its own xTB energy and forces (CP2K's pos/frc files) and stress; a step whose SCF
+        did not converge comes back with ``converged=False``.  Step 0 (the start) is left out.
+
+        Raises
+        ------
+        EngineError
+            When CP2K is missing or the run aborts (the message carries CP2K's reason).
+        """
+        workdir = Path(workdir)
+        require_executable(get_settings().cp2k_cmd, "cp2k_cmd")
+        md = {"n_steps": n_steps, "temperature": temperature, "timestep": timestep, "every": every}
+        md.update(seed=seed, thermostat_timecon=thermostat_timecon)
+        parameters = self.write_inputs(frame, spec, workdir, md)
+        try:
+            wall = self.run_cp2k(workdir)
+        except EngineError as err:
+            abort = abort_message((workdir / OUTPUT).read_text(errors="replace"))
+            raise EngineError(f"cp2k aborted: {abort}" if abort else str(err)) from err
+        text = (workdir / OUTPUT).read_text(errors="replace")
+        # the text before "MD| Step number k" ends with the evaluation of step k
+        evaluations = re.split(r"MD\| Step number", text)[:-1]
+        positions = read_cp2k_xyz(workdir / f"{PROJECT}-pos-1.xyz")
+        forces = read_cp2k_xyz(workdir / f"{PROJECT}-frc-1.xyz")
+        written = []
+        for k in range(1, len(positions)):
+            step = k * every
+            out = parse_cp2k_output(evaluations[step - 1]) if step <= len(evaluations) else None
+            parsed = Cp2kOutput(
+                bool(out and out.scf_converged),
+                positions[k][0] * Hartree,
+                forces[k][1] * Hartree / Bohr,
+                None if out is None else out.stress,
+            )
+            error = None if parsed.scf_converged else f"SCF not converged at MD step {step}"
+            snapshot = Frame(species=frame.species, positions=positions[k][1].tolist(), cell=frame.cell)
+            label = finish_label(
+                self.name, {**parameters, "md_step": step}, snapshot, spec, wall / n_steps, parsed, error
+            )
+            written.append((step, snapshot, label))
+        return written

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Protocol
 
+from ilflows.registry import instantiate
 from ilflows.schemas.campaign import ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile
@@ -45,7 +45,4 @@ def get_explorer(name: str) -> Explorer:
         When ``name`` is not a known explorer; the message lists the known ones.
 
     """
-    if name not in EXPLORERS:
-        raise ValueError(f"unknown explorer '{name}'; known: {', '.join(sorted(EXPLORERS))}")
-    module, cls = EXPLORERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    return instantiate(EXPLORERS, name, "explorer")

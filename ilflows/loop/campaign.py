@@ -2,17 +2,19 @@
 
 Flow of a campaign::
 
-    initial set ──> label x N ─┐
-                               ├─> train x M ──> explore x W ──> select (iteration 0)
-                                                                   │ Response(addition=...)
+    initial set ──> label x N (packed boxes), import x I, xTB MD x B (+ detour: its labels) ─┐
+                ──> validation labels (never trained on)                                   │
+                                              ┌────────────────────────────────────────────┘
+                                              └─> train x M ──> explore x W ──> select (it 0)
+                                                                                  │ addition
                  label x (selected) ──> train x M ──> explore x W ──> select (iteration 1) ...
 
-Each ``select`` job classifies the explored frames by ensemble max force deviation, records
-the iteration, and either stops (accurate ratio reached, iteration cap, or nothing left to
-label) or adds one DFT job per chosen frame followed by the next iteration.  Labels travel as
-references to their jobs' outputs, so every label keeps its frame's origin (iteration,
-walker, frame index, deviation).  Training jobs wait on the labels queued just before them
-and read older labels from the JobStore by campaign and iteration.
+Each ``select`` job classifies the explored frames by ensemble max force deviation, guards the
+candidates, records the iteration, and either stops (accurate ratio reached, iteration cap, or
+nothing left to label) or adds one DFT job per chosen frame followed by the next iteration.
+Every label keeps its frame's origin (iteration, walker, frame index, deviation, MD run).
+Training jobs wait for the jobs queued just before them and read every earlier training label
+from the JobStore by campaign and iteration.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from jobflow import Flow, Job, Maker, OnMissing, Response, job
 
 from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker
 from ilflows.schemas import (
+    BIG_FIELDS,
     CampaignSpec,
     DFTLabel,
     Exploration,
@@ -32,9 +35,11 @@ from ilflows.schemas import (
     Frame,
     FrameOrigin,
     InitialSet,
+    MDFrames,
     SelectedFrame,
     SelectionRecord,
     TrainingRun,
+    Trajectory,
 )
 from ilflows.select import choose_candidates, classify
 
@@ -86,9 +91,14 @@ def iteration_flow(
     starts: list[Frame],
     start_ids: list[str],
     type_map: list[str],
+    waits_for: list[Job] = (),
 ) -> Flow:
-    """Label the new frames, train the ensemble on every label so far, explore, then select."""
-    labels = [j.output for j in new_labels]
+    """Label the new frames, train the ensemble on every label so far, explore, then select.
+
+    Training waits for ``new_labels`` and for ``waits_for`` (jobs outside this flow that add
+    labels, e.g. initial MD runs).
+    """
+    labels = [j.output for j in [*new_labels, *waits_for]]
     trainer = TrainMaker(campaign=spec.name, spec=spec.train, type_map=type_map)
     trains = []
     for member in range(spec.train.n_models):
@@ -117,7 +127,7 @@ def iteration_flow(
     jobs = [*trains, *explores, select]
     for j in jobs:
         j.update_metadata({"campaign": spec.name, "iteration": iteration})
-    return Flow([*new_labels, *jobs], output=select.output, name=f"iteration {iteration}")
+    return Flow([*new_labels, *waits_for, *jobs], output=select.output, name=f"iteration {iteration}")
 
 
 @job(output_schema=DFTLabel)
@@ -146,10 +156,11 @@ def import_jobs(spec: CampaignSpec) -> tuple[list[Job], list[str]]:
 def build_initial_set(spec: CampaignSpec) -> Response:
     """Build the initial set, then queue its labels and iteration 0.
 
-    Packs the nEQ frames, the MD starting boxes and the validation boxes, and imports external
-    labels; validation labels (packed or imported) are stored as records and never trained on.
+    Packs the nEQ frames, the MD starting boxes and the validation boxes, queues the initial
+    xTB MD runs, and imports external labels; validation labels (packed or imported) are stored
+    as records and never trained on.
     """
-    from ilflows.systems import initial_frames, start_frames, validation_frames
+    from ilflows.systems import initial_frames, md_boxes, start_frames, validation_frames
 
     t0 = time.perf_counter()
     frames = initial_frames(spec, _folder("initial"))
@@ -160,8 +171,14 @@ def build_initial_set(spec: CampaignSpec) -> Response:
     held_out = [j for j in imported if j.function_args[0].origin.stage == "validation"]
     held_out += label_jobs(spec, validation_frames(spec, _folder("validation")), iteration=-1)
     labels = [*label_jobs(spec, frames, iteration=-1), *training]
+    runs = []
+    for run, box, origin in md_boxes(spec, _folder("md")):
+        md = md_frames(spec, run, box, origin)
+        md.name = f"md initial/{origin.index}"
+        md.update_metadata({"campaign": spec.name, "iteration": -1})
+        runs.append(md)
     start_ids = [origin.frame_id for _, origin in starts]
-    loop = iteration_flow(spec, 0, labels, [f for f, _ in starts], start_ids, type_map)
+    loop = iteration_flow(spec, 0, labels, [f for f, _ in starts], start_ids, type_map, waits_for=runs)
     record = InitialSet(
         campaign=spec.name,
         frame_ids=[origin.frame_id for _, origin in frames],
@@ -171,6 +188,108 @@ def build_initial_set(spec: CampaignSpec) -> Response:
         wall_time=time.perf_counter() - t0,
     )
     return Response(output=record, addition=Flow([*held_out, loop], name="iteration 0"))
+
+
+def guard_md_frames(
+    spec: CampaignSpec, frames: list[Frame], equilibrated: bool
+) -> tuple[list[int], dict[int, list[str]]]:
+    """Return the indices of the MD frames to label, and what the guards found in the others.
+
+    An EQ run skips flagged frames; a hot (nEQ) run stops at its first one, so its frames stay
+    "just short of decomposition".
+    """
+    from ilflows.systems import topology
+    from ilflows.systems.guards import check_frame
+
+    if not spec.guards.enabled:
+        return list(range(len(frames))), {}
+    topo, thresholds = topology(spec.system), spec.guards.model_dump(exclude={"enabled"})
+    keep, flagged = [], {}
+    for k, frame in enumerate(frames):
+        check = check_frame(frame, topo, reference_density=spec.system.density, **thresholds)
+        if check.ok:
+            keep.append(k)
+            continue
+        flagged[k] = check.reasons
+        if not equilibrated:
+            break
+    return keep, flagged
+
+
+@job(output_schema=MDFrames, data=BIG_FIELDS)
+def md_frames(spec: CampaignSpec, run: int, box: Frame, origin: FrameOrigin) -> Response:
+    """Run one initial xTB MD box and send its frames on to labelling before iteration 0 trains.
+
+    The frames are guarded (a hot run stops at its first flagged frame, an EQ run skips flagged
+    ones).  With xTB as the campaign's DFT engine the MD's own labels are kept; otherwise each
+    frame gets a DFT job.  Those jobs are a detour, so they run before this job's children.
+    """
+    from ilflows.dft.cp2k_xtb import Cp2kXtb
+    from ilflows.schemas.campaign import DFTSpec
+
+    md = spec.initial.md[run]
+    xtb = spec.dft if spec.dft.engine == "cp2k-xtb" else DFTSpec()
+    t0 = time.perf_counter()
+    written = Cp2kXtb().run_md(
+        box,
+        xtb,
+        _folder("md"),
+        n_steps=md.n_steps,
+        temperature=md.temperature,
+        timestep=md.timestep,
+        every=md.every,
+        seed=origin.seed,
+    )
+    wall = time.perf_counter() - t0
+    origins = [
+        FrameOrigin(
+            campaign=spec.name,
+            stage="initial",
+            method="md",
+            equilibrated=md.equilibrated,
+            index=k,
+            source=f"md{origin.index}",
+            md_step=step,
+            temperature=md.temperature,
+            seed=origin.seed,
+            parent=origin.frame_id,
+        )
+        for k, (step, _, _) in enumerate(written)
+    ]
+    keep, flagged = guard_md_frames(spec, [frame for _, frame, _ in written], md.equilibrated)
+    jobs = []
+    for k in keep:
+        _, frame, label = written[k]
+        if spec.dft.engine != "cp2k-xtb":
+            jobs.extend(label_jobs(spec, [(frame, origins[k])], iteration=-1))
+            continue
+        record = DFTLabel(
+            **label.model_dump(),
+            campaign=spec.name,
+            iteration=-1,
+            frame_id=origins[k].frame_id,
+            frame=frame,
+            origin=origins[k],
+        )
+        kept_label = record_label(record)
+        kept_label.name = f"md label {origins[k].frame_id.split('/', 1)[1]}"
+        jobs.append(kept_label)
+    output = MDFrames(
+        campaign=spec.name,
+        box_frame_id=origin.frame_id,
+        equilibrated=md.equilibrated,
+        trajectory=Trajectory(
+            species=box.species,
+            steps=[step for step, _, _ in written],
+            positions=[frame.positions for _, frame, _ in written],
+            cells=[frame.cell for _, frame, _ in written],
+        ),
+        md_labels=[label for _, _, label in written],
+        kept=[origins[k].frame_id for k in keep],
+        flagged={origins[k].frame_id: reasons for k, reasons in flagged.items()},
+        wall_time=wall,
+    )
+    return Response(output=output, detour=Flow(jobs, name=f"md labels {origin.index}") if jobs else None)
 
 
 def _folder(name: str):

@@ -89,7 +89,7 @@ def explored_frame(store, origin: FrameOrigin) -> Frame:
 
 @dataclass
 class TrainMaker(Maker):
-    """Train one ensemble member on every converged label given."""
+    """Train one ensemble member on every converged training label of the campaign so far."""
 
     name: str = "train"
     campaign: str = ""
@@ -97,20 +97,21 @@ class TrainMaker(Maker):
     type_map: list[str] = field(default_factory=list)
 
     @ilflows_job(output_schema=TrainingRun, config=STORE_READER)
-    def make(self, new_labels: list[DFTLabel | None], iteration: int, member: int) -> TrainingRun:
+    def make(self, after: list, iteration: int, member: int) -> TrainingRun:
         """Train member ``member`` (seed ``spec.seed + member``) on every label so far.
 
-        ``new_labels`` are the labels queued by the previous iteration (references, so this job
-        waits for them); older ones are read from the JobStore.  Missing or failed labels are
-        left out and counted.
+        The labels are read from the JobStore: every label of an earlier iteration (initial set:
+        -1), validation ones excepted.  ``after`` holds the outputs of the jobs queued just before
+        this one (labels, MD runs), so that it waits for them; one that crashed arrives as None.
+        Failed and crashed labels are left out and counted.
         """
         from jobflow import CURRENT_JOB
 
         from ilflows.train import get_trainer
 
-        older = earlier_labels(CURRENT_JOB.store, self.campaign, before_iteration=iteration - 1)
-        labels = older + list(new_labels)
-        good = [lab for lab in labels if lab is not None and lab.converged]
+        labels = earlier_labels(CURRENT_JOB.store, self.campaign, before_iteration=iteration)
+        crashed = sum(out is None for out in after)
+        good = [lab for lab in labels if lab.converged]
         trainer = get_trainer(self.spec.engine)
         seed = self.spec.seed + member
         result = trainer.train(
@@ -125,7 +126,7 @@ class TrainMaker(Maker):
             iteration=iteration,
             member=member,
             n_frames=len(good),
-            n_failed_labels=len(labels) - len(good),
+            n_failed_labels=len(labels) - len(good) + crashed,
             label_ids=[lab.frame_id for lab in good],
         )
 

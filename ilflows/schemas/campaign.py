@@ -71,6 +71,23 @@ class ImportSpec(_Section):
     )
 
 
+class MDFramesSpec(_Section):
+    """Frames from short xTB MD runs (CP2K) of boxes packed at the reference density.
+
+    EQ structures come from runs near the exploration temperature; nEQ "distorted" ones from
+    hot runs with a large time step (paper 1).  Frames are checked by the structure guards: a
+    hot run is cut at its first flagged frame ("just short of decomposition"), an EQ run skips
+    flagged frames.
+    """
+
+    boxes: int = Field(1, ge=1, description="Boxes packed at system.density and run, one job each.")
+    temperature: float = Field(450.0, gt=0, description="Thermostat (CSVR) temperature, K.")
+    timestep: float = Field(0.5, gt=0, description="Time step, fs.")
+    n_steps: int = Field(200, ge=1, description="MD steps per box.")
+    every: int = Field(20, ge=1, description="Keep a frame every this many steps.")
+    equilibrated: bool = Field(True, description="Record the frames as EQ (true) or as hot nEQ ones (false).")
+
+
 class InitialSpec(_Section):
     """The initial (nEQ) training set: packed boxes over a density range plus rattled copies."""
 
@@ -87,6 +104,9 @@ class InitialSpec(_Section):
     seed: int = Field(7, ge=0, description="Seed of packing and rattling (frame i uses seed + i).")
     imports: list[ImportSpec] = Field(
         default_factory=list, description="External labelled data sets added before iteration 0."
+    )
+    md: list[MDFramesSpec] = Field(
+        default_factory=list, description="Short xTB MD runs whose frames join the initial set."
     )
 
 
@@ -294,7 +314,8 @@ class CampaignSpec(_Section):
     def _validation_apart(self) -> CampaignSpec:
         init, val = self.initial, self.validation
         n_training = len(init.density_factors) * init.boxes_per_density * (1 + init.rattled_copies)
-        used = range(init.seed, init.seed + n_training + self.explore.n_walkers)
+        n_training += self.explore.n_walkers + sum(run.boxes for run in init.md)
+        used = range(init.seed, init.seed + n_training)
         n_validation = len(val.density_factors) * val.boxes_per_density
         if n_validation and val.seed < used.stop and used.start < val.seed + n_validation:
             raise ValueError(

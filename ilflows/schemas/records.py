@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from ilflows.schemas.frames import Frame, FrameOrigin
 
-BIG_FIELDS = ["model_file", "trajectory"]
+BIG_FIELDS = ["model_file", "trajectory", "md_labels"]
 
 
 class DFTResult(BaseModel):
@@ -146,6 +146,23 @@ class Exploration(MDResult):
     iteration: int = Field(description="Loop iteration.")
     walker: int = Field(description="Index of this MD run in its iteration.")
     start_frame_id: str = Field(description="frame_id of the starting configuration.")
+
+
+class MDFrames(BaseModel):
+    """One short xTB MD run of the initial set and the frames it gave."""
+
+    kind: Literal["md_frames"] = "md_frames"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(-1, description="Always -1: before the loop.")
+    box_frame_id: str = Field(description="frame_id of the packed box the run started from.")
+    equilibrated: bool = Field(description="True: EQ frames; False: hot nEQ frames.")
+    trajectory: Trajectory = Field(description="Written frames (data store).")
+    md_labels: list[DFTResult] = Field(description="xTB label of each written frame (data store).")
+    kept: list[str] = Field(description="frame_id of each frame sent on to labelling.")
+    flagged: dict[str, list[str]] = Field(
+        description="frame_id -> what the guards found, for frames left out."
+    )
+    wall_time: float = Field(description="Wall time of the MD run, s.")
 
 
 class InitialSet(BaseModel):

@@ -277,6 +277,27 @@ def start_frames(spec: CampaignSpec, workdir: Path, n: int) -> list[tuple[Frame,
     return frames
 
 
+def md_boxes(spec: CampaignSpec, workdir: Path) -> list[tuple[int, Frame, FrameOrigin]]:
+    """Pack the boxes of ``initial.md``: (run number, box, origin), at ``system.density``.
+
+    Their indices continue after the starting boxes, so ids and seeds never collide.
+    """
+    index = n_initial_frames(spec) + spec.explore.n_walkers
+    boxes = []
+    for run, md in enumerate(spec.initial.md):
+        for _ in range(md.boxes):
+            origin = _origin(spec, index, method="packmol", density_factor=1.0)
+            boxes.append(
+                (
+                    run,
+                    pack_box(spec.system, spec.system.density, origin.seed, workdir / f"packmol-{index}"),
+                    origin,
+                )
+            )
+            index += 1
+    return boxes
+
+
 def validation_frames(spec: CampaignSpec, workdir: Path) -> list[tuple[Frame, FrameOrigin]]:
     """Pack the held-out nEQ validation boxes of ``spec.validation`` (stage "validation").
 

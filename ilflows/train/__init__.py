@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-import importlib
 from pathlib import Path
 from typing import Protocol
 
+from ilflows.registry import instantiate
 from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, TrainResult
 
@@ -43,10 +43,7 @@ def get_trainer(name: str) -> Trainer:
         When ``name`` is not a known trainer; the message lists the known ones.
 
     """
-    if name not in TRAINERS:
-        raise ValueError(f"unknown trainer '{name}'; known: {', '.join(sorted(TRAINERS))}")
-    module, cls = TRAINERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    return instantiate(TRAINERS, name, "trainer")
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:

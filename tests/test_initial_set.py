@@ -1,4 +1,4 @@
-"""External data and validation boxes in a campaign: checked before queueing, trained on or held out."""
+"""The initial set of a campaign: packed boxes, xTB MD frames, imports and validation boxes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _spec(tmp_path: Path, name: str, imports: list[dict]) -> Path:
+def _spec(tmp_path: Path, name: str, imports: list[dict], md: list[dict] | None = None) -> Path:
     spec = {
         "name": name,
         "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22},
@@ -31,6 +31,7 @@ def _spec(tmp_path: Path, name: str, imports: list[dict]) -> Path:
             "boxes_per_density": 1,
             "rattled_copies": 0,
             "imports": imports,
+            "md": md or [],
         },
         "train": {
             "n_models": 2,
@@ -77,17 +78,28 @@ def test_check_prints_the_import_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_path):
+def test_md_and_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_path):
     imports = [
         {**PEER_IMPORT, "path": str(PEER)},
         {**PEER_IMPORT, "path": str(PEER), "stage": "validation"},
     ]
-    proc = _ilflows(["run", str(_spec(tmp_path, "imp", imports))], tmp_path, timeout=600)
+    md = [
+        {"temperature": 450, "n_steps": 20, "every": 10},  # EQ
+        {"temperature": 1500, "timestep": 2.0, "n_steps": 20, "every": 10, "equilibrated": False},  # hot nEQ
+    ]
+    proc = _ilflows(["run", str(_spec(tmp_path, "imp", imports, md))], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     labels = json.loads(_ilflows(["query", "labels", "--json"], tmp_path).stdout)
     ids = {lab["frame_id"] for lab in labels}
     assert {f"imp/initial/import0/{i}" for i in range(20)} <= ids
     assert {f"imp/validation/import1/{i}" for i in range(20)} <= ids
     assert {"imp/validation/0", "imp/validation/1"} <= ids  # packed validation boxes, labelled
+    # box indices: 1 packed frame, 1 walker start, then the two MD boxes (2 and 3)
+    md_labels = [lab for lab in labels if lab["method"] == "md"]
+    assert {lab["frame_id"] for lab in md_labels} <= {
+        f"imp/initial/md{b}/{k}" for b in (2, 3) for k in (0, 1)
+    }
+    assert {"imp/initial/md2/0", "imp/initial/md2/1"} <= {lab["frame_id"] for lab in md_labels}  # EQ run kept
     trainings = json.loads(_ilflows(["query", "trainings", "--json"], tmp_path).stdout)
-    assert [t["n_frames"] for t in trainings] == [21, 21]  # 1 packed box + 20 imported, no validation
+    # 1 packed box + 20 imported + the MD frames the guards kept, never the validation ones
+    assert [t["n_frames"] for t in trainings] == [21 + len(md_labels)] * 2

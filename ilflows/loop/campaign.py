@@ -136,11 +136,11 @@ def record_label(label: DFTLabel) -> DFTLabel:
     return label
 
 
-def import_jobs(spec: CampaignSpec) -> tuple[list[Job], list[str]]:
-    """One record job per imported frame, and the report of each imported set."""
+def import_jobs(spec: CampaignSpec) -> tuple[list[Job], list[Job], list[str]]:
+    """One record job per imported frame (training sets, validation sets) and each set's report."""
     from ilflows.external import read_import
 
-    jobs, reports = [], []
+    training, held_out, reports = [], [], []
     for k, entry in enumerate(spec.initial.imports):
         imported = read_import(entry, spec.name, f"import{k}")
         reports.append(imported.report.summary())
@@ -148,8 +148,8 @@ def import_jobs(spec: CampaignSpec) -> tuple[list[Job], list[str]]:
             keep = record_label(label)
             keep.name = f"import {label.frame_id.split('/', 1)[1]}"
             keep.update_metadata({"campaign": spec.name, "iteration": -1, "kind": "dft_label"})
-            jobs.append(keep)
-    return jobs, reports
+            (held_out if entry.stage == "validation" else training).append(keep)
+    return training, held_out, reports
 
 
 @job(output_schema=InitialSet)
@@ -166,9 +166,7 @@ def build_initial_set(spec: CampaignSpec) -> Response:
     frames = initial_frames(spec, _folder("initial"))
     starts = start_frames(spec, _folder("starts"), spec.explore.n_walkers)
     type_map = type_map_of(spec)
-    imported, reports = import_jobs(spec)
-    training = [j for j in imported if j.function_args[0].origin.stage != "validation"]
-    held_out = [j for j in imported if j.function_args[0].origin.stage == "validation"]
+    training, held_out, reports = import_jobs(spec)
     held_out += label_jobs(spec, validation_frames(spec, _folder("validation")), iteration=-1)
     labels = [*label_jobs(spec, frames, iteration=-1), *training]
     runs = []

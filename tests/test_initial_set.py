@@ -40,7 +40,11 @@ def _spec(tmp_path: Path, name: str, imports: list[dict], md: list[dict] | None 
         "explore": {"n_steps": 40, "frame_every": 20, "n_walkers": 1},
         "guards": {"max_void": None},
         "loop": {"max_iterations": 1},
-        "validation": {"density_factors": [0.9, 1.1], "boxes_per_density": 1},
+        "validation": {
+            "density_factors": [0.9, 1.1],
+            "boxes_per_density": 1,
+            "md": [{"n_steps": 20, "every": 10}],
+        },
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -94,8 +98,9 @@ def test_md_and_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_
     assert {f"imp/initial/import0/{i}" for i in range(20)} <= ids
     assert {f"imp/validation/import1/{i}" for i in range(20)} <= ids
     assert {"imp/validation/0", "imp/validation/1"} <= ids  # packed validation boxes, labelled
+    assert {"imp/validation/md2/0", "imp/validation/md2/1"} <= ids  # EQ validation frames from MD
     # box indices: 1 packed frame, 1 walker start, then the two MD boxes (2 and 3)
-    md_labels = [lab for lab in labels if lab["method"] == "md"]
+    md_labels = [lab for lab in labels if lab["method"] == "md" and "/initial/" in lab["frame_id"]]
     assert {lab["frame_id"] for lab in md_labels} <= {
         f"imp/initial/md{b}/{k}" for b in (2, 3) for k in (0, 1)
     }

@@ -41,6 +41,7 @@ from ilflows.schemas import (
     TrainingRun,
     Trajectory,
 )
+from ilflows.schemas.campaign import MDFramesSpec
 from ilflows.select import choose_candidates, classify
 
 # a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
@@ -170,11 +171,12 @@ def build_initial_set(spec: CampaignSpec) -> Response:
     held_out += label_jobs(spec, validation_frames(spec, _folder("validation")), iteration=-1)
     labels = [*label_jobs(spec, frames, iteration=-1), *training]
     runs = []
-    for run, box, origin in md_boxes(spec, _folder("md")):
-        md = md_frames(spec, run, box, origin)
-        md.name = f"md initial/{origin.index}"
-        md.update_metadata({"campaign": spec.name, "iteration": -1})
-        runs.append(md)
+    for stage in ("initial", "validation"):
+        for run, box, origin in md_boxes(spec, _folder("md"), stage):
+            md = md_frames(spec, run, box, origin)
+            md.name = f"md {stage}/{origin.index}"
+            md.update_metadata({"campaign": spec.name, "iteration": -1})
+            (runs if stage == "initial" else held_out).append(md)
     start_ids = [origin.frame_id for _, origin in starts]
     loop = iteration_flow(spec, 0, labels, [f for f, _ in starts], start_ids, type_map, waits_for=runs)
     record = InitialSet(
@@ -215,8 +217,8 @@ def guard_md_frames(
 
 
 @job(output_schema=MDFrames, data=BIG_FIELDS)
-def md_frames(spec: CampaignSpec, run: int, box: Frame, origin: FrameOrigin) -> Response:
-    """Run one initial xTB MD box and send its frames on to labelling before iteration 0 trains.
+def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOrigin) -> Response:
+    """Run one xTB MD box of the initial (or validation) set and send its frames on to labelling.
 
     The frames are guarded (a hot run stops at its first flagged frame, an EQ run skips flagged
     ones).  With xTB as the campaign's DFT engine the MD's own labels are kept; otherwise each
@@ -225,7 +227,6 @@ def md_frames(spec: CampaignSpec, run: int, box: Frame, origin: FrameOrigin) -> 
     from ilflows.dft.cp2k_xtb import Cp2kXtb
     from ilflows.schemas.campaign import DFTSpec
 
-    md = spec.initial.md[run]
     xtb = spec.dft if spec.dft.engine == "cp2k-xtb" else DFTSpec()
     t0 = time.perf_counter()
     written = Cp2kXtb().run_md(
@@ -242,7 +243,7 @@ def md_frames(spec: CampaignSpec, run: int, box: Frame, origin: FrameOrigin) -> 
     origins = [
         FrameOrigin(
             campaign=spec.name,
-            stage="initial",
+            stage=origin.stage,
             method="md",
             equilibrated=md.equilibrated,
             index=k,

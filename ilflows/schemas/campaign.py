@@ -120,6 +120,9 @@ class ValidationSpec(_Section):
         0, ge=0, description="Boxes per density factor; 0: no validation set (paper 1: 200 nEQ in all)."
     )
     seed: int = Field(100_000, ge=0, description="Seed of the validation boxes (box i uses seed + i).")
+    md: list[MDFramesSpec] = Field(
+        default_factory=list, description="Short xTB MD runs whose frames form the EQ validation set."
+    )
 
 
 class DFTSpec(_Section):
@@ -316,7 +319,7 @@ class CampaignSpec(_Section):
         n_training = len(init.density_factors) * init.boxes_per_density * (1 + init.rattled_copies)
         n_training += self.explore.n_walkers + sum(run.boxes for run in init.md)
         used = range(init.seed, init.seed + n_training)
-        n_validation = len(val.density_factors) * val.boxes_per_density
+        n_validation = len(val.density_factors) * val.boxes_per_density + sum(run.boxes for run in val.md)
         if n_validation and val.seed < used.stop and used.start < val.seed + n_validation:
             raise ValueError(
                 f"validation.seed {val.seed} reuses seeds of the training boxes "

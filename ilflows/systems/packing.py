@@ -25,7 +25,7 @@ from ase.data import atomic_numbers
 from ase.units import _Nav
 
 from ilflows.execute import EngineError, require_executable, run_command
-from ilflows.schemas.campaign import CampaignSpec, SystemSpec
+from ilflows.schemas.campaign import CampaignSpec, MDFramesSpec, SystemSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.settings import get_settings
 from ilflows.systems.ions import ION_LIBRARY, load_ion, molar_mass
@@ -277,23 +277,39 @@ def start_frames(spec: CampaignSpec, workdir: Path, n: int) -> list[tuple[Frame,
     return frames
 
 
-def md_boxes(spec: CampaignSpec, workdir: Path) -> list[tuple[int, Frame, FrameOrigin]]:
-    """Pack the boxes of ``initial.md``: (run number, box, origin), at ``system.density``.
+def md_boxes(
+    spec: CampaignSpec, workdir: Path, stage: str = "initial"
+) -> list[tuple[MDFramesSpec, Frame, FrameOrigin]]:
+    """Pack the boxes of ``initial.md`` (or ``validation.md``): (run, box, origin) at ``system.density``.
 
-    Their indices continue after the starting boxes, so ids and seeds never collide.
+    Training MD boxes take the indices and seeds after the walkers' starting boxes; validation
+    MD boxes those after the validation boxes, so ids and seeds never collide.
     """
-    index = n_initial_frames(spec) + spec.explore.n_walkers
+    if stage == "initial":
+        runs, index, seed = (
+            spec.initial.md,
+            n_initial_frames(spec) + spec.explore.n_walkers,
+            spec.initial.seed,
+        )
+    else:
+        val = spec.validation
+        runs, index, seed = val.md, len(val.density_factors) * val.boxes_per_density, val.seed
     boxes = []
-    for run, md in enumerate(spec.initial.md):
-        for _ in range(md.boxes):
-            origin = _origin(spec, index, method="packmol", density_factor=1.0)
-            boxes.append(
-                (
-                    run,
-                    pack_box(spec.system, spec.system.density, origin.seed, workdir / f"packmol-{index}"),
-                    origin,
-                )
+    for run in runs:
+        for _ in range(run.boxes):
+            origin = FrameOrigin(
+                campaign=spec.name,
+                stage=stage,
+                method="packmol",
+                equilibrated=False,
+                index=index,
+                seed=seed + index,
+                density_factor=1.0,
             )
+            box = pack_box(
+                spec.system, spec.system.density, origin.seed, workdir / f"packmol-{stage}-{index}"
+            )
+            boxes.append((run, box, origin))
             index += 1
     return boxes
 

@@ -198,21 +198,15 @@ def guard_md_frames(
     An EQ run skips flagged frames; a hot (nEQ) run stops at its first one, so its frames stay
     "just short of decomposition".
     """
-    from ilflows.systems import topology
-    from ilflows.systems.guards import check_frame
-
-    if not spec.guards.enabled:
-        return list(range(len(frames))), {}
-    topo, thresholds = topology(spec.system), spec.guards.model_dump(exclude={"enabled"})
+    guard = frame_reasons(spec)
     keep, flagged = [], {}
     for k, frame in enumerate(frames):
-        check = check_frame(frame, topo, reference_density=spec.system.density, **thresholds)
-        if check.ok:
+        if found := guard(frame):
+            flagged[k] = found
+            if not equilibrated:
+                break
+        else:
             keep.append(k)
-            continue
-        flagged[k] = check.reasons
-        if not equilibrated:
-            break
     return keep, flagged
 
 
@@ -299,30 +293,37 @@ def _folder(name: str):
     return path
 
 
+def frame_reasons(spec: CampaignSpec):
+    """Return a function giving what the campaign's structure guards find in a frame ([]: none)."""
+    from ilflows.systems import topology
+    from ilflows.systems.guards import check_frame
+
+    topo, thresholds = topology(spec.system), spec.guards.model_dump(exclude={"enabled"})
+
+    def reasons(frame: Frame) -> list[str]:
+        if not spec.guards.enabled:
+            return []
+        return check_frame(frame, topo, reference_density=spec.system.density, **thresholds).reasons
+
+    return reasons
+
+
 def guard_candidates(
     spec: CampaignSpec, owner: list[tuple[Exploration, int]], deviations: np.ndarray, candidate: np.ndarray
 ) -> tuple[np.ndarray, list[FlaggedFrame]]:
     """Run the structure guards on each candidate; return the candidates left and the flagged ones."""
-    from ilflows.systems import topology
-    from ilflows.systems.guards import check_frame
-
-    if not spec.guards.enabled:
-        return candidate, []
+    guard = frame_reasons(spec)
     kept, flagged = candidate.copy(), []
-    topo = topology(spec.system)
-    thresholds = spec.guards.model_dump(exclude={"enabled"})
     for i in np.flatnonzero(candidate):
         exploration, index = owner[i]
-        frame = exploration.trajectory.frame(index)
-        check = check_frame(frame, topo, reference_density=spec.system.density, **thresholds)
-        if not check.ok:
+        if found := guard(exploration.trajectory.frame(index)):
             kept[i] = False
             flagged.append(
                 FlaggedFrame(
                     walker=exploration.walker,
                     frame_index=index,
                     deviation=float(deviations[i]),
-                    reasons=check.reasons,
+                    reasons=found,
                 )
             )
     return kept, flagged

@@ -145,8 +145,8 @@ def _workflow_progress(lp, wf: dict | None) -> tuple[int, int, int]:
     return states.count("COMPLETED"), states.count("FIZZLED"), len(states)
 
 
-# FireWorks and jobflow log every job start and end at INFO to stdout; with progress lines on,
-# those are noise.  Warnings and errors still show.
+# FireWorks and jobflow log every job start and end at INFO to stdout; ilflows prints its own
+# progress lines (or none with --quiet).  Warnings and errors still show.
 CHATTY_LOGGERS = ["rocket.launcher", "launchpad", "jobflow.core.job"]
 
 
@@ -188,7 +188,7 @@ def run_worker(
         SETTINGS.JOB_STORE = connect_jobstore(settings)
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
         here = Path.cwd()
-        quiet = [logging.getLogger(name) for name in CHATTY_LOGGERS] if on_progress else []
+        quiet = [logging.getLogger(name) for name in CHATTY_LOGGERS]
         for logger in quiet:
             logger.addFilter(_warnings_only)
         try:

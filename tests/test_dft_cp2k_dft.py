@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from ilflows.dft import get_engine
-from ilflows.dft.cp2k_dft import run_aimd
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.settings import get_settings
@@ -120,9 +119,13 @@ def test_unknown_basis_is_a_failed_label(engine, tmp_path):
 @needs_cp2k
 def test_aimd_steps_are_labelled_frames(engine, tmp_path):
     spec = DFTSpec(**CHEAP)
-    labelled = run_aimd(WATER, spec, tmp_path / "md", n_steps=3, temperature=300.0, timestep=0.5)
-    assert len(labelled) == 3
-    assert [r.parameters["md_step"] for _, r in labelled] == [1, 2, 3]
+    run = engine.run_md(
+        WATER, spec, tmp_path / "md", n_steps=4, temperature=300.0, timestep=0.5, every=2, seed=1
+    )
+    assert run.error is None
+    labelled = [(frame, result) for _, frame, result in run.snapshots]
+    assert [step for step, _, _ in run.snapshots] == [2, 4]
+    assert [r.parameters["md_step"] for _, r in labelled] == [2, 4]
     for frame, result in labelled:
         assert result.converged and np.array(result.forces).shape == (3, 3)
         assert frame.cell == WATER.cell and not np.allclose(frame.positions, WATER.positions)

@@ -10,6 +10,7 @@ import pytest
 from ase.units import GPa
 
 from ilflows.dft import get_engine
+from ilflows.dft.cp2k_output import md_labels
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.settings import get_settings
@@ -124,7 +125,7 @@ def test_cp2k_abort_is_a_failed_label(engine, tmp_path):
 
 @needs_cp2k
 def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path):
-    written = engine.run_md(
+    run = engine.run_md(
         Frame.from_ase(atoms),
         DFTSpec(),
         tmp_path / "md",
@@ -134,7 +135,8 @@ def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path
         every=2,
         seed=5,
     )
-    assert [step for step, _, _ in written] == [2, 4]
+    written = run.snapshots
+    assert run.error is None and [step for step, _, _ in written] == [2, 4]
     assert all(label.converged and label.parameters["run_type"] == "MD" for _, _, label in written)
     assert written[0][1].positions != written[1][1].positions  # the atoms moved
     step, frame, label = written[-1]
@@ -142,3 +144,12 @@ def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path
     assert again.energy == pytest.approx(label.energy, abs=1e-5)
     np.testing.assert_allclose(again.forces, label.forces, atol=1e-3)
     np.testing.assert_allclose(again.stress, label.stress, atol=1e-3)
+
+    # A crash in the middle of step 4 (its frame half written, no step summary) keeps step 2.
+    out = tmp_path / "md" / "cp2k.out"
+    out.write_text(out.read_text().rsplit("MD| Step number", 1)[0])
+    pos = tmp_path / "md" / "ilflows-pos-1.xyz"
+    pos.write_text("".join(pos.read_text().splitlines(keepends=True)[:-5]))
+    kept = md_labels("cp2k-xtb", label.parameters, DFTSpec(), tmp_path / "md", Frame.from_ase(atoms), 2, 0.0)
+    assert [step for step, _, _ in kept] == [2]
+    assert kept[0][2].energy == written[0][2].energy and kept[0][1] == written[0][1]

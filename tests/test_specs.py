@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ilflows.schemas import SpecError, load_spec
 
@@ -62,3 +63,24 @@ def test_validation_boxes_must_not_reuse_training_seeds(tmp_path):
     assert str(err.value).endswith(
         "validation.seed 10 reuses seeds of the training boxes (7-20); pick a seed of 21 or more"
     )
+
+
+@pytest.mark.parametrize(
+    ("md", "message"),
+    [
+        (
+            "{potential: dft}",
+            "initial.md.0.potential: 'dft' runs AIMD with dft.engine, and ilflows has no VASP AIMD; "
+            "use potential: xtb (frames relabelled by VASP) or dft.engine: cp2k-dft",
+        ),
+        ("{n_steps: 10, every: 20}", "initial.md.0: every (20) exceeds n_steps (10): no frame is kept"),
+    ],
+)
+def test_initial_md_entries_are_checked_before_queueing(tmp_path, md, message):
+    spec = yaml.safe_load((WORKFLOWS / "pyr14bf4_dpgen.yaml").read_text())
+    spec["initial"]["md"] = [yaml.safe_load(md)]
+    path = tmp_path / "md.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value) == f"{path}: {message}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -31,6 +31,34 @@ class DFTEngine(Protocol):
 
     def label(self, frame: Frame, spec: DFTSpec, workdir: Path) -> DFTResult:
         """Label one frame in ``workdir``; failures come back as ``converged=False``."""
+        ...
+
+
+class MDRun(NamedTuple):
+    """What a short NVT MD run with a labelling engine (xTB MD or AIMD) gave."""
+
+    snapshots: list[tuple[int, Frame, DFTResult]]
+    """(MD step, frame, the engine's label of it) every ``every`` steps, step 0 left out."""
+    error: str | None
+    """Why the run stopped before its last step (None: it finished); earlier snapshots are kept."""
+
+
+class MDEngine(DFTEngine, Protocol):
+    """A labelling engine that also runs MD, each written frame labelled by the run itself."""
+
+    def run_md(
+        self,
+        frame: Frame,
+        spec: DFTSpec,
+        workdir: Path,
+        *,
+        n_steps: int,
+        temperature: float,
+        timestep: float,
+        every: int,
+        seed: int,
+    ) -> MDRun:
+        """Run NVT MD (K, fs) from ``frame``; raises only when the program is missing."""
         ...
 
 

@@ -15,23 +15,18 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import tempfile
 import warnings
 from pathlib import Path
 
-from ase.units import Bohr, Hartree
-
-from ilflows.dft import finish_label
-from ilflows.dft.cp2k_output import abort_message, parse_cp2k_output, read_cp2k_xyz
+from ilflows.dft import MDRun, finish_label
+from ilflows.dft.cp2k_output import OUTPUT, PROJECT, abort_message, md_labels, parse_cp2k_output
 from ilflows.execute import EngineError, pinned_command, require_executable, run_custodian
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
 from ilflows.settings import get_settings
 
-OUTPUT = "cp2k.out"
-PROJECT = "ilflows"
 # The only CP2K data files indexed for pymatgen's basis/potential matching (3 s once, not 20 s
 # for all of them); basis and pseudopotential names are looked up in these.
 DATA_FILES = ("BASIS_MOLOPT", "GTH_BASIS_SETS", "GTH_POTENTIALS")
@@ -246,73 +241,56 @@ class Cp2kDft:
             error = f"custodian: {failure}"
         return finish_label(self.name, parameters, frame, spec, wall, out, error)
 
+    def run_md(
+        self,
+        frame: Frame,
+        spec: DFTSpec,
+        workdir: Path,
+        *,
+        n_steps: int,
+        temperature: float,
+        timestep: float,
+        every: int,
+        seed: int,
+        thermostat_timecon: float = 100.0,
+    ) -> MDRun:
+        """Run NVT AIMD (CSVR thermostat) from ``frame`` in one CP2K run, a label every ``every`` steps.
 
-def run_aimd(
-    frame: Frame,
-    spec: DFTSpec,
-    workdir: Path,
-    n_steps: int,
-    temperature: float,
-    timestep: float = 0.5,
-    thermostat_timecon: float = 100.0,
-    seed: int = 1,
-) -> list[tuple[Frame, DFTResult]]:
-    """Run ``n_steps`` of NVT AIMD (CSVR thermostat) from ``frame`` in one CP2K run.
+        Temperature in K, time step and thermostat time constant in fs; velocities are drawn at
+        ``temperature`` with ``seed``.  Each written frame carries the run's own energy, forces
+        and stress, converged or not by its own SCF.  No custodian handlers: their fixes restart
+        a trajectory part-way.  A run that stops early keeps the steps it finished, with the
+        reason as the run's error.
 
-    Temperature in K, time step and thermostat time constant in fs; velocities are drawn at
-    ``temperature`` with ``seed``.  Returns MD steps 1..n_steps as (frame, label) pairs read from
-    CP2K's ``pos``/``frc`` files, each converged or not by its own SCF, its wall time the run's
-    share per step.  A run that stops early returns only ``(frame, failed label)`` with the reason.
+        Raises
+        ------
+        EngineError
+            When the CP2K executable or CP2K's data files are not found.
 
-    Raises
-    ------
-    EngineError
-        When the CP2K executable or CP2K's data files are not found.
-
-    """
-    engine, workdir = Cp2kDft(), Path(workdir)
-    require_executable(get_settings().cp2k_cmd, "cp2k_cmd")
-    md = {"ENSEMBLE": "NVT", "STEPS": n_steps, "TIMESTEP": timestep, "TEMPERATURE": temperature}
-    md["THERMOSTAT"] = {"TYPE": "CSVR", "CSVR": {"TIMECON": thermostat_timecon}}
-    extra = {
-        "GLOBAL": {"SEED": seed},
-        "MOTION": {"MD": md, "PRINT": {"TRAJECTORY": {"EACH": {"MD": 1}}, "FORCES": {"EACH": {"MD": 1}}}},
-    }
-    try:
-        parameters = engine.write_inputs(frame, spec, workdir, extra)
-    except ValueError as err:
-        failed = {"engine": engine.name, "parameters": engine.parameters(spec), "converged": False}
-        return [(frame, DFTResult(**failed, error=str(err), wall_time=0.0))]
-    parameters.update(run_type="MD", n_steps=n_steps, temperature=temperature, timestep=timestep)
-    parameters.update(thermostat="CSVR", thermostat_timecon=thermostat_timecon, seed=seed)
-    # No handlers: their fixes restart a trajectory part-way; an unconverged step is flagged below.
-    wall, parameters["custodian"], failure = engine.run_cp2k(workdir, 1, handlers=[])
-    text = (workdir / OUTPUT).read_text(errors="replace") if (workdir / OUTPUT).exists() else ""
-    # Step 0 is evaluated before MD_INI, step k just before "MD| Step number k".
-    steps = re.split(r"MD_INI\| MD initialization|MD\| Step number", text)[1:-1]
-    if failure or len(steps) != n_steps:
+        """
+        workdir = Path(workdir)
+        require_executable(get_settings().cp2k_cmd, "cp2k_cmd")
+        md = {"ENSEMBLE": "NVT", "STEPS": n_steps, "TIMESTEP": timestep, "TEMPERATURE": temperature}
+        md["THERMOSTAT"] = {"TYPE": "CSVR", "CSVR": {"TIMECON": thermostat_timecon}}
+        each = {"EACH": {"MD": every}}
+        extra = {
+            "GLOBAL": {"SEED": seed},
+            "MOTION": {"MD": md, "PRINT": {"TRAJECTORY": each, "FORCES": each}},
+        }
+        try:
+            parameters = self.write_inputs(frame, spec, workdir, extra)
+        except ValueError as err:
+            return MDRun([], str(err))
+        parameters.update(run_type="MD", n_steps=n_steps, temperature=temperature, timestep=timestep)
+        parameters.update(every=every, thermostat="CSVR", thermostat_timecon=thermostat_timecon, seed=seed)
+        wall, parameters["custodian"], failure = self.run_cp2k(workdir, 1, handlers=[])
+        snapshots = md_labels(self.name, parameters, spec, workdir, frame, every, wall / n_steps)
+        text = (workdir / OUTPUT).read_text(errors="replace") if (workdir / OUTPUT).exists() else ""
+        error = None
         if abort := abort_message(text):
             error = f"cp2k aborted: {abort}"
-        else:
-            error = f"custodian: {failure}" if failure else f"{len(steps)} of {n_steps} MD steps in {OUTPUT}"
-        failed = DFTResult(
-            engine=engine.name, parameters=parameters, converged=False, error=error, wall_time=wall
-        )
-        return [(frame, failed)]
-    positions = read_cp2k_xyz(workdir / f"{PROJECT}-pos-1.xyz")[1:]
-    forces = read_cp2k_xyz(workdir / f"{PROJECT}-frc-1.xyz")[1:]
-    labels = []
-    for k, ((energy, xyz), (_, frc), segment) in enumerate(zip(positions, forces, steps, strict=True), 1):
-        ok, _, _, stress = parse_cp2k_output(segment)
-        result = DFTResult(
-            engine=engine.name,
-            parameters={**parameters, "md_step": k},
-            converged=ok,
-            error=None if ok else f"SCF not converged at MD step {k}",
-            energy=energy * Hartree if ok else None,
-            forces=(frc * Hartree / Bohr).tolist() if ok else None,
-            stress=stress.tolist() if ok and stress is not None else None,
-            wall_time=wall / n_steps,
-        )
-        labels.append((Frame(species=frame.species, positions=xyz.tolist(), cell=frame.cell), result))
-    return labels
+        elif failure:
+            error = f"custodian: {failure}"
+        elif len(snapshots) < n_steps // every:
+            error = f"{len(snapshots)} of {n_steps // every} MD frames in {OUTPUT}"
+        return MDRun(snapshots, error)

@@ -9,6 +9,15 @@ from typing import NamedTuple
 import numpy as np
 from ase.units import Bohr, Hartree
 
+from ilflows.schemas.campaign import DFTSpec
+from ilflows.schemas.frames import Frame
+from ilflows.schemas.records import DFTResult
+
+# File names shared by both CP2K engines: the output CP2K's stdout goes to, and the project
+# name that prefixes its trajectory files.
+OUTPUT = "cp2k.out"
+PROJECT = "ilflows"
+
 
 class Cp2kOutput(NamedTuple):
     """Values of the last force evaluation, converted to eV, eV/Å and GPa (None: not printed)."""
@@ -56,3 +65,37 @@ def read_cp2k_xyz(path: Path) -> list[tuple[float, np.ndarray]]:
         )
         for i in range(0, len(lines) - n - 1, n + 2)
     ]
+
+
+def md_labels(
+    engine: str, parameters: dict, spec: DFTSpec, workdir: Path, start: Frame, every: int, step_wall: float
+) -> list[tuple[int, Frame, DFTResult]]:
+    """Read the frames an NVT run wrote every ``every`` steps, each labelled by its own evaluation.
+
+    Positions, energies and forces come from ``<PROJECT>-pos-1.xyz`` and ``-frc-1.xyz``, the SCF
+    status and stress of step k from ``cp2k.out`` just before "MD| Step number k".  Frames CP2K
+    wrote but did not finish (a crash mid-step) are left out, so a run cut short still gives
+    every step it completed.  ``step_wall`` is each label's share of the run's wall time, s.
+    """
+    from ilflows.dft import finish_label
+
+    workdir = Path(workdir)
+    pos, frc = workdir / f"{PROJECT}-pos-1.xyz", workdir / f"{PROJECT}-frc-1.xyz"
+    if not (pos.exists() and frc.exists()):
+        return []
+    text = (workdir / OUTPUT).read_text(errors="replace")
+    evaluations = re.split(r"MD\| Step number", text)[:-1]
+    positions, forces = read_cp2k_xyz(pos), read_cp2k_xyz(frc)
+    labelled = []
+    for k in range(1, min(len(positions), len(forces))):  # frame 0 is the start
+        step = k * every
+        if step > len(evaluations):
+            break
+        out = parse_cp2k_output(evaluations[step - 1])
+        frame = Frame(species=start.species, positions=positions[k][1].tolist(), cell=start.cell)
+        energy, force = positions[k][0] * Hartree, forces[k][1] * Hartree / Bohr
+        parsed = Cp2kOutput(out.scf_converged, energy, force, out.stress)
+        error = None if out.scf_converged else f"SCF not converged at MD step {step}"
+        label = finish_label(engine, {**parameters, "md_step": step}, frame, spec, step_wall, parsed, error)
+        labelled.append((step, frame, label))
+    return labelled

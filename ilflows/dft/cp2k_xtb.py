@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
-from ase.units import Bohr, Hartree
-
-from ilflows.dft import finish_label
-from ilflows.dft.cp2k_output import Cp2kOutput, abort_message, parse_cp2k_output, read_cp2k_xyz
+from ilflows.dft import MDRun, finish_label
+from ilflows.dft.cp2k_output import OUTPUT, PROJECT, Cp2kOutput, abort_message, md_labels, parse_cp2k_output
 from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
 from ilflows.settings import get_settings
-
-OUTPUT = "cp2k.out"
 
 # Every value in braces comes from the parameters dict, so the input and the record never drift;
 # CP2K reads Python's True/False as logicals.
@@ -98,7 +93,6 @@ MOTION_TEMPLATE = """\
   &END PRINT
 &END MOTION
 """
-PROJECT = "ilflows"
 
 
 class Cp2kXtb:
@@ -200,47 +194,30 @@ class Cp2kXtb:
         every: int,
         seed: int,
         thermostat_timecon: float = 100.0,
-    ) -> list[tuple[int, Frame, DFTResult]]:
-        """Run xTB NVT MD from ``frame`` and return (MD step, frame, label) every ``every`` steps.
+    ) -> MDRun:
+        """Run xTB NVT MD (CSVR thermostat) from ``frame``, a labelled frame every ``every`` steps.
 
         Temperature in K, time step and thermostat time constant in fs.  Each written frame
         carries its own xTB energy and forces (CP2K's pos/frc files) and stress; a step whose SCF
-        did not converge comes back with ``converged=False``.  Step 0 (the start) is left out.
+        did not converge comes back with ``converged=False``.  A run that aborts keeps the steps
+        it finished, with CP2K's reason as the run's error.
 
         Raises
         ------
         EngineError
-            When CP2K is missing or the run aborts (the message carries CP2K's reason).
+            When the CP2K executable is not found.
         """
         workdir = Path(workdir)
         require_executable(get_settings().cp2k_cmd, "cp2k_cmd")
         md = {"n_steps": n_steps, "temperature": temperature, "timestep": timestep, "every": every}
         md.update(seed=seed, thermostat_timecon=thermostat_timecon)
         parameters = self.write_inputs(frame, spec, workdir, md)
+        start, error = time.perf_counter(), None
         try:
-            wall = self.run_cp2k(workdir)
+            self.run_cp2k(workdir)
         except EngineError as err:
             abort = abort_message((workdir / OUTPUT).read_text(errors="replace"))
-            raise EngineError(f"cp2k aborted: {abort}" if abort else str(err)) from err
-        text = (workdir / OUTPUT).read_text(errors="replace")
-        # the text before "MD| Step number k" ends with the evaluation of step k
-        evaluations = re.split(r"MD\| Step number", text)[:-1]
-        positions = read_cp2k_xyz(workdir / f"{PROJECT}-pos-1.xyz")
-        forces = read_cp2k_xyz(workdir / f"{PROJECT}-frc-1.xyz")
-        written = []
-        for k in range(1, len(positions)):
-            step = k * every
-            out = parse_cp2k_output(evaluations[step - 1]) if step <= len(evaluations) else None
-            parsed = Cp2kOutput(
-                bool(out and out.scf_converged),
-                positions[k][0] * Hartree,
-                forces[k][1] * Hartree / Bohr,
-                None if out is None else out.stress,
-            )
-            error = None if parsed.scf_converged else f"SCF not converged at MD step {step}"
-            snapshot = Frame(species=frame.species, positions=positions[k][1].tolist(), cell=frame.cell)
-            label = finish_label(
-                self.name, {**parameters, "md_step": step}, snapshot, spec, wall / n_steps, parsed, error
-            )
-            written.append((step, snapshot, label))
-        return written
+            error = f"cp2k aborted: {abort}" if abort else str(err)
+        wall = time.perf_counter() - start
+        snapshots = md_labels(self.name, parameters, spec, workdir, frame, every, wall / n_steps)
+        return MDRun(snapshots, error)

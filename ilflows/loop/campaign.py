@@ -2,7 +2,7 @@
 
 Flow of a campaign::
 
-    initial set ──> label x N (packed boxes), import x I, xTB MD x B (+ detour: its labels) ─┐
+    initial set ──> label x N (packed boxes), import x I, MD x B (+ detour: its labels) ──────┐
                 ──> validation labels (never trained on)                                   │
                                               ┌────────────────────────────────────────────┘
                                               └─> train x M ──> explore x W ──> select (it 0)
@@ -158,7 +158,7 @@ def build_initial_set(spec: CampaignSpec) -> Response:
     """Build the initial set, then queue its labels and iteration 0.
 
     Packs the nEQ frames, the MD starting boxes and the validation boxes, queues the initial
-    xTB MD runs, and imports external labels; validation labels (packed or imported) are stored
+    MD runs (xTB or AIMD), and imports external labels; validation labels (packed or imported) are stored
     as records and never trained on.
     """
     from ilflows.systems import initial_frames, md_boxes, start_frames, validation_frames
@@ -210,22 +210,30 @@ def guard_md_frames(
     return keep, flagged
 
 
-@job(output_schema=MDFrames, data=BIG_FIELDS)
-def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOrigin) -> Response:
-    """Run one xTB MD box of the initial (or validation) set and send its frames on to labelling.
-
-    The frames are guarded (a hot run stops at its first flagged frame, an EQ run skips flagged
-    ones).  With xTB as the campaign's DFT engine the MD's own labels are kept; otherwise each
-    frame gets a DFT job.  Those jobs are a detour, so they run before this job's children.
-    """
-    from ilflows.dft.cp2k_xtb import Cp2kXtb
+def md_engine(spec: CampaignSpec, md: MDFramesSpec):
+    """Return the engine and its settings that run an initial MD entry: xTB, or the DFT engine (AIMD)."""
+    from ilflows.dft import get_engine
     from ilflows.schemas.campaign import DFTSpec
 
-    xtb = spec.dft if spec.dft.engine == "cp2k-xtb" else DFTSpec()
+    if md.potential == "dft" or spec.dft.engine == "cp2k-xtb":
+        return get_engine(spec.dft.engine), spec.dft
+    return get_engine("cp2k-xtb"), DFTSpec()
+
+
+@job(output_schema=MDFrames, data=BIG_FIELDS)
+def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOrigin) -> Response:
+    """Run one MD box of the initial (or validation) set and send its frames on to labelling.
+
+    The frames are guarded (a nEQ run stops at its first flagged frame, an EQ run skips flagged
+    ones).  When the MD ran with the campaign's own DFT engine (AIMD, or xTB campaigns) its
+    labels are kept; otherwise each frame gets a DFT job.  Those jobs are a detour, so they run
+    before this job's children.  A run cut short keeps the frames it finished.
+    """
+    engine, settings = md_engine(spec, md)
     t0 = time.perf_counter()
-    written = Cp2kXtb().run_md(
+    run = engine.run_md(
         box,
-        xtb,
+        settings,
         _folder("md"),
         n_steps=md.n_steps,
         temperature=md.temperature,
@@ -234,16 +242,19 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
         seed=origin.seed,
     )
     wall = time.perf_counter() - t0
+    written = run.snapshots
     origins = [
         FrameOrigin(
             campaign=spec.name,
             stage=origin.stage,
-            method="md",
+            method="aimd" if md.potential == "dft" else "md",
             equilibrated=md.equilibrated,
             index=k,
             source=f"md{origin.index}",
             md_step=step,
+            density_factor=origin.density_factor,
             temperature=md.temperature,
+            timestep=md.timestep,
             seed=origin.seed,
             parent=origin.frame_id,
         )
@@ -253,7 +264,7 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
     jobs = []
     for k in keep:
         _, frame, label = written[k]
-        if spec.dft.engine != "cp2k-xtb":
+        if engine.name != spec.dft.engine:
             jobs.extend(label_jobs(spec, [(frame, origins[k])], iteration=-1))
             continue
         record = DFTLabel(
@@ -270,6 +281,7 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
     output = MDFrames(
         campaign=spec.name,
         box_frame_id=origin.frame_id,
+        engine=engine.name,
         equilibrated=md.equilibrated,
         trajectory=Trajectory(
             species=box.species,
@@ -280,6 +292,7 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
         md_labels=[label for _, _, label in written],
         kept=[origins[k].frame_id for k in keep],
         flagged={origins[k].frame_id: reasons for k, reasons in flagged.items()},
+        error=run.error,
         wall_time=wall,
     )
     return Response(output=output, detour=Flow(jobs, name=f"md labels {origin.index}") if jobs else None)
@@ -406,6 +419,7 @@ def select_and_continue(
             md_step=exploration.trajectory.steps[index],
             deviation=pick.deviation,
             temperature=exploration.temperature,
+            timestep=exploration.timestep,
             parent=exploration.start_frame_id,
         )
         frames.append((None, origin))

@@ -72,20 +72,40 @@ class ImportSpec(_Section):
 
 
 class MDFramesSpec(_Section):
-    """Frames from short xTB MD runs (CP2K) of boxes packed at the reference density.
+    """Frames from short NVT MD runs (CP2K) of freshly packed boxes, labelled by the run itself.
 
-    EQ structures come from runs near the exploration temperature; nEQ "distorted" ones from
-    hot runs with a large time step (paper 1).  Frames are checked by the structure guards: a
-    hot run is cut at its first flagged frame ("just short of decomposition"), an EQ run skips
-    flagged frames.
+    Paper 1's protocol, each a list entry: EQ frames from MD near the exploration temperature
+    (``potential: dft`` is its 100-frame AIMD); "barely relaxed" nEQ boxes from a very short
+    run of boxes packed over a density range (its 2-frame AIMD); nEQ "distorted" molecules from
+    hot runs with a large time step.  Frames are checked by the structure guards: a nEQ run is
+    cut at its first flagged frame ("just short of decomposition"), an EQ run skips flagged ones.
     """
 
-    boxes: int = Field(1, ge=1, description="Boxes packed at system.density and run, one job each.")
+    potential: Literal["xtb", "dft"] = Field(
+        "xtb",
+        description="'xtb': CP2K GFN1-xTB MD, its frames relabelled by dft.engine unless that is xTB; "
+        "'dft': AIMD with dft.engine itself (cp2k-xtb or cp2k-dft), its labels kept.",
+    )
+    density_factors: list[float] = Field(
+        [1.0], min_length=1, description="Packed density / system.density of the boxes, one set per factor."
+    )
+    boxes: int = Field(1, ge=1, description="Boxes packed per density factor and run, one job each.")
     temperature: float = Field(450.0, gt=0, description="Thermostat (CSVR) temperature, K.")
     timestep: float = Field(0.5, gt=0, description="Time step, fs.")
     n_steps: int = Field(200, ge=1, description="MD steps per box.")
     every: int = Field(20, ge=1, description="Keep a frame every this many steps.")
-    equilibrated: bool = Field(True, description="Record the frames as EQ (true) or as hot nEQ ones (false).")
+    equilibrated: bool = Field(True, description="Record the frames as EQ (true) or as nEQ ones (false).")
+
+    @property
+    def n_boxes(self) -> int:
+        """Boxes this entry packs and runs."""
+        return self.boxes * len(self.density_factors)
+
+    @model_validator(mode="after")
+    def _frames(self) -> MDFramesSpec:
+        if self.every > self.n_steps:
+            raise ValueError(f"every ({self.every}) exceeds n_steps ({self.n_steps}): no frame is kept")
+        return self
 
 
 class InitialSpec(_Section):
@@ -121,7 +141,7 @@ class ValidationSpec(_Section):
     )
     seed: int = Field(100_000, ge=0, description="Seed of the validation boxes (box i uses seed + i).")
     md: list[MDFramesSpec] = Field(
-        default_factory=list, description="Short xTB MD runs whose frames form the EQ validation set."
+        default_factory=list, description="Short MD runs (xTB or AIMD) whose frames join the validation set."
     )
 
 
@@ -218,7 +238,9 @@ class DFTSpec(_Section):
 class TrainSpec(_Section):
     """Ensemble trainer."""
 
-    engine: Literal["deepmd"] = Field("deepmd", description="Trainer name.")
+    engine: Literal["deepmd", "mace"] = Field(
+        "deepmd", description="Trainer name: 'deepmd' (DeePMD-kit se_e2_a) or 'mace' (MACE)."
+    )
     preset: Literal["tiny", "paper"] = Field(
         "tiny", description="Hyperparameter preset ('paper': paper 1's production set)."
     )
@@ -232,7 +254,11 @@ class TrainSpec(_Section):
 class ExploreSpec(_Section):
     """MD exploration with the ensemble."""
 
-    engine: Literal["lammps-deepmd"] = Field("lammps-deepmd", description="Explorer name.")
+    engine: Literal["lammps-deepmd", "ase-mace"] = Field(
+        "lammps-deepmd",
+        description="Explorer name: 'lammps-deepmd' (LAMMPS pair_style deepmd) or 'ase-mace' "
+        "(ASE with a MACE committee).",
+    )
     ensemble: Literal["nvt", "npt"] = Field("nvt", description="Thermodynamic ensemble.")
     temperature: float = Field(450.0, gt=0, description="Temperature, K.")
     pressure: float = Field(1.0, description="Pressure (NPT), bar.")
@@ -317,14 +343,25 @@ class CampaignSpec(_Section):
     def _validation_apart(self) -> CampaignSpec:
         init, val = self.initial, self.validation
         n_training = len(init.density_factors) * init.boxes_per_density * (1 + init.rattled_copies)
-        n_training += self.explore.n_walkers + sum(run.boxes for run in init.md)
+        n_training += self.explore.n_walkers + sum(run.n_boxes for run in init.md)
         used = range(init.seed, init.seed + n_training)
-        n_validation = len(val.density_factors) * val.boxes_per_density + sum(run.boxes for run in val.md)
+        n_validation = len(val.density_factors) * val.boxes_per_density + sum(run.n_boxes for run in val.md)
         if n_validation and val.seed < used.stop and used.start < val.seed + n_validation:
             raise ValueError(
                 f"validation.seed {val.seed} reuses seeds of the training boxes "
                 f"({used.start}-{used.stop - 1}); pick a seed of {used.stop} or more"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _aimd_engine(self) -> CampaignSpec:
+        for stage in ("initial", "validation"):
+            for k, run in enumerate(getattr(self, stage).md):
+                if run.potential == "dft" and self.dft.engine == "vasp":
+                    raise ValueError(
+                        f"{stage}.md.{k}.potential: 'dft' runs AIMD with dft.engine, and ilflows has no "
+                        "VASP AIMD; use potential: xtb (frames relabelled by VASP) or dft.engine: cp2k-dft"
+                    )
         return self
 
 
@@ -364,8 +401,10 @@ def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
         spec = CampaignSpec.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "spec"
-        raise SpecError(f"{path}: {field}: {first['msg']}") from err
+        # a check across sections (no location) names its fields in its message
+        where = "".join(f"{p}." for p in first["loc"]).rstrip(".")
+        message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for validator errors
+        raise SpecError(f"{path}: {where}: {message}" if where else f"{path}: {message}") from err
     from ilflows.systems import check_system
 
     try:

@@ -51,7 +51,10 @@ class FrameOrigin(BaseModel):
     stage: Literal["initial", "explored", "validation"] = Field(
         description="initial: built before the loop; explored: taken from an MD exploration."
     )
-    method: str = Field(description="How it was made: 'packmol', 'rattle', 'md'.")
+    method: str = Field(
+        description="How it was made: 'packmol', 'rattle', 'md' (xTB or model MD), "
+        "'aimd' (MD with the DFT engine)."
+    )
     equilibrated: bool = Field(
         False, description="True for EQ structures (from MD), False for nEQ (packed, rattled)."
     )
@@ -68,6 +71,7 @@ class FrameOrigin(BaseModel):
     )
     rattle_stdev: float | None = Field(None, description="Gaussian displacement applied per atom, Å.")
     temperature: float | None = Field(None, description="MD temperature, K.")
+    timestep: float | None = Field(None, description="MD time step, fs.")
     seed: int | None = Field(None, description="Random seed used to make the frame.")
     parent: str | None = Field(None, description="frame_id of the frame this one was derived from.")
     index: int | None = Field(None, description="Index of an initial frame in its set.")

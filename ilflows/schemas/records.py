@@ -75,12 +75,31 @@ class ModelFile(BaseModel):
 
 
 class LearningCurvePoint(BaseModel):
-    """One line of a training learning curve."""
+    """One point of a learning curve: a DeePMD lcurve line or a MACE epoch.
 
-    step: int = Field(description="Training step.")
-    rmse_energy: float = Field(description="Training-batch energy RMSE, eV/atom.")
-    rmse_force: float = Field(description="Training-batch force RMSE, eV/Å.")
-    learning_rate: float = Field(description="Learning rate at this step.")
+    A quantity the engine does not report is None: MACE gives no per-epoch training RMSE or
+    learning rate, DeePMD no loss or validation errors.
+    """
+
+    step: int = Field(description="Training step (DeePMD: batch step; MACE: epoch, counted from 0).")
+    rmse_energy: float | None = Field(None, description="Training-batch energy RMSE, eV/atom.")
+    rmse_force: float | None = Field(None, description="Training-batch force RMSE, eV/Å.")
+    learning_rate: float | None = Field(None, description="Learning rate at this step.")
+    loss: float | None = Field(
+        None,
+        description="Training loss, mean over the epoch's batches: energy_weight x mean squared "
+        "energy error per atom (eV^2/atom^2) + force_weight x mean squared force component "
+        "error (eV^2/Å^2).",
+    )
+    valid_loss: float | None = Field(None, description="Validation loss, same terms and units as loss.")
+    valid_rmse_energy: float | None = Field(None, description="Validation energy RMSE, eV/atom.")
+    valid_rmse_force: float | None = Field(None, description="Validation force RMSE, eV/Å.")
+    energy_weight: float | None = Field(
+        None, description="Weight of the energy term of the loss at this step, atom^2/eV^2."
+    )
+    force_weight: float | None = Field(
+        None, description="Weight of the force term of the loss at this step, Å^2/eV^2."
+    )
 
 
 class TrainResult(BaseModel):
@@ -93,6 +112,17 @@ class TrainResult(BaseModel):
     learning_curve: list[LearningCurvePoint] = Field(description="Learning curve.")
     rmse_energy: float = Field(description="Final training energy RMSE, eV/atom.")
     rmse_force: float = Field(description="Final training force RMSE, eV/Å.")
+    valid_rmse_energy: float | None = Field(
+        None, description="Final energy RMSE on held-out validation labels, eV/atom (None: none held out)."
+    )
+    valid_rmse_force: float | None = Field(
+        None, description="Final force RMSE on held-out validation labels, eV/Å (None: none held out)."
+    )
+    stage_two_epoch: int | None = Field(
+        None,
+        description="First epoch (from 0) of the second loss stage (MACE stage two, formerly SWA: "
+        "higher energy weight); None when the loss never switched.",
+    )
     wall_time: float = Field(description="Wall time of training and freezing, s.")
     model_file: ModelFile = Field(description="Frozen model (data store).")
 
@@ -149,19 +179,21 @@ class Exploration(MDResult):
 
 
 class MDFrames(BaseModel):
-    """One short xTB MD run of the initial set and the frames it gave."""
+    """One short MD run (xTB or AIMD) of the initial or validation set and the frames it gave."""
 
     kind: Literal["md_frames"] = "md_frames"
     campaign: str = Field(description="Campaign name.")
     iteration: int = Field(-1, description="Always -1: before the loop.")
     box_frame_id: str = Field(description="frame_id of the packed box the run started from.")
-    equilibrated: bool = Field(description="True: EQ frames; False: hot nEQ frames.")
+    engine: str = Field(description="Engine that ran the MD and labelled its frames, e.g. 'cp2k-xtb'.")
+    equilibrated: bool = Field(description="True: EQ frames; False: nEQ frames.")
     trajectory: Trajectory = Field(description="Written frames (data store).")
-    md_labels: list[DFTResult] = Field(description="xTB label of each written frame (data store).")
+    md_labels: list[DFTResult] = Field(description="The run's own label of each written frame (data store).")
     kept: list[str] = Field(description="frame_id of each frame sent on to labelling.")
     flagged: dict[str, list[str]] = Field(
         description="frame_id -> what the guards found, for frames left out."
     )
+    error: str | None = Field(None, description="Why the run stopped early (None: it finished).")
     wall_time: float = Field(description="Wall time of the MD run, s.")
 
 

@@ -280,7 +280,7 @@ def start_frames(spec: CampaignSpec, workdir: Path, n: int) -> list[tuple[Frame,
 def md_boxes(
     spec: CampaignSpec, workdir: Path, stage: str = "initial"
 ) -> list[tuple[MDFramesSpec, Frame, FrameOrigin]]:
-    """Pack the boxes of ``initial.md`` (or ``validation.md``): (run, box, origin) at ``system.density``.
+    """Pack the boxes of ``initial.md`` (or ``validation.md``): (run, box, origin), per density factor.
 
     Training MD boxes take the indices and seeds after the walkers' starting boxes; validation
     MD boxes those after the validation boxes, so ids and seeds never collide.
@@ -296,21 +296,21 @@ def md_boxes(
         runs, index, seed = val.md, len(val.density_factors) * val.boxes_per_density, val.seed
     boxes = []
     for run in runs:
-        for _ in range(run.boxes):
-            origin = FrameOrigin(
-                campaign=spec.name,
-                stage=stage,
-                method="packmol",
-                equilibrated=False,
-                index=index,
-                seed=seed + index,
-                density_factor=1.0,
-            )
-            box = pack_box(
-                spec.system, spec.system.density, origin.seed, workdir / f"packmol-{stage}-{index}"
-            )
-            boxes.append((run, box, origin))
-            index += 1
+        for factor in run.density_factors:
+            for _ in range(run.boxes):
+                origin = FrameOrigin(
+                    campaign=spec.name,
+                    stage=stage,
+                    method="packmol",
+                    equilibrated=False,
+                    index=index,
+                    seed=seed + index,
+                    density_factor=factor,
+                )
+                density = spec.system.density * factor
+                box = pack_box(spec.system, density, origin.seed, workdir / f"packmol-{stage}-{index}")
+                boxes.append((run, box, origin))
+                index += 1
     return boxes
 
 

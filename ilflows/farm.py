@@ -44,11 +44,8 @@ def preflight(spec: CampaignSpec) -> list[str]:
     from ilflows.train import get_trainer
 
     needs = [(get_settings().packmol_cmd, "packmol_cmd")]
-    for engine in (
-        get_engine(spec.dft.engine),
-        get_trainer(spec.train.engine),
-        get_explorer(spec.explore.engine),
-    ):
+    trainers = [get_trainer(family.engine) for family in spec.train]
+    for engine in (get_engine(spec.dft.engine), *trainers, get_explorer(spec.explore.engine)):
         needs += engine.executables()
     for command, setting in needs:
         require_executable(command, setting)

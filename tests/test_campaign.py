@@ -129,14 +129,17 @@ def test_query_shows_dft_training_and_md_records(tiny_campaign):
     [
         (
             {"select": {"trust_lo": 2.0, "trust_hi": 1.5}},
-            "select: Value error, trust_lo (2.0) must be below trust_hi",
+            "select: trust_lo (2.0) must be below trust_hi",
         ),
         (
             {"system": {"ions": {"XYZ": 1, "BF4": 1}, "density": 0.22}},
             "system.ions: unknown ion 'XYZ'",
         ),
         ({"explore": {"n_step": 10}}, "explore.n_step: Extra inputs are not permitted"),
-        ({"train": {"n_models": 1}}, "train.n_models: Input should be greater than or equal to 2"),
+        (
+            {"train": {"n_models": 1}},
+            "train: a committee needs at least 2 models in all, got 1; raise train.n_models",
+        ),
     ],
 )
 def test_bad_spec_is_refused_in_one_line_with_nothing_queued(tmp_path, change, message):

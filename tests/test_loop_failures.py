@@ -26,7 +26,7 @@ def test_failed_label_is_recorded_and_left_out_of_training(tmp_path):
     # one SCF step cannot converge: a real CP2K failure, not a mock
     bad = LabelMaker(campaign="f", spec=DFTSpec(max_scf=1)).make(origins[1], -1, frame)
     train = TrainMaker(campaign="f", spec=TrainSpec(overrides=FEW_STEPS), type_map=["H", "B", "C", "N", "F"])
-    member = train.make([good.output, bad.output], 0, 0)
+    member = train.make([good.output, bad.output], 0, 0, seed=1)
     member.update_config(TOLERANT)
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
     responses = run_locally(Flow([good, bad, member]), store=store, root_dir=tmp_path, ensure_success=True)

@@ -100,13 +100,14 @@ def iteration_flow(
     labels, e.g. initial MD runs).
     """
     labels = [j.output for j in [*new_labels, *waits_for]]
-    trainer = TrainMaker(campaign=spec.name, spec=spec.train, type_map=type_map)
     trains = []
-    for member in range(spec.train.n_models):
-        train = trainer.make(labels, iteration, member)
-        train.name = f"train it{iteration} m{member}"
-        train.update_config(TOLERANT)
-        trains.append(train)
+    for family in spec.train:  # members are numbered across families, seeds within each
+        trainer = TrainMaker(campaign=spec.name, spec=family, type_map=type_map)
+        for k in range(family.n_models):
+            train = trainer.make(labels, iteration, len(trains), seed=family.seed + k)
+            train.name = f"train it{iteration} m{len(trains)} {family.engine}"
+            train.update_config(TOLERANT)
+            trains.append(train)
     models = [t.output.model_file for t in trains]
     explorer = ExploreMaker(campaign=spec.name, spec=spec.explore, type_map=type_map)
     explores = []

@@ -97,8 +97,8 @@ class TrainMaker(Maker):
     type_map: list[str] = field(default_factory=list)
 
     @ilflows_job(output_schema=TrainingRun, config=STORE_READER)
-    def make(self, after: list, iteration: int, member: int) -> TrainingRun:
-        """Train member ``member`` (seed ``spec.seed + member``) on every label so far.
+    def make(self, after: list, iteration: int, member: int, seed: int) -> TrainingRun:
+        """Train committee member ``member`` with ``seed`` on every label so far.
 
         The labels are read from the JobStore: every label of an earlier iteration (initial set:
         -1), validation ones excepted.  ``after`` holds the outputs of the jobs queued just before
@@ -113,7 +113,6 @@ class TrainMaker(Maker):
         crashed = sum(out is None for out in after)
         good = [lab for lab in labels if lab.converged]
         trainer = get_trainer(self.spec.engine)
-        seed = self.spec.seed + member
         result = trainer.train(
             good,
             self.type_map,

@@ -236,7 +236,7 @@ class DFTSpec(_Section):
 
 
 class TrainSpec(_Section):
-    """Ensemble trainer."""
+    """One model family of the ensemble: a trainer and its members, which differ only by seed."""
 
     engine: Literal["deepmd", "mace"] = Field(
         "deepmd", description="Trainer name: 'deepmd' (DeePMD-kit se_e2_a) or 'mace' (MACE)."
@@ -244,7 +244,7 @@ class TrainSpec(_Section):
     preset: Literal["tiny", "paper"] = Field(
         "tiny", description="Hyperparameter preset ('paper': paper 1's production set)."
     )
-    n_models: int = Field(4, ge=2, description="Ensemble size; members differ only by seed.")
+    n_models: int = Field(4, ge=1, description="Members of this family; they differ only by seed.")
     seed: int = Field(1, description="Seed of member 0; member i uses seed + i.")
     overrides: dict = Field(
         default_factory=dict, description="Nested keys merged into the preset's trainer input."
@@ -332,12 +332,37 @@ class CampaignSpec(_Section):
     system: SystemSpec
     initial: InitialSpec = Field(default_factory=InitialSpec)
     dft: DFTSpec = Field(default_factory=DFTSpec)
-    train: TrainSpec = Field(default_factory=TrainSpec)
+    train: list[TrainSpec] = Field(
+        default_factory=lambda: [TrainSpec()],
+        min_length=1,
+        description="Model families of the ensemble, each trained on the same labels (a mapping: one "
+        "family); the committee of all their members explores and selects with one rule.",
+    )
     explore: ExploreSpec = Field(default_factory=ExploreSpec)
     select: SelectSpec = Field(default_factory=SelectSpec)
     guards: GuardSpec = Field(default_factory=GuardSpec)
     loop: LoopSpec = Field(default_factory=LoopSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_family(cls, value):
+        return [value] if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _committee(self) -> CampaignSpec:
+        n_models = sum(family.n_models for family in self.train)
+        if n_models < 2:
+            raise ValueError(
+                f"train: a committee needs at least 2 models in all, got {n_models}; raise train.n_models"
+            )
+        engines = sorted({family.engine for family in self.train})
+        if self.explore.engine == "lammps-deepmd" and engines != ["deepmd"]:
+            raise ValueError(
+                f"explore.engine: lammps-deepmd drives DeePMD models only, train has {', '.join(engines)}; "
+                "use explore.engine: ase-mace"
+            )
+        return self
 
     @model_validator(mode="after")
     def _validation_apart(self) -> CampaignSpec:
@@ -401,8 +426,11 @@ def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
         spec = CampaignSpec.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
+        loc = list(first["loc"])
+        if loc[:2] == ["train", 0] and isinstance(raw.get("train"), dict):
+            del loc[1]  # a single family was given as a mapping: name its field as written
         # a check across sections (no location) names its fields in its message
-        where = "".join(f"{p}." for p in first["loc"]).rstrip(".")
+        where = ".".join(str(p) for p in loc)
         message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for validator errors
         raise SpecError(f"{path}: {where}: {message}" if where else f"{path}: {message}") from err
     from ilflows.systems import check_system

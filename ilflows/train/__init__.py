@@ -11,7 +11,7 @@ from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, TrainResult
 
 # Imported on demand so that choosing one engine never imports another's heavy stack.
-TRAINERS = {"deepmd": "ilflows.train.deepmd:DeepmdTrainer"}
+TRAINERS = {"deepmd": "ilflows.train.deepmd:DeepmdTrainer", "mace": "ilflows.train.mace:MaceTrainer"}
 
 
 class Trainer(Protocol):

@@ -1,0 +1,379 @@
+"""MACE trainer (mace-torch's ``mace_run_train``): extxyz in, a ``.model`` file out.
+
+Units: energies eV, forces eV/Å, positions and cells Å.  The extxyz stress is ASE's (eV/Å^3,
+positive when stretched); labels carry GPa with the pressure sign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.data import atomic_numbers
+
+from ilflows.execute import EngineError, require_executable, run_command
+from ilflows.schemas.campaign import TrainSpec
+from ilflows.schemas.records import DFTLabel, LearningCurvePoint, ModelFile, TrainResult
+from ilflows.settings import get_settings
+from ilflows.train import deep_merge
+
+NAME = "mace"  # --name: MACE names its files after it (mace.model, logs/mace_run-<seed>.log, ...)
+# extxyz keys of the labels, given to MACE explicitly so that it never falls back on ASE's
+# calculator results or on its own default key names.
+ENERGY_KEY, FORCES_KEY, STRESS_KEY = "dft_energy", "dft_forces", "dft_stress"
+
+# ilflows keys of the hyperparameters; every other key is a mace_run_train option.
+# valid_fraction: share of the labels held out for validation (same split for every seed).
+# init_model: model to fine-tune from, a path or a ModelFile (see MaceTrainer.train).
+OWN_KEYS = ("valid_fraction", "init_model")
+
+# mace_run_train options that take no value (argparse store_true/store_false in 0.3.16).
+FLAGS = {
+    "amsgrad",
+    "disallow_random_padding_pt",
+    "distributed",
+    "dry_run",
+    "ema",
+    "foundation_model_readout",
+    "keep_checkpoints",
+    "lbfgs",
+    "pair_repulsion",
+    "restart_latest",
+    "save_all_checkpoints",
+    "save_cpu",
+    "swa",
+    "wandb",
+}
+
+# Paper 1's MACE recipe; options it does not name keep mace_run_train's defaults
+# (max_ell 3, correlation 3, 2 interactions, lr 0.01, stage-two lr 0.001).
+PAPER: dict = {
+    "model": "ScaleShiftMACE",
+    # The paper writes 16x0e+4x1e, which mace-torch 0.3.16 refuses (every L must have the same
+    # channel count); 16x0e+16x1e trains but crashes when the model is saved (the 1e block gets
+    # no parameters and deepcopy fails on them).  16x0e+16x1o is MACE's own "16 channels, L=1".
+    "hidden_irreps": "16x0e+16x1o",
+    "r_max": 6.0,
+    "batch_size": 4,
+    "max_num_epochs": 100,
+    # Two-stage loss: energy/force weights 1/100 for epochs 0-74, 1000/100 from epoch 75 on.
+    "loss": "weighted",
+    "energy_weight": 1.0,
+    "forces_weight": 100.0,
+    "swa": True,
+    "start_swa": 75,
+    "swa_energy_weight": 1000.0,
+    "swa_forces_weight": 100.0,
+    # Stage-two epoch parsing reads the first evaluation after the switch: evaluate every epoch.
+    "eval_interval": 1,
+    # No isolated-atom energies in the labels: least-squares average per element.
+    "E0s": "average",
+    "error_table": "PerAtomRMSE",
+    "default_dtype": "float64",
+    "device": "cpu",
+    "save_cpu": True,  # a model trained on a GPU still loads on a CPU
+    "plot": False,  # the end-of-training plots re-run inference and fail on one head anyway
+    "valid_fraction": 0.1,
+}
+
+PRESETS: dict[str, dict] = {
+    "paper": PAPER,
+    # Same model family for tests and demos: 8 channels, L=1 spherical harmonics, 5 Å, 6 epochs
+    # with the loss switch at epoch 4: 10 frames of 225 atoms train in about 20 s on one CPU
+    # core, 6 s of it MACE's start-up.
+    "tiny": deep_merge(
+        PAPER,
+        {
+            "hidden_irreps": "8x0e+8x1o",
+            "MLP_irreps": "8x0e",
+            "max_ell": 1,
+            "correlation": 2,
+            "radial_MLP": "[16, 16]",
+            "r_max": 5.0,
+            "max_num_epochs": 6,
+            "start_swa": 4,
+            "valid_fraction": 0.2,
+        },
+    ),
+}
+
+
+class MaceTrainer:
+    """Train one MACE model per call: ``write_inputs``, ``run_mace``, ``parse_training``."""
+
+    name = "mace"
+
+    def executables(self) -> list[tuple[str, str]]:
+        """Return the ``mace_run_train`` command and its settings field."""
+        return [(get_settings().mace_train_cmd, "mace_train_cmd")]
+
+    def hyperparameters(self, spec: TrainSpec, type_map: list[str], seed: int) -> dict:
+        """Return the mace_run_train options of ``spec.preset`` with ``spec.overrides`` merged, seeded.
+
+        ``atomic_numbers`` follows ``type_map`` so that the model knows every element of the
+        campaign even when the labels lack one; the seed is set after the overrides, so that
+        ensemble members always differ.  An override of None drops a preset option (MACE's default
+        applies).
+        """
+        zs = sorted(atomic_numbers[el] for el in type_map)
+        params = deep_merge(PRESETS[spec.preset], {"atomic_numbers": str(zs)})
+        params = deep_merge(params, spec.overrides)
+        params["seed"] = seed
+        return params
+
+    def train(
+        self, labels: list[DFTLabel], type_map: list[str], hyperparameters: dict, workdir: Path
+    ) -> TrainResult:
+        """Train one model in ``workdir`` on converged ``labels``.
+
+        A share ``valid_fraction`` of the labels is held out for validation.  With
+        ``init_model`` (a path or a :class:`ModelFile`) the run fine-tunes that model through
+        ``--foundation_model``: MACE then takes the architecture (irreps, r_max) from it and
+        ignores the preset's.  The model returned is the last stage's best checkpoint on the
+        validation set (MACE keeps the lowest validation loss of each loss stage).
+
+        Raises
+        ------
+        ValueError
+            When there are fewer than two labels, a label lacks energy or forces, or has an
+            element outside ``type_map``.
+        EngineError
+            When mace_run_train fails; the message carries the error line of its log.
+
+        """
+        workdir = Path(workdir)
+        options = write_inputs(labels, type_map, hyperparameters, workdir)
+        wall_time = run_mace(options, workdir)
+        curve, stage_two_epoch, errors = parse_training(workdir, options)
+        model = workdir / f"{NAME}{'_stagetwo' if stage_two_epoch is not None else ''}.model"
+        return TrainResult(
+            engine=self.name,
+            seed=options["seed"],
+            type_map=list(type_map),
+            hyperparameters=options,
+            learning_curve=curve,
+            rmse_energy=errors["train"][0],
+            rmse_force=errors["train"][1],
+            valid_rmse_energy=errors["valid"][0],
+            valid_rmse_force=errors["valid"][1],
+            stage_two_epoch=stage_two_epoch,
+            wall_time=wall_time,
+            model_file=ModelFile.from_path(model),
+        )
+
+
+def write_inputs(labels: list[DFTLabel], type_map: list[str], hyperparameters: dict, workdir: Path) -> dict:
+    """Write ``train.xyz`` and ``valid.xyz`` (and ``init.model``); return the full run record.
+
+    The record is ``hyperparameters`` with the files and keys filled in: every mace_run_train
+    option plus ``valid_fraction``, the ``frame_id`` of each validation label
+    (``valid_ids``) and, when fine-tuning, the ``init_model`` path and sha256.  The validation
+    labels are those whose ``frame_id`` hashes lowest, so every seed holds out the same frames
+    and a frame stays held out as later iterations add labels.  Stress is written only when
+    every label has one (the presets' loss does not train on it).
+    """
+    if len(labels) < 2:
+        raise ValueError("MACE needs at least two converged labels: one to train on, one to validate")
+    for label in labels:
+        if label.energy is None or label.forces is None:
+            raise ValueError(f"label {label.frame_id} has no energy or forces; skip it before training")
+        unknown = set(label.frame.species) - set(type_map)
+        if unknown:
+            raise ValueError(f"label {label.frame_id}: elements {sorted(unknown)} not in type_map {type_map}")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    options = {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS}
+    fraction = hyperparameters["valid_fraction"]
+    ranked = sorted(labels, key=lambda lab: hashlib.sha256(lab.frame_id.encode()).hexdigest())
+    n_valid = min(max(1, round(fraction * len(labels))), len(labels) - 1)
+    valid = {lab.frame_id for lab in ranked[:n_valid]}
+    with_stress = all(label.stress is not None for label in labels)
+    _write_extxyz(workdir / "train.xyz", [lab for lab in labels if lab.frame_id not in valid], with_stress)
+    _write_extxyz(workdir / "valid.xyz", [lab for lab in labels if lab.frame_id in valid], with_stress)
+    options.update(
+        name=NAME,
+        train_file="train.xyz",
+        valid_file="valid.xyz",
+        energy_key=ENERGY_KEY,
+        forces_key=FORCES_KEY,
+        stress_key=STRESS_KEY,
+    )
+    if not options.get("swa"):
+        # MACE names checkpoints from start_swa on "_swa" even without --swa, then cannot find
+        # the last plain one when it saves the model.
+        options.pop("start_swa", None)
+    init = hyperparameters.get("init_model")
+    if init is not None:
+        init = _init_model(init, workdir)
+        # Not a multi-head fine-tune: that needs the parent's own training data (pt_train_file).
+        options.update(foundation_model=str(init), multiheads_finetuning=False)
+    record = {**options, "valid_fraction": fraction, "valid_ids": sorted(valid)}
+    if init is not None:
+        record["init_model"] = {"path": str(init), "sha256": ModelFile.from_path(init).sha256}
+    (workdir / "options.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _write_extxyz(path: Path, labels: list[DFTLabel], with_stress: bool) -> None:
+    """Write labels to extxyz under the explicit keys (energy eV, forces eV/Å, stress eV/Å^3)."""
+    frames = []
+    for label in labels:
+        frame = label.frame
+        atoms = Atoms(frame.species, positions=frame.positions, cell=frame.cell, pbc=frame.volume > 0)
+        atoms.info[ENERGY_KEY] = label.energy
+        atoms.arrays[FORCES_KEY] = np.asarray(label.forces, dtype=float)
+        if with_stress:
+            # GPa with the pressure sign -> ASE's eV/Å^3, positive when stretched.
+            atoms.info[STRESS_KEY] = -np.asarray(label.stress, dtype=float) * units.GPa
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+
+
+def _init_model(value, workdir: Path) -> Path:
+    """Return the model file to fine-tune from: a path, or a ModelFile (or its dump) written out."""
+    if isinstance(value, str | Path):
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"init_model {path} is not a file")
+        return path
+    return ModelFile.model_validate(value).write(workdir / "init.model")
+
+
+def mace_command(options: dict) -> list[str]:
+    """Return the mace_run_train command line of ``options`` (a run record of :func:`write_inputs`).
+
+    True flags become ``--flag``, false ones are left out; None leaves MACE's default; other
+    values are passed as ``--key=value`` (lists and dicts in Python syntax, as MACE parses them).
+    Record-only keys (``valid_fraction``, ``valid_ids``, ``init_model``) are not options.
+    """
+    command = [*shlex.split(get_settings().mace_train_cmd)]
+    for key, value in options.items():
+        if key in (*OWN_KEYS, "valid_ids") or value is None:
+            continue
+        if key in FLAGS:
+            command += [f"--{key}"] if value else []
+        else:
+            command.append(f"--{key}={value}")
+    return command
+
+
+def run_mace(options: dict, workdir: Path) -> float:
+    """Run mace_run_train once in ``workdir``; return its wall time, s.
+
+    Raises
+    ------
+    EngineError
+        When it fails; the message names the error line of ``mace_train.log``.
+
+    """
+    require_executable(get_settings().mace_train_cmd, "mace_train_cmd")
+    # MACE appends to its results file: output of an earlier run would join the curve.
+    for folder in ("results", "logs", "checkpoints"):
+        shutil.rmtree(workdir / folder, ignore_errors=True)
+    try:
+        return run_command(mace_command(options), workdir, "mace_train.log")
+    except EngineError as err:
+        log = (workdir / "mace_train.log").read_text(errors="replace").splitlines()
+        raise EngineError(f"mace_run_train failed in {workdir}: {_error_line(log)}") from err
+
+
+def _error_line(lines: list[str]) -> str:
+    """Return the exception line of a Python traceback, else the last non-empty line."""
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", line)]
+    filled = [line for line in lines if line.strip()]
+    return (errors or filled or ["(empty log)"])[-1].strip()
+
+
+def parse_training(workdir: Path, options: dict) -> tuple[list[LearningCurvePoint], int | None, dict]:
+    """Read one run's learning curve, loss-stage switch and final errors.
+
+    The curve has one point per epoch from MACE's ``results/<tag>_train.txt`` (JSON lines):
+    the training loss averaged over the epoch's batches, and the validation loss and RMSEs
+    (eV/atom, eV/Å) of that epoch's evaluation; MACE does not report training RMSEs per epoch.
+    The switch epoch comes from ``logs/<tag>.log``: the first epoch evaluated after MACE logs
+    "Changing loss based on Stage Two Weights".  The final errors are those of the last
+    error table of that log (the returned model on the train and validation sets, 0.1 meV
+    resolution).
+
+    Returns
+    -------
+    tuple
+        Curve points; the first stage-two epoch (None: no switch); ``{"train": (eV/atom,
+        eV/Å), "valid": (eV/atom, eV/Å)}``.
+
+    Raises
+    ------
+    ValueError
+        When the results file has no epoch or the log no PerAtomRMSE error table.
+
+    """
+    tag = f"{options['name']}_run-{options['seed']}"
+    results = workdir / "results" / f"{tag}_train.txt"
+    entries = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    losses: dict[int, list[float]] = {}
+    evals: dict[int, dict] = {}
+    for entry in entries:
+        if entry["mode"] == "opt":
+            losses.setdefault(entry["epoch"], []).append(entry["loss"])
+        elif entry["mode"] == "eval" and entry["epoch"] is not None:  # None: before training
+            evals[entry["epoch"]] = entry
+    if not losses:
+        raise ValueError(f"{results}: no training epoch found")
+    log = (workdir / "logs" / f"{tag}.log").read_text().splitlines()
+    stage_two_epoch = _stage_two_epoch(log)
+    curve = []
+    for epoch in sorted(losses):
+        second = stage_two_epoch is not None and epoch >= stage_two_epoch
+        valid = evals.get(epoch, {})
+        curve.append(
+            LearningCurvePoint(
+                step=epoch,
+                loss=float(np.mean(losses[epoch])),
+                valid_loss=valid.get("loss"),
+                valid_rmse_energy=valid.get("rmse_e_per_atom"),
+                valid_rmse_force=valid.get("rmse_f"),
+                energy_weight=options["swa_energy_weight" if second else "energy_weight"],
+                force_weight=options["swa_forces_weight" if second else "forces_weight"],
+            )
+        )
+    return curve, stage_two_epoch, _error_table(log, workdir)
+
+
+def _stage_two_epoch(log: list[str]) -> int | None:
+    """Return the first epoch evaluated after the stage-two message, None when there is none."""
+    for i, line in enumerate(log):
+        if "Changing loss based on Stage Two Weights" in line:
+            for later in log[i + 1 :]:
+                if match := re.search(r"INFO: Epoch (\d+):", later):
+                    return int(match.group(1))
+    return None
+
+
+def _error_table(log: list[str], workdir: Path) -> dict[str, tuple[float, float]]:
+    """Read the last "TRAIN and VALID" error table: RMSE of energy (eV/atom) and force (eV/Å)."""
+    starts = [i for i, line in enumerate(log) if "Error-table on TRAIN and VALID" in line]
+    if not starts:
+        raise ValueError(f"{workdir}: no error table in the MACE log")
+    rows = []
+    for line in log[starts[-1] + 1 :]:
+        if not line.startswith(("+", "|")):
+            break
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    header = rows[0] if rows else []
+    if "RMSE E / meV / atom" not in header or "RMSE F / meV / A" not in header:
+        raise ValueError(f"{workdir}: MACE's error table has no per-atom RMSE (set error_table PerAtomRMSE)")
+    e_col, f_col = header.index("RMSE E / meV / atom"), header.index("RMSE F / meV / A")
+    table = {}
+    for row in rows[1:]:
+        name = row[0].split("_")[0]
+        if name in ("train", "valid") and name not in table:
+            table[name] = (float(row[e_col]) / 1000, float(row[f_col]) / 1000)
+    return table

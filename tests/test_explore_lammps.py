@@ -78,7 +78,7 @@ def test_cell_from_dump_bounds():
 
 
 def test_unknown_explorer_and_bad_seed(peer_labels, type_map, tmp_path):
-    with pytest.raises(ValueError, match="known: lammps-deepmd"):
+    with pytest.raises(ValueError, match="known: ase, lammps-deepmd"):
         get_explorer("gromacs")
     with pytest.raises(ValueError, match="positive 31-bit"):
         get_explorer("lammps-deepmd").explore([], peer_labels[0].frame, type_map, ExploreSpec(), 0, tmp_path)

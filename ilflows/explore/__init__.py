@@ -11,7 +11,10 @@ from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile
 
 # Imported on demand so that choosing one engine never imports another's stack.
-EXPLORERS = {"lammps-deepmd": "ilflows.explore.lammps_deepmd:LammpsDeepmd"}
+EXPLORERS = {
+    "lammps-deepmd": "ilflows.explore.lammps_deepmd:LammpsDeepmd",
+    "ase": "ilflows.explore.ase_md:AseCommittee",
+}
 
 
 class Explorer(Protocol):

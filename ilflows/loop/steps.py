@@ -113,12 +113,12 @@ class TrainMaker(Maker):
         crashed = sum(out is None for out in after)
         good = [lab for lab in labels if lab.converged]
         trainer = get_trainer(self.spec.engine)
-        result = trainer.train(
-            good,
-            self.type_map,
-            trainer.hyperparameters(self.spec, self.type_map, seed),
-            _workdir("train"),
-        )
+        hyperparameters = trainer.hyperparameters(self.spec, self.type_map, seed)
+        if self.spec.finetune and iteration > 0:
+            # a member whose previous training crashed starts from scratch
+            if parent := previous_model(CURRENT_JOB.store, self.campaign, iteration - 1, member):
+                hyperparameters["init_model"] = parent
+        result = trainer.train(good, self.type_map, hyperparameters, _workdir("train"))
         return TrainingRun(
             **result.model_dump(),
             campaign=self.campaign,
@@ -128,6 +128,18 @@ class TrainMaker(Maker):
             n_failed_labels=len(labels) - len(good) + crashed,
             label_ids=[lab.frame_id for lab in good],
         )
+
+
+def previous_model(store, campaign: str, iteration: int, member: int) -> ModelFile | None:
+    """Model file of committee member ``member`` trained in ``iteration`` (None: not in the store)."""
+    criteria = {
+        "output.kind": "training",
+        "output.campaign": campaign,
+        "output.iteration": iteration,
+        "output.member": member,
+    }
+    doc = store.query_one(criteria=criteria, properties=["output.model_file"], load=True)
+    return ModelFile.model_validate(doc["output"]["model_file"]) if doc else None
 
 
 def earlier_labels(store, campaign: str, before_iteration: int) -> list[DFTLabel]:

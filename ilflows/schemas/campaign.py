@@ -249,15 +249,26 @@ class TrainSpec(_Section):
     overrides: dict = Field(
         default_factory=dict, description="Nested keys merged into the preset's trainer input."
     )
+    finetune: bool = Field(
+        False,
+        description="From iteration 1 on, start each member from its own model of the previous "
+        "iteration instead of from scratch (mace only).",
+    )
+
+    @model_validator(mode="after")
+    def _finetune(self) -> TrainSpec:
+        if self.finetune and self.engine != "mace":
+            raise ValueError(f"finetune is for engine mace, not {self.engine}; drop finetune")
+        return self
 
 
 class ExploreSpec(_Section):
     """MD exploration with the ensemble."""
 
-    engine: Literal["lammps-deepmd", "ase-mace"] = Field(
+    engine: Literal["lammps-deepmd", "ase"] = Field(
         "lammps-deepmd",
-        description="Explorer name: 'lammps-deepmd' (LAMMPS pair_style deepmd) or 'ase-mace' "
-        "(ASE with a MACE committee).",
+        description="Explorer name: 'lammps-deepmd' (LAMMPS pair_style deepmd, DeePMD models) or "
+        "'ase' (ASE MD with a committee of any families, MACE and DeePMD).",
     )
     ensemble: Literal["nvt", "npt"] = Field("nvt", description="Thermodynamic ensemble.")
     temperature: float = Field(450.0, gt=0, description="Temperature, K.")
@@ -360,7 +371,7 @@ class CampaignSpec(_Section):
         if self.explore.engine == "lammps-deepmd" and engines != ["deepmd"]:
             raise ValueError(
                 f"explore.engine: lammps-deepmd drives DeePMD models only, train has {', '.join(engines)}; "
-                "use explore.engine: ase-mace"
+                "use explore.engine: ase"
             )
         return self
 

@@ -1,0 +1,165 @@
+"""ASE molecular dynamics with a committee (MACE, DeePMD or both): NVT/NPT driven by model 0.
+
+The same run as :mod:`ilflows.explore.lammps_deepmd`, with ASE integrators in place of LAMMPS
+fixes and :class:`~ilflows.explore.committee.CommitteeCalculator` in place of
+``pair_style deepmd``:
+
+* NVT: Bussi's stochastic velocity rescaling (CSVR).  Like LAMMPS's Nosé-Hoover ``fix nvt``
+  it samples the canonical ensemble, but it relaxes the kinetic energy of a freshly packed,
+  hot or cold box exponentially instead of with Nosé-Hoover's slow temperature oscillations,
+  and it is the thermostat of the initial xTB MD (``initial.md``).  ASE's Langevin would add
+  friction and noise to every atom and so perturb the dynamics far more.
+* NPT: ASE's isotropic Martyna-Tobias-Klein integrator (``IsotropicMTKNPT``), the equations
+  LAMMPS's ``fix npt ... iso`` integrates (Nosé-Hoover chains on the particles and on the
+  volume) with the same damping times, so both explorers sample the same ensemble and the
+  cell responds as slowly (1000 steps, LAMMPS's recommended barostat time).  ``NPTBerendsen``
+  would be as robust far from equilibrium but suppresses the volume fluctuations that
+  exploration should visit.
+
+Thermostat and barostat times are those of the LAMMPS explorer: 100 and 1000 time steps.
+Recorded frames go to ``traj.extxyz`` (ASE's MD state: unwrapped positions, momenta, model 0's
+energy, forces and stress) and ``model_devi.out`` (step, deviation, wall time) as they are made,
+and thermodynamics to ``md.log``, so a run that blows up leaves its frames in ``workdir`` as a
+LAMMPS run leaves its dump; like that explorer, it then raises :class:`EngineError`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.md.bussi import Bussi
+from ase.md.logger import MDLogger
+from ase.md.md import MolecularDynamics
+from ase.md.nose_hoover_chain import IsotropicMTKNPT
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+from ilflows.execute import EngineError
+from ilflows.explore.lammps_deepmd import PDAMP_STEPS, TDAMP_STEPS
+from ilflows.schemas.campaign import ExploreSpec
+from ilflows.schemas.frames import Frame
+from ilflows.schemas.records import MDResult, ModelFile, Trajectory
+from ilflows.settings import get_settings
+
+
+class AseCommittee:
+    """Explore with ASE and a committee of MACE and/or DeePMD models; no external program is run."""
+
+    name = "ase"
+
+    def executables(self) -> list[tuple[str, str]]:
+        """Return no programs: the MD runs in this Python process."""
+        return []
+
+    def explore(
+        self,
+        models: list[ModelFile],
+        start: Frame,
+        type_map: list[str],
+        spec: ExploreSpec,
+        seed: int,
+        workdir: Path,
+    ) -> MDResult:
+        """Run ``spec.n_steps`` of MD from ``start``, recording every ``spec.frame_every`` steps.
+
+        Frames are recorded at steps 0, frame_every, ..., with positions wrapped into the
+        cell, and each frame's deviation is the committee's max force deviation there.
+
+        Raises
+        ------
+        EngineError
+            When the MD blows up (non-finite positions, forces or stress); the frames made
+            until then are in ``workdir``.
+        ValueError
+            When ``start`` has elements outside ``type_map`` or the seed is negative.
+
+        """
+        # torch and MACE load only when MD runs, not when the farm asks for executables
+        import torch
+
+        from ilflows.explore.committee import CommitteeCalculator
+
+        if seed < 0:
+            raise ValueError(f"MD velocity seeds are non-negative integers, got {seed}")
+        unknown = set(start.species) - set(type_map)
+        if unknown:
+            raise ValueError(f"start frame has elements {sorted(unknown)} not in type_map {type_map}")
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        # the suffix tells the committee a model's family (.pb: DeePMD, .model: MACE)
+        paths = [m.write(workdir / f"model.{i:03d}{Path(m.name).suffix}") for i, m in enumerate(models)]
+        atoms = Atoms(start.species, positions=start.positions, cell=start.cell, pbc=True)
+        calc = CommitteeCalculator(paths, drive="first")
+        atoms.calc = calc
+        rng = np.random.default_rng(seed)
+        thermalize_momenta(atoms, spec.temperature, exact_temperature=True, rng=rng)
+        Stationary(atoms)  # no drift of the whole box, as LAMMPS's ``velocity create`` (mom yes)
+        dyn, parameters = _dynamics(atoms, spec, rng)
+        parameters.update(seed=seed, type_map=list(type_map), models=[model.sha256 for model in models])
+
+        steps, positions, cells, deviations = [], [], [], []
+        traj_file, devi_file = workdir / "traj.extxyz", workdir / "model_devi.out"
+        traj_file.unlink(missing_ok=True)
+        devi_file.write_text("# step max_devi_f(eV/Å) wall_time(s)\n")
+        start_time = time.perf_counter()
+
+        def record() -> None:
+            deviation = calc.get_property("deviation", atoms)
+            steps.append(dyn.nsteps)
+            positions.append(atoms.get_positions(wrap=True).tolist())
+            cells.append(atoms.cell.array.tolist())
+            deviations.append(deviation)
+            ase.io.write(traj_file, atoms, format="extxyz", append=True)
+            with devi_file.open("a") as out:
+                out.write(f"{dyn.nsteps} {deviation:.10e} {time.perf_counter() - start_time:.3f}\n")
+
+        dyn.attach(record, interval=spec.frame_every)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(get_settings().threads)  # as OMP_NUM_THREADS for external engines
+        try:
+            with MDLogger(dyn, atoms, str(workdir / "md.log"), stress=spec.ensemble == "npt") as logger:
+                dyn.attach(logger, interval=spec.frame_every)
+                dyn.run(spec.n_steps)
+        except FloatingPointError as err:
+            raise EngineError(
+                f"ASE MD in {workdir} blew up after {dyn.nsteps} steps ({err}); the {len(steps)} frames "
+                "made before are in traj.extxyz and model_devi.out, see md.log"
+            ) from err
+        finally:
+            torch.set_num_threads(threads)
+        return MDResult(
+            engine=self.name,
+            ensemble=spec.ensemble,
+            temperature=spec.temperature,
+            pressure=spec.pressure if spec.ensemble == "npt" else None,
+            n_steps=spec.n_steps,
+            timestep=spec.timestep,
+            frame_every=spec.frame_every,
+            parameters=parameters,
+            deviations=deviations,
+            wall_time=time.perf_counter() - start_time,
+            trajectory=Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells),
+        )
+
+
+def _dynamics(atoms: Atoms, spec: ExploreSpec, rng: np.random.Generator) -> tuple[MolecularDynamics, dict]:
+    """Return the integrator of ``spec.ensemble`` and every MD parameter it uses."""
+    dt_fs = spec.timestep
+    tdamp_fs, pdamp_fs = TDAMP_STEPS * dt_fs, PDAMP_STEPS * dt_fs
+    parameters = {**spec.model_dump(), "tdamp_ps": tdamp_fs / 1000.0, "drive": "model 0"}
+    if spec.ensemble == "nvt":
+        dyn = Bussi(atoms, dt_fs * units.fs, spec.temperature, taut=tdamp_fs * units.fs, rng=rng)
+        return dyn, {**parameters, "thermostat": "bussi", "barostat": None, "pdamp_ps": None}
+    dyn = IsotropicMTKNPT(
+        atoms,
+        dt_fs * units.fs,
+        temperature_K=spec.temperature,
+        pressure_au=spec.pressure * units.bar,
+        tdamp=tdamp_fs * units.fs,
+        pdamp=pdamp_fs * units.fs,
+    )
+    npt = {"thermostat": "nose-hoover-chain", "barostat": "mtk-iso", "pdamp_ps": pdamp_fs / 1000.0}
+    return dyn, {**parameters, **npt}

@@ -226,3 +226,12 @@ def test_bad_inputs_raise(ean_labels, tmp_path):
         write_inputs([ean_labels[0], failed], TYPE_MAP, params, tmp_path)
     with pytest.raises(ValueError, match="not a file"):
         write_inputs(ean_labels[:2], TYPE_MAP, {**params, "init_model": tmp_path / "none.model"}, tmp_path)
+
+
+def test_batch_never_exceeds_the_training_frames(ean_labels, tmp_path):
+    # MACE drops an incomplete last batch: 3 training frames with batch 4 would train on none
+    params = MaceTrainer().hyperparameters(TrainSpec(engine="mace"), TYPE_MAP, seed=1)
+    options = write_inputs(ean_labels[:4], TYPE_MAP, {**params, "valid_fraction": 0.25}, tmp_path)
+    assert (options["batch_size"], len(ase.io.read(tmp_path / "train.xyz", ":"))) == (3, 3)
+    options = write_inputs(ean_labels, TYPE_MAP, params, tmp_path / "all")
+    assert options["batch_size"] == 4  # the paper's batch when there are enough frames

@@ -194,6 +194,10 @@ def write_inputs(labels: list[DFTLabel], type_map: list[str], hyperparameters: d
     ranked = sorted(labels, key=lambda lab: hashlib.sha256(lab.frame_id.encode()).hexdigest())
     n_valid = min(max(1, round(fraction * len(labels))), len(labels) - 1)
     valid = {lab.frame_id for lab in ranked[:n_valid]}
+    # MACE drops a last incomplete batch: more frames per batch than training frames leaves none
+    n_train = len(labels) - n_valid
+    if options.get("batch_size", 10) > n_train:
+        options["batch_size"] = n_train
     with_stress = all(label.stress is not None for label in labels)
     _write_extxyz(workdir / "train.xyz", [lab for lab in labels if lab.frame_id not in valid], with_stress)
     _write_extxyz(workdir / "valid.xyz", [lab for lab in labels if lab.frame_id in valid], with_stress)

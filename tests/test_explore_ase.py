@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ase import Atoms, units
+from ase.data import atomic_masses, atomic_numbers
+from ase.md.bussi import Bussi
+from ase.md.velocitydistribution import thermalize_momenta
 from mace_models import write_committee
 
 from ilflows.execute import EngineError
 from ilflows.explore import get_explorer
+from ilflows.explore.ase_md import _Modifier
 from ilflows.explore.committee import CommitteeCalculator
-from ilflows.schemas.campaign import ExploreSpec
+from ilflows.schemas.campaign import ExploreSpec, Ramp
 from ilflows.schemas.records import ModelFile
 from ilflows.select import max_force_deviation
 
@@ -165,3 +170,47 @@ def test_explorer_needs_no_program_and_checks_inputs(mace_models, peer_labels, t
         explorer.explore(mace_models, peer_labels[0].frame, ["H", "C"], spec, seed=1, workdir=tmp_path)
     with pytest.raises(ValueError, match="non-negative"):
         explorer.explore(mace_models, peer_labels[0].frame, type_map, spec, seed=-1, workdir=tmp_path)
+
+
+def test_ramp_follows_the_papers_formula():
+    ramp = Ramp(start=230.0, end=500.0, amplitude=20.0, period=100.0)
+    assert ramp.at(0.0, 1000.0) == 230.0
+    assert ramp.at(500.0, 1000.0) == pytest.approx(365.0 + 20.0 * np.sin(5.0))
+    assert ramp.at(1000.0, 1000.0) == pytest.approx(500.0 + 20.0 * np.sin(10.0))
+
+
+def test_density_and_temperature_ramps_drive_the_run(mace_models, peer_labels, type_map, tmp_path):
+    start = peer_labels[0].frame
+    grams = sum(atomic_masses[atomic_numbers[s]] for s in start.species) / units.mol
+    density = Ramp(start=0.25, end=0.35, amplitude=0.01, period=2.0)
+    temperature = Ramp(start=300.0, end=600.0)
+    spec = ExploreSpec(
+        engine="ase",
+        n_steps=10,
+        timestep=0.5,
+        frame_every=5,
+        density_ramp=density,
+        temperature_ramp=temperature,
+    )
+    result = get_explorer("ase").explore(mace_models, start, type_map, spec, seed=3, workdir=tmp_path)
+    t_end = spec.n_steps * spec.timestep
+    for step, cell in zip(result.trajectory.steps, result.trajectory.cells, strict=True):
+        volume = abs(np.linalg.det(cell))
+        assert grams / volume * 1e24 == pytest.approx(density.at(step * spec.timestep, t_end), rel=1e-10)
+    assert result.parameters["temperature_ramp"]["end"] == 600.0
+    # the thermostat's target follows the temperature ramp
+    atoms = Atoms(start.species, positions=start.positions, cell=start.cell, pbc=True)
+    thermalize_momenta(atoms, 300.0, rng=np.random.default_rng(1))
+    dyn = Bussi(atoms, 0.5 * units.fs, 300.0, taut=50 * units.fs)
+    dyn.nsteps = 6
+    _Modifier(dyn, atoms, spec)()
+    assert dyn.target_kinetic_energy == pytest.approx(0.5 * dyn.ndof * units.kB * temperature.at(3.0, t_end))
+
+
+def test_walker_stops_at_the_deviation_threshold(mace_models, peer_labels, type_map, tmp_path):
+    spec = ExploreSpec(engine="ase", n_steps=20, frame_every=5, stop_deviation=1e-9)  # any frame reaches it
+    result = get_explorer("ase").explore(mace_models, peer_labels[0].frame, type_map, spec, 1, tmp_path / "a")
+    assert result.stopped_at == 0 and result.trajectory.steps == [0] and len(result.deviations) == 1
+    spec = spec.model_copy(update={"stop_deviation": 1e6})
+    result = get_explorer("ase").explore(mace_models, peer_labels[0].frame, type_map, spec, 1, tmp_path / "b")
+    assert result.stopped_at is None and result.trajectory.steps == [0, 5, 10, 15, 20]

@@ -84,3 +84,26 @@ def test_initial_md_entries_are_checked_before_queueing(tmp_path, md, message):
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert str(err.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("explore", "message"),
+    [
+        (
+            {"stop_deviation": 0.5},
+            "explore: stop_deviation is run by the ase explorer only; set engine: ase",
+        ),
+        (
+            {"engine": "ase", "ensemble": "npt", "temperature_ramp": {"start": 230, "end": 500}},
+            "explore: temperature_ramp drives an NVT run (Bussi thermostat, scaled cell); set ensemble: nvt",
+        ),
+    ],
+)
+def test_dynamics_modifiers_are_checked_before_queueing(tmp_path, explore, message):
+    spec = yaml.safe_load((WORKFLOWS / "demo.yaml").read_text())
+    spec["explore"] = {**spec.get("explore", {}), **explore}
+    path = tmp_path / "modifiers.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value) == f"{path}: {message}"

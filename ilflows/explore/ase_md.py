@@ -95,7 +95,8 @@ class AseCommittee:
         calc = CommitteeCalculator(paths, drive="first")
         atoms.calc = calc
         rng = np.random.default_rng(seed)
-        thermalize_momenta(atoms, spec.temperature, exact_temperature=True, rng=rng)
+        start_temperature = spec.temperature_ramp.start if spec.temperature_ramp else spec.temperature
+        thermalize_momenta(atoms, start_temperature, exact_temperature=True, rng=rng)
         Stationary(atoms)  # no drift of the whole box, as LAMMPS's ``velocity create`` (mom yes)
         dyn, parameters = _dynamics(atoms, spec, rng)
         parameters.update(seed=seed, type_map=list(type_map), models=[model.sha256 for model in models])
@@ -107,7 +108,7 @@ class AseCommittee:
         start_time = time.perf_counter()
 
         def record() -> None:
-            deviation = calc.get_property("deviation", atoms)
+            deviation = float(calc.get_property("deviation", atoms))
             steps.append(dyn.nsteps)
             positions.append(atoms.get_positions(wrap=True).tolist())
             cells.append(atoms.cell.array.tolist())
@@ -115,14 +116,20 @@ class AseCommittee:
             ase.io.write(traj_file, atoms, format="extxyz", append=True)
             with devi_file.open("a") as out:
                 out.write(f"{dyn.nsteps} {deviation:.10e} {time.perf_counter() - start_time:.3f}\n")
+            if spec.stop_deviation is not None and deviation >= spec.stop_deviation:
+                raise _DeviationReachedError
 
+        if spec.temperature_ramp or spec.density_ramp:  # first, so a frame records its step's density
+            dyn.attach(_Modifier(dyn, atoms, spec), interval=1)
         dyn.attach(record, interval=spec.frame_every)
-        threads = torch.get_num_threads()
+        threads, stopped_at = torch.get_num_threads(), None
         torch.set_num_threads(get_settings().threads)  # as OMP_NUM_THREADS for external engines
         try:
             with MDLogger(dyn, atoms, str(workdir / "md.log"), stress=spec.ensemble == "npt") as logger:
                 dyn.attach(logger, interval=spec.frame_every)
                 dyn.run(spec.n_steps)
+        except _DeviationReachedError:
+            stopped_at = steps[-1]
         except FloatingPointError as err:
             raise EngineError(
                 f"ASE MD in {workdir} blew up after {dyn.nsteps} steps ({err}); the {len(steps)} frames "
@@ -140,9 +147,38 @@ class AseCommittee:
             frame_every=spec.frame_every,
             parameters=parameters,
             deviations=deviations,
+            stopped_at=stopped_at,
             wall_time=time.perf_counter() - start_time,
             trajectory=Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells),
         )
+
+
+class _DeviationReachedError(Exception):
+    """Raised by the recorder when a frame's deviation reaches ``explore.stop_deviation``."""
+
+
+class _Modifier:
+    """Drive the thermostat temperature and the box density along the spec's ramps, every step.
+
+    The density is reached by scaling the cell and positions isotropically, as LAMMPS's
+    ``fix deform ... scale`` would; the Bussi thermostat's target kinetic energy follows the
+    temperature ramp.
+    """
+
+    def __init__(self, dyn: MolecularDynamics, atoms: Atoms, spec: ExploreSpec):
+        self.dyn, self.atoms, self.spec = dyn, atoms, spec
+        self.t_end = spec.n_steps * spec.timestep
+        self.grams = atoms.get_masses().sum() / units.mol  # amu -> g
+
+    def __call__(self) -> None:
+        t = self.dyn.nsteps * self.spec.timestep
+        if ramp := self.spec.temperature_ramp:
+            self.dyn.temp = ramp.at(t, self.t_end) * units.kB
+            self.dyn.target_kinetic_energy = 0.5 * self.dyn.temp * self.dyn.ndof
+        if ramp := self.spec.density_ramp:
+            volume = self.grams / ramp.at(t, self.t_end) * 1e24  # g / (g/cm^3) -> Å^3
+            scale = (volume / self.atoms.get_volume()) ** (1 / 3)
+            self.atoms.set_cell(self.atoms.cell.array * scale, scale_atoms=True)
 
 
 def _dynamics(atoms: Atoms, spec: ExploreSpec, rng: np.random.Generator) -> tuple[MolecularDynamics, dict]:
@@ -151,7 +187,8 @@ def _dynamics(atoms: Atoms, spec: ExploreSpec, rng: np.random.Generator) -> tupl
     tdamp_fs, pdamp_fs = TDAMP_STEPS * dt_fs, PDAMP_STEPS * dt_fs
     parameters = {**spec.model_dump(), "tdamp_ps": tdamp_fs / 1000.0, "drive": "model 0"}
     if spec.ensemble == "nvt":
-        dyn = Bussi(atoms, dt_fs * units.fs, spec.temperature, taut=tdamp_fs * units.fs, rng=rng)
+        start = spec.temperature_ramp.start if spec.temperature_ramp else spec.temperature
+        dyn = Bussi(atoms, dt_fs * units.fs, start, taut=tdamp_fs * units.fs, rng=rng)
         return dyn, {**parameters, "thermostat": "bussi", "barostat": None, "pdamp_ps": None}
     dyn = IsotropicMTKNPT(
         atoms,

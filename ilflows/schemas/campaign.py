@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -262,6 +263,25 @@ class TrainSpec(_Section):
         return self
 
 
+class Ramp(_Section):
+    """A quantity driven during an exploration (the BMIM-BF4 paper's dynamics modifier, eq 9).
+
+    ``Q(t) = start + t / t_end * (end - start) + amplitude * sin(t / period)``, with t the
+    simulated time and t_end the whole run (``n_steps * timestep``).
+    """
+
+    start: float = Field(gt=0, description="Q at t = 0 (temperature K, density g/cm^3).")
+    end: float = Field(gt=0, description="Q at the end of the run, same unit.")
+    amplitude: float = Field(0.0, ge=0, description="Amplitude of the sine term, same unit.")
+    period: float = Field(
+        1000.0, gt=0, description="t_per of the sine term sin(t / t_per), fs (one cycle is 2 pi t_per)."
+    )
+
+    def at(self, t: float, t_end: float) -> float:
+        """Q at simulated time ``t`` of a run of length ``t_end`` (both fs)."""
+        return self.start + t / t_end * (self.end - self.start) + self.amplitude * math.sin(t / self.period)
+
+
 class ExploreSpec(_Section):
     """MD exploration with the ensemble."""
 
@@ -279,6 +299,32 @@ class ExploreSpec(_Section):
     n_walkers: int = Field(
         2, ge=1, description="Independent MD runs per iteration, started from packed boxes."
     )
+    temperature_ramp: Ramp | None = Field(
+        None, description="Thermostat temperature over the run, K, in place of temperature (ase, nvt)."
+    )
+    density_ramp: Ramp | None = Field(
+        None, description="Box density over the run, g/cm^3, the cell scaled each step (ase, nvt)."
+    )
+    stop_deviation: float | None = Field(
+        None,
+        gt=0,
+        description="Stop a walker at the first recorded frame whose deviation reaches this, eV/Å "
+        "(learning on the fly's stopping criterion; ase only).",
+    )
+
+    @model_validator(mode="after")
+    def _modifiers(self) -> ExploreSpec:
+        asked = [
+            name for name in ("temperature_ramp", "density_ramp", "stop_deviation") if getattr(self, name)
+        ]
+        if asked and self.engine != "ase":
+            raise ValueError(f"{asked[0]} is run by the ase explorer only; set engine: ase")
+        ramps = [name for name in ("temperature_ramp", "density_ramp") if getattr(self, name)]
+        if ramps and self.ensemble != "nvt":
+            raise ValueError(
+                f"{ramps[0]} drives an NVT run (Bussi thermostat, scaled cell); set ensemble: nvt"
+            )
+        return self
 
 
 class SelectSpec(_Section):

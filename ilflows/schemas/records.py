@@ -164,6 +164,10 @@ class MDResult(BaseModel):
     frame_every: int = Field(description="Steps between written frames.")
     parameters: dict = Field(description="Every input parameter of the MD run.")
     deviations: list[float] = Field(description="Ensemble max force deviation per frame, eV/Å.")
+    stopped_at: int | None = Field(
+        None,
+        description="MD step at which the deviation reached explore.stop_deviation (None: ran to the end).",
+    )
     wall_time: float = Field(description="Wall time of the MD run, s.")
     trajectory: Trajectory = Field(description="Written frames (data store).")
 

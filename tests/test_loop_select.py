@@ -20,8 +20,8 @@ SPEC = {
 def frames(tmp_path_factory):
     """An intact packed pair and a copy whose first cation carbon is pulled 1.6 Å away."""
     spec = CampaignSpec.model_validate(SPEC)
-    intact = pack_box(spec.system, spec.system.density, seed=3, workdir=tmp_path_factory.mktemp("pack"))
-    name, atoms = topology(spec.system)[0]
+    intact = pack_box(spec.system[0], spec.system[0].density, seed=3, workdir=tmp_path_factory.mktemp("pack"))
+    name, atoms = topology(spec.system[0])[0]
     carbon = next(i for i in atoms if intact.species[i] == "C")
     pos = np.asarray(intact.positions)
     pos[carbon] += [1.6, 0.0, 0.0]

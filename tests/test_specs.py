@@ -13,12 +13,12 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 @pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_spec_validates(path):
     spec = load_spec(path)
-    assert spec.name and sum(spec.system.ions.values()) >= 2
+    assert spec.name and sum(spec.system[0].ions.values()) >= 2
 
 
 def test_pyr14bf4_spec_states_paper_1_protocol():
     spec = load_spec(WORKFLOWS / "pyr14bf4_dpgen.yaml")
-    assert spec.system.ions == {"BF4": 10, "PYR14": 10}
+    assert spec.system[0].ions == {"BF4": 10, "PYR14": 10}
     assert (
         spec.explore.ensemble,
         spec.explore.temperature,
@@ -45,7 +45,7 @@ def test_pyr14bf4_spec_states_paper_1_protocol():
 def test_local_switch_scales_the_campaign_down():
     spec = load_spec(WORKFLOWS / "pyr14bf4_dpgen.yaml", local=True)
     assert spec.name == "pyr14bf4-dpgen-local"
-    assert spec.system.ions == {"BF4": 1, "PYR14": 1} and spec.dft.engine == "cp2k-xtb"
+    assert spec.system[0].ions == {"BF4": 1, "PYR14": 1} and spec.dft.engine == "cp2k-xtb"
     assert (spec.train[0].preset, spec.explore.ensemble, spec.loop.max_iterations) == ("tiny", "nvt", 2)
     assert (spec.select.trust_lo, spec.select.trust_hi) == (0.05, 1.5)  # the rule is the paper's
 

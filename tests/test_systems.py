@@ -346,7 +346,7 @@ def test_rattled_copies_move_atoms_by_stdev(initial):
 
 @needs_packmol
 def test_start_frames_never_collide_with_initial(spec, initial, tmp_path):
-    start = start_frames(spec, tmp_path, n=2)
+    start = start_frames(spec, tmp_path)  # explore.n_walkers boxes
     assert [o.index for _, o in start] == [12, 13]
     ids = {o.frame_id for _, o in initial}
     for frame, origin in start:
@@ -443,3 +443,42 @@ def test_validation_boxes_are_held_out_and_apart_from_training(tmp_path):
     for frame, origin in held_out:
         assert frame.volume == pytest.approx(training[0][0].volume / origin.density_factor, rel=1e-9)
     assert all(f.positions != t.positions for f, _ in held_out for t, _ in training)
+
+
+@needs_packmol
+def test_a_campaign_of_several_compositions_packs_each_and_knows_them_apart(tmp_path):
+    from ilflows.loop import type_map_of
+    from ilflows.systems import system_of
+
+    li_bf4 = {"ions": {"Li": 1, "BF4": 1}, "density": 0.5, "tolerance": 1.5}
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "two",
+            "system": [li_bf4, {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22}],
+            "initial": {"density_factors": [1.0], "boxes_per_density": 1, "rattled_copies": 1},
+            "explore": {"n_walkers": 1},
+        }
+    )
+    initial, starts = initial_frames(spec, tmp_path / "i"), start_frames(spec, tmp_path / "s")
+    assert [(o.index, o.system, o.method) for _, o in initial] == [
+        (0, 0, "packmol"),
+        (1, 0, "rattle"),
+        (2, 1, "packmol"),
+        (3, 1, "rattle"),
+    ]
+    assert [(o.index, o.system) for _, o in starts] == [(4, 0), (5, 1)]
+    for frame, origin in [*initial, *starts]:
+        assert system_of(spec, frame) == origin.system
+        assert density(frame) == pytest.approx(spec.system[origin.system].density, rel=1e-6)
+    assert type_map_of(spec) == ["H", "Li", "B", "C", "N", "F"]
+    assert len({o.seed for _, o in [*initial, *starts]}) == 6
+
+
+def test_a_bad_composition_is_named_by_its_index(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "name: t\nsystem:\n  - {ions: {PYR14: 1, BF4: 1}, density: 0.22}\n"
+        "  - {ions: {Li: 2, BF4: 1}, density: 1}\n"
+    )
+    with pytest.raises(SpecError, match=r"system\.1\.ions: the box has a net charge of \+1 e"):
+        load_spec(path)

@@ -50,9 +50,12 @@ TOLERANT = {"on_missing_references": OnMissing.NONE}
 
 def type_map_of(spec: CampaignSpec) -> list[str]:
     """Model atom types of the campaign: its elements in order of atomic number."""
+    from ase.data import atomic_numbers
+
     from ilflows.systems import elements
 
-    return elements(spec.system)
+    found = {el for system in spec.system for el in elements(system)}
+    return sorted(found, key=atomic_numbers.__getitem__)
 
 
 @dataclass
@@ -166,7 +169,7 @@ def build_initial_set(spec: CampaignSpec) -> Response:
 
     t0 = time.perf_counter()
     frames = initial_frames(spec, _folder("initial"))
-    starts = start_frames(spec, _folder("starts"), spec.explore.n_walkers)
+    starts = start_frames(spec, _folder("starts"))
     type_map = type_map_of(spec)
     training, held_out, reports = import_jobs(spec)
     held_out += label_jobs(spec, validation_frames(spec, _folder("validation")), iteration=-1)
@@ -254,6 +257,7 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
             source=f"md{origin.index}",
             md_step=step,
             density_factor=origin.density_factor,
+            system=origin.system,
             temperature=md.temperature,
             timestep=md.timestep,
             seed=origin.seed,
@@ -309,15 +313,18 @@ def _folder(name: str):
 
 def frame_reasons(spec: CampaignSpec):
     """Return a function giving what the campaign's structure guards find in a frame ([]: none)."""
-    from ilflows.systems import topology
+    from ilflows.systems import system_of, topology
     from ilflows.systems.guards import check_frame
 
-    topo, thresholds = topology(spec.system), spec.guards.model_dump(exclude={"enabled"})
+    topologies = [topology(system) for system in spec.system]
+    thresholds = spec.guards.model_dump(exclude={"enabled"})
 
     def reasons(frame: Frame) -> list[str]:
         if not spec.guards.enabled:
             return []
-        return check_frame(frame, topo, reference_density=spec.system.density, **thresholds).reasons
+        k = system_of(spec, frame)
+        density = spec.system[k].density
+        return check_frame(frame, topologies[k], reference_density=density, **thresholds).reasons
 
     return reasons
 
@@ -404,6 +411,8 @@ def select_and_continue(
     type_map: list[str],
 ) -> Response:
     """Select frames for DFT, record the iteration, and queue the next one unless it stops."""
+    from ilflows.systems import system_of
+
     record, chosen = select_frames(spec, iteration, explorations, training)
     if record.stop_reason:
         return Response(output=record)
@@ -422,6 +431,7 @@ def select_and_continue(
             temperature=exploration.temperature,
             timestep=exploration.timestep,
             parent=exploration.start_frame_id,
+            system=system_of(spec, starts[exploration.walker]),
         )
         frames.append((None, origin))
     nxt = iteration_flow(

@@ -297,7 +297,7 @@ class ExploreSpec(_Section):
     timestep: float = Field(0.5, gt=0, description="Time step, fs.")
     frame_every: int = Field(25, gt=0, description="Steps between written frames and deviation records.")
     n_walkers: int = Field(
-        2, ge=1, description="Independent MD runs per iteration, started from packed boxes."
+        2, ge=1, description="Independent MD runs per iteration and composition, started from packed boxes."
     )
     temperature_ramp: Ramp | None = Field(
         None, description="Thermostat temperature over the run, K, in place of temperature (ase, nvt)."
@@ -386,7 +386,11 @@ class CampaignSpec(_Section):
     """A whole concurrent-learning campaign."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Campaign name (letters, digits, _ . -).")
-    system: SystemSpec
+    system: list[SystemSpec] = Field(
+        min_length=1,
+        description="Compositions of the campaign (a mapping: one); every composition gets its own "
+        "packed boxes, MD runs and walkers, and one committee learns them all (paper 1: 0-40 % LiTFSI).",
+    )
     initial: InitialSpec = Field(default_factory=InitialSpec)
     dft: DFTSpec = Field(default_factory=DFTSpec)
     train: list[TrainSpec] = Field(
@@ -401,10 +405,10 @@ class CampaignSpec(_Section):
     loop: LoopSpec = Field(default_factory=LoopSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
 
-    @field_validator("train", mode="before")
+    @field_validator("train", "system", mode="before")
     @classmethod
-    def _one_family(cls, value):
-        return [value] if isinstance(value, dict) else value
+    def _one_entry(cls, value):
+        return value if isinstance(value, list | tuple) else [value]
 
     @model_validator(mode="after")
     def _committee(self) -> CampaignSpec:
@@ -424,10 +428,11 @@ class CampaignSpec(_Section):
     @model_validator(mode="after")
     def _validation_apart(self) -> CampaignSpec:
         init, val = self.initial, self.validation
-        n_training = len(init.density_factors) * init.boxes_per_density * (1 + init.rattled_copies)
-        n_training += self.explore.n_walkers + sum(run.n_boxes for run in init.md)
-        used = range(init.seed, init.seed + n_training)
-        n_validation = len(val.density_factors) * val.boxes_per_density + sum(run.n_boxes for run in val.md)
+        per_system = len(init.density_factors) * init.boxes_per_density * (1 + init.rattled_copies)
+        per_system += self.explore.n_walkers + sum(run.n_boxes for run in init.md)
+        used = range(init.seed, init.seed + len(self.system) * per_system)
+        per_system = len(val.density_factors) * val.boxes_per_density + sum(run.n_boxes for run in val.md)
+        n_validation = len(self.system) * per_system
         if n_validation and val.seed < used.stop and used.start < val.seed + n_validation:
             raise ValueError(
                 f"validation.seed {val.seed} reuses seeds of the training boxes "
@@ -484,16 +489,18 @@ def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
     except ValidationError as err:
         first = err.errors()[0]
         loc = list(first["loc"])
-        if loc[:2] == ["train", 0] and isinstance(raw.get("train"), dict):
-            del loc[1]  # a single family was given as a mapping: name its field as written
+        if loc[1:2] == [0] and isinstance(raw.get(loc[0]), dict):
+            del loc[1]  # one entry given as a mapping (train, system): name its field as written
         # a check across sections (no location) names its fields in its message
         where = ".".join(str(p) for p in loc)
         message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for validator errors
         raise SpecError(f"{path}: {where}: {message}" if where else f"{path}: {message}") from err
     from ilflows.systems import check_system
 
-    try:
-        check_system(spec.system)
-    except ValueError as err:
-        raise SpecError(f"{path}: {err}") from err
+    for k, system in enumerate(spec.system):
+        try:
+            check_system(system)
+        except ValueError as err:
+            message = str(err) if len(spec.system) == 1 else str(err).replace("system.", f"system.{k}.", 1)
+            raise SpecError(f"{path}: {message}") from err
     return spec

@@ -75,6 +75,9 @@ class FrameOrigin(BaseModel):
     seed: int | None = Field(None, description="Random seed used to make the frame.")
     parent: str | None = Field(None, description="frame_id of the frame this one was derived from.")
     index: int | None = Field(None, description="Index of an initial frame in its set.")
+    system: int | None = Field(
+        None, description="Index of the frame's composition in the spec's system list."
+    )
     source: str | None = Field(
         None, description="Set the frame belongs to: an import ('import0') or an initial MD run ('md12')."
     )

@@ -20,7 +20,9 @@ from ilflows.systems.packing import (
     md_boxes,
     pack_box,
     run_packmol,
+    species,
     start_frames,
+    system_of,
     topology,
     validation_frames,
 )
@@ -44,7 +46,9 @@ __all__ = [
     "molar_mass",
     "pack_box",
     "run_packmol",
+    "species",
     "start_frames",
+    "system_of",
     "topology",
     "validation_frames",
 ]

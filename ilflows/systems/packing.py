@@ -51,6 +51,11 @@ def topology(system: SystemSpec) -> list[tuple[str, range]]:
     return out
 
 
+def species(system: SystemSpec) -> list[str]:
+    """Chemical symbol of each atom of a box packed for ``system``, in :func:`topology` order."""
+    return [s for name, n in ordered_ions(system) for s in load_ion(name).get_chemical_symbols() * n]
+
+
 def elements(system: SystemSpec) -> list[str]:
     """Chemical elements of ``system``'s ions, sorted by atomic number."""
     symbols = {s for name in system.ions for s in load_ion(name).get_chemical_symbols()}
@@ -224,56 +229,58 @@ def _origin(spec: CampaignSpec, index: int, **fields) -> FrameOrigin:
 def initial_frames(spec: CampaignSpec, workdir: Path) -> list[tuple[Frame, FrameOrigin]]:
     """Build the initial nEQ set: packed boxes over ``initial.density_factors`` plus rattled copies.
 
-    For each density factor, ``initial.boxes_per_density`` boxes are packed at
-    ``system.density * factor``, each followed in the list by its ``initial.rattled_copies``
-    rattled copies (Gaussian displacements of ``initial.rattle_stdev`` Å per coordinate).
-    Each origin's ``index`` is its position in the returned list; Packmol runs in
-    ``workdir/packmol-<index>``.
+    For each composition of ``system`` and each density factor, ``initial.boxes_per_density``
+    boxes are packed at that composition's density times the factor, each followed in the list
+    by its ``initial.rattled_copies`` rattled copies (Gaussian displacements of
+    ``initial.rattle_stdev`` Å per coordinate).  Each origin's ``index`` is its position in the
+    returned list; Packmol runs in ``workdir/packmol-<index>``.
     """
     init = spec.initial
     frames: list[tuple[Frame, FrameOrigin]] = []
-    for factor in init.density_factors:
-        for _ in range(init.boxes_per_density):
-            index = len(frames)
-            packed = _origin(spec, index, method="packmol", density_factor=factor)
-            box = pack_box(
-                spec.system, spec.system.density * factor, packed.seed, workdir / f"packmol-{index}"
-            )
-            frames.append((box, packed))
-            for _ in range(init.rattled_copies):
-                rattled = _origin(
-                    spec,
-                    len(frames),
-                    method="rattle",
-                    density_factor=factor,
-                    rattle_stdev=init.rattle_stdev,
-                    parent=packed.frame_id,
-                )
-                atoms = box.to_ase()
-                atoms.rattle(stdev=init.rattle_stdev, seed=rattled.seed)
-                frames.append((Frame.from_ase(atoms), rattled))
+    for k, system in enumerate(spec.system):
+        for factor in init.density_factors:
+            for _ in range(init.boxes_per_density):
+                index = len(frames)
+                packed = _origin(spec, index, method="packmol", density_factor=factor, system=k)
+                box = pack_box(system, system.density * factor, packed.seed, workdir / f"packmol-{index}")
+                frames.append((box, packed))
+                for _ in range(init.rattled_copies):
+                    rattled = _origin(
+                        spec,
+                        len(frames),
+                        method="rattle",
+                        density_factor=factor,
+                        rattle_stdev=init.rattle_stdev,
+                        parent=packed.frame_id,
+                        system=k,
+                    )
+                    atoms = box.to_ase()
+                    atoms.rattle(stdev=init.rattle_stdev, seed=rattled.seed)
+                    frames.append((Frame.from_ase(atoms), rattled))
     return frames
 
 
 def n_initial_frames(spec: CampaignSpec) -> int:
     """Return how many frames :func:`initial_frames` builds for ``spec``."""
     init = spec.initial
-    return len(init.density_factors) * init.boxes_per_density * (1 + init.rattled_copies)
+    return len(spec.system) * len(init.density_factors) * init.boxes_per_density * (1 + init.rattled_copies)
 
 
-def start_frames(spec: CampaignSpec, workdir: Path, n: int) -> list[tuple[Frame, FrameOrigin]]:
-    """Pack ``n`` boxes at ``system.density`` to start the MD walkers from.
+def start_frames(spec: CampaignSpec, workdir: Path) -> list[tuple[Frame, FrameOrigin]]:
+    """Pack ``explore.n_walkers`` boxes per composition, at its density, to start the MD walkers from.
 
     Their indices continue after the initial set (``n_initial_frames(spec) + i``), so their
     frame_ids and seeds never collide with those of :func:`initial_frames`; calling this again
     with the same spec returns the same boxes under the same ids.
     """
-    first = n_initial_frames(spec)
+    index = n_initial_frames(spec)
     frames = []
-    for index in range(first, first + n):
-        origin = _origin(spec, index, method="packmol", density_factor=1.0)
-        box = pack_box(spec.system, spec.system.density, origin.seed, workdir / f"packmol-{index}")
-        frames.append((box, origin))
+    for k, system in enumerate(spec.system):
+        for _ in range(spec.explore.n_walkers):
+            origin = _origin(spec, index, method="packmol", density_factor=1.0, system=k)
+            box = pack_box(system, system.density, origin.seed, workdir / f"packmol-{index}")
+            frames.append((box, origin))
+            index += 1
     return frames
 
 
@@ -282,35 +289,39 @@ def md_boxes(
 ) -> list[tuple[MDFramesSpec, Frame, FrameOrigin]]:
     """Pack the boxes of ``initial.md`` (or ``validation.md``): (run, box, origin), per density factor.
 
-    Training MD boxes take the indices and seeds after the walkers' starting boxes; validation
-    MD boxes those after the validation boxes, so ids and seeds never collide.
+    Each entry packs its boxes for every composition.  Training MD boxes take the indices and
+    seeds after the walkers' starting boxes; validation MD boxes those after the validation
+    boxes, so ids and seeds never collide.
     """
     if stage == "initial":
-        runs, index, seed = (
-            spec.initial.md,
-            n_initial_frames(spec) + spec.explore.n_walkers,
-            spec.initial.seed,
-        )
+        runs, seed = spec.initial.md, spec.initial.seed
+        index = n_initial_frames(spec) + len(spec.system) * spec.explore.n_walkers
     else:
         val = spec.validation
-        runs, index, seed = val.md, len(val.density_factors) * val.boxes_per_density, val.seed
+        runs, index, seed = (
+            val.md,
+            len(spec.system) * len(val.density_factors) * val.boxes_per_density,
+            val.seed,
+        )
     boxes = []
     for run in runs:
-        for factor in run.density_factors:
-            for _ in range(run.boxes):
-                origin = FrameOrigin(
-                    campaign=spec.name,
-                    stage=stage,
-                    method="packmol",
-                    equilibrated=False,
-                    index=index,
-                    seed=seed + index,
-                    density_factor=factor,
-                )
-                density = spec.system.density * factor
-                box = pack_box(spec.system, density, origin.seed, workdir / f"packmol-{stage}-{index}")
-                boxes.append((run, box, origin))
-                index += 1
+        for k, system in enumerate(spec.system):
+            for factor in run.density_factors:
+                for _ in range(run.boxes):
+                    origin = FrameOrigin(
+                        campaign=spec.name,
+                        stage=stage,
+                        method="packmol",
+                        equilibrated=False,
+                        index=index,
+                        seed=seed + index,
+                        density_factor=factor,
+                        system=k,
+                    )
+                    density = system.density * factor
+                    box = pack_box(system, density, origin.seed, workdir / f"packmol-{stage}-{index}")
+                    boxes.append((run, box, origin))
+                    index += 1
     return boxes
 
 
@@ -322,20 +333,35 @@ def validation_frames(spec: CampaignSpec, workdir: Path) -> list[tuple[Frame, Fr
     """
     val = spec.validation
     frames = []
-    for factor in val.density_factors:
-        for _ in range(val.boxes_per_density):
-            index = len(frames)
-            origin = FrameOrigin(
-                campaign=spec.name,
-                stage="validation",
-                method="packmol",
-                equilibrated=False,
-                index=index,
-                seed=val.seed + index,
-                density_factor=factor,
-            )
-            box = pack_box(
-                spec.system, spec.system.density * factor, origin.seed, workdir / f"packmol-{index}"
-            )
-            frames.append((box, origin))
+    for k, system in enumerate(spec.system):
+        for factor in val.density_factors:
+            for _ in range(val.boxes_per_density):
+                index = len(frames)
+                origin = FrameOrigin(
+                    campaign=spec.name,
+                    stage="validation",
+                    method="packmol",
+                    equilibrated=False,
+                    index=index,
+                    seed=val.seed + index,
+                    density_factor=factor,
+                    system=k,
+                )
+                box = pack_box(system, system.density * factor, origin.seed, workdir / f"packmol-{index}")
+                frames.append((box, origin))
     return frames
+
+
+def system_of(spec: CampaignSpec, frame: Frame) -> int:
+    """Index in ``spec.system`` of the composition ``frame`` was packed for (its species in order).
+
+    Raises
+    ------
+    ValueError
+        When no composition of the campaign lays its atoms out as ``frame`` does.
+
+    """
+    for k, system in enumerate(spec.system):
+        if frame.species == species(system):
+            return k
+    raise ValueError(f"the frame's {frame.n_atoms} atoms match no composition of campaign {spec.name}")

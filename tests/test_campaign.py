@@ -52,6 +52,7 @@ def tiny_campaign(tmp_path_factory):
     spec.write_text(yaml.safe_dump(TINY))
     proc = _ilflows(["run", str(spec)], home, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]  # e.g. a FireWorks thread racing the store
     return home, proc.stdout
 
 

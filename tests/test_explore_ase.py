@@ -14,7 +14,7 @@ from ilflows.execute import EngineError
 from ilflows.explore import get_explorer
 from ilflows.explore.ase_md import _Modifier
 from ilflows.explore.committee import CommitteeCalculator
-from ilflows.schemas.campaign import ExploreSpec, Ramp
+from ilflows.schemas.campaign import DispersionSpec, ExploreSpec, Ramp
 from ilflows.schemas.records import ModelFile
 from ilflows.select import max_force_deviation
 
@@ -214,3 +214,14 @@ def test_walker_stops_at_the_deviation_threshold(mace_models, peer_labels, type_
     spec = spec.model_copy(update={"stop_deviation": 1e6})
     result = get_explorer("ase").explore(mace_models, peer_labels[0].frame, type_map, spec, 1, tmp_path / "b")
     assert result.stopped_at is None and result.trajectory.steps == [0, 5, 10, 15, 20]
+
+
+def test_hybrid_d3_moves_the_atoms_but_not_the_deviation(mace_models, peer_labels, type_map, tmp_path):
+    spec = ExploreSpec(engine="ase", n_steps=5, frame_every=5)
+    start = peer_labels[0].frame
+    plain = get_explorer("ase").explore(mace_models, start, type_map, spec, 2, tmp_path / "plain")
+    d3 = DispersionSpec(functional="b97-3c", cutoff=8.0)
+    hybrid = get_explorer("ase").explore(mace_models, start, type_map, spec, 2, tmp_path / "d3", d3)
+    assert hybrid.parameters["dispersion"] == {"functional": "b97-3c", "damping": "bj", "cutoff": 8.0}
+    assert hybrid.deviations[0] == plain.deviations[0]  # same start: D3 shifts every member alike
+    assert not np.allclose(hybrid.trajectory.positions[1], plain.trajectory.positions[1], rtol=0, atol=1e-9)

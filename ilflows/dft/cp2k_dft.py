@@ -34,7 +34,7 @@ PRESETS = {
     "PBE": {"xc": {"PBE": {}}, "basis": "DZVP-MOLOPT-SR-GTH", "cutoff": 400.0, "d3_cutoff": None},
     # CP2K 2023.1's native B97-3c: without an explicit SCALE_X it aborts ("Unsupported scaling
     # factors"); D3(BJ) with the C9 and short-range bond terms completes the composite.  Basis,
-    # cutoff and the 8 Å D3 cutoff are the BMIM-BF4 paper's.
+    # cutoff and the D3 R_CUTOFF of 8 Å (pairs to 16 Å: CP2K sums to twice it) are the BMIM-BF4 paper's.
     "B97-3c": {
         "xc": {"BECKE97": {"PARAMETRIZATION": "B97-3C", "SCALE_X": 1.0, "SCALE_C": 1.0}},
         "basis": "TZVP-GTH",

@@ -39,7 +39,7 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from ilflows.execute import EngineError
 from ilflows.explore.lammps_deepmd import PDAMP_STEPS, TDAMP_STEPS
-from ilflows.schemas.campaign import ExploreSpec
+from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
 from ilflows.settings import get_settings
@@ -62,11 +62,14 @@ class AseCommittee:
         spec: ExploreSpec,
         seed: int,
         workdir: Path,
+        dispersion: DispersionSpec | None = None,
     ) -> MDResult:
         """Run ``spec.n_steps`` of MD from ``start``, recording every ``spec.frame_every`` steps.
 
         Frames are recorded at steps 0, frame_every, ..., with positions wrapped into the
-        cell, and each frame's deviation is the committee's max force deviation there.
+        cell, and each frame's deviation is the committee's max force deviation there.  With
+        ``dispersion`` the MD runs on the hybrid model + D3; D3 moves every member's forces
+        alike, so the deviation is the committee's own.
 
         Raises
         ------
@@ -94,12 +97,17 @@ class AseCommittee:
         atoms = Atoms(start.species, positions=start.positions, cell=start.cell, pbc=True)
         calc = CommitteeCalculator(paths, drive="first")
         atoms.calc = calc
+        if dispersion:  # hybrid MLP + D3: the same D3 forces for every member, deviation unchanged
+            from ilflows.dispersion import with_d3
+
+            atoms.calc = with_d3(calc, **dispersion.model_dump(), three_body=False)
         rng = np.random.default_rng(seed)
         start_temperature = spec.temperature_ramp.start if spec.temperature_ramp else spec.temperature
         thermalize_momenta(atoms, start_temperature, exact_temperature=True, rng=rng)
         Stationary(atoms)  # no drift of the whole box, as LAMMPS's ``velocity create`` (mom yes)
         dyn, parameters = _dynamics(atoms, spec, rng)
         parameters.update(seed=seed, type_map=list(type_map), models=[model.sha256 for model in models])
+        parameters["dispersion"] = dispersion.model_dump() if dispersion else None
 
         steps, positions, cells, deviations = [], [], [], []
         traj_file, devi_file = workdir / "traj.extxyz", workdir / "model_devi.out"

@@ -105,14 +105,16 @@ def iteration_flow(
     labels = [j.output for j in [*new_labels, *waits_for]]
     trains = []
     for family in spec.train:  # members are numbered across families, seeds within each
-        trainer = TrainMaker(campaign=spec.name, spec=family, type_map=type_map)
+        trainer = TrainMaker(campaign=spec.name, spec=family, type_map=type_map, dispersion=spec.dispersion)
         for k in range(family.n_models):
             train = trainer.make(labels, iteration, len(trains), seed=family.seed + k)
             train.name = f"train it{iteration} m{len(trains)} {family.engine}"
             train.update_config(TOLERANT)
             trains.append(train)
     models = [t.output.model_file for t in trains]
-    explorer = ExploreMaker(campaign=spec.name, spec=spec.explore, type_map=type_map)
+    explorer = ExploreMaker(
+        campaign=spec.name, spec=spec.explore, type_map=type_map, dispersion=spec.dispersion
+    )
     explores = []
     for walker, (start, start_id) in enumerate(zip(starts, start_ids, strict=True)):
         explore = explorer.make(models, start, start_id, iteration, walker)

@@ -23,7 +23,7 @@ from ilflows.schemas import (
     TrainingRun,
     Trajectory,
 )
-from ilflows.schemas.campaign import DFTSpec, ExploreSpec, TrainSpec
+from ilflows.schemas.campaign import DFTSpec, DispersionSpec, ExploreSpec, TrainSpec
 
 ilflows_job = partial(job, data=BIG_FIELDS)
 # jobs that read earlier records (older labels, explored frames) from the JobStore
@@ -95,6 +95,7 @@ class TrainMaker(Maker):
     campaign: str = ""
     spec: TrainSpec = field(default_factory=TrainSpec)
     type_map: list[str] = field(default_factory=list)
+    dispersion: DispersionSpec | None = None
 
     @ilflows_job(output_schema=TrainingRun, config=STORE_READER)
     def make(self, after: list, iteration: int, member: int, seed: int) -> TrainingRun:
@@ -112,6 +113,10 @@ class TrainMaker(Maker):
         labels = earlier_labels(CURRENT_JOB.store, self.campaign, before_iteration=iteration)
         crashed = sum(out is None for out in after)
         good = [lab for lab in labels if lab.converged]
+        if self.dispersion:  # hybrid MLP + D3: the model learns the labels less D3
+            from ilflows.dispersion import without_d3
+
+            good = [without_d3(lab, **self.dispersion.model_dump(), three_body=False) for lab in good]
         trainer = get_trainer(self.spec.engine)
         hyperparameters = trainer.hyperparameters(self.spec, self.type_map, seed)
         if self.spec.finetune and iteration > 0:
@@ -127,6 +132,7 @@ class TrainMaker(Maker):
             n_frames=len(good),
             n_failed_labels=len(labels) - len(good) + crashed,
             label_ids=[lab.frame_id for lab in good],
+            dispersion=self.dispersion.model_dump() if self.dispersion else None,
         )
 
 
@@ -165,6 +171,7 @@ class ExploreMaker(Maker):
     campaign: str = ""
     spec: ExploreSpec = field(default_factory=ExploreSpec)
     type_map: list[str] = field(default_factory=list)
+    dispersion: DispersionSpec | None = None
 
     @ilflows_job(output_schema=Exploration)
     def make(
@@ -179,9 +186,12 @@ class ExploreMaker(Maker):
         from ilflows.explore import get_explorer
 
         seed = 1000 * iteration + walker + 1
-        result = get_explorer(self.spec.engine).explore(
-            models, start, self.type_map, self.spec, seed, _workdir("md")
-        )
+        explorer = get_explorer(self.spec.engine)
+        workdir = _workdir("md")
+        if self.dispersion:  # only the ase explorer takes it (checked when the spec is loaded)
+            result = explorer.explore(models, start, self.type_map, self.spec, seed, workdir, self.dispersion)
+        else:
+            result = explorer.explore(models, start, self.type_map, self.spec, seed, workdir)
         return Exploration(
             **result.model_dump(),
             campaign=self.campaign,

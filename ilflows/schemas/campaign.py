@@ -117,7 +117,9 @@ class InitialSpec(_Section):
         min_length=1,
         description="Packed density / reference density, one box set per factor.",
     )
-    boxes_per_density: int = Field(2, ge=1, description="Independently packed boxes per density factor.")
+    boxes_per_density: int = Field(
+        2, ge=0, description="Independently packed boxes per density factor (0: MD frames and imports only)."
+    )
     rattled_copies: int = Field(1, ge=0, description="Rattled copies of each packed box.")
     rattle_stdev: float = Field(
         0.05, ge=0, description="Gaussian displacement per atom of rattled copies, Å."
@@ -127,8 +129,14 @@ class InitialSpec(_Section):
         default_factory=list, description="External labelled data sets added before iteration 0."
     )
     md: list[MDFramesSpec] = Field(
-        default_factory=list, description="Short xTB MD runs whose frames join the initial set."
+        default_factory=list, description="Short MD runs (xTB or AIMD) whose frames join the initial set."
     )
+
+    @model_validator(mode="after")
+    def _some_frames(self) -> InitialSpec:
+        if not (self.boxes_per_density or self.md or self.imports):
+            raise ValueError("boxes_per_density is 0 with no md runs or imports: nothing to train on")
+        return self
 
 
 class ValidationSpec(_Section):
@@ -176,7 +184,10 @@ class DFTSpec(_Section):
         "default D3(BJ) for cp2k-dft, D3 for vasp (paper 1). B97-3c always uses its D3(BJ).",
     )
     dispersion_cutoff: float | None = Field(
-        None, gt=0, description="cp2k-dft D3 pair cutoff, Å (default: CP2K's; 8 for B97-3c)."
+        None,
+        gt=0,
+        description="cp2k-dft D3 R_CUTOFF, Å; CP2K sums pairs to twice this (default: CP2K's 20 bohr; "
+        "8 for B97-3c, the BMIM-BF4 paper's input).",
     )
     basis: str | None = Field(
         None,
@@ -327,6 +338,25 @@ class ExploreSpec(_Section):
         return self
 
 
+class DispersionSpec(_Section):
+    """Hybrid models, MLP + D3 (the BMIM-BF4 paper): trained on labels less D3, D3 added in MD.
+
+    D3 is Grimme's two-body term computed by torch-dftd (:mod:`ilflows.dispersion`); its
+    three-body (C9) forces are wrong in periodic boxes in torch-dftd 0.5.3, and the paper's
+    hybrids used the two-body term too.  The same D3 is subtracted from every training label and
+    added on top of the committee in exploration, so model + D3 reproduces the labels and the
+    MLP learns the rest, the long-range tail beyond ``cutoff`` included.
+    """
+
+    functional: str = Field(
+        "b97-3c", description="torch-dftd's functional name of the D3 parameters, e.g. 'pbe', 'b97-3c'."
+    )
+    damping: Literal["bj", "zero"] = Field("bj", description="Damping: Becke-Johnson or zero.")
+    cutoff: float = Field(
+        8.0, gt=0, description="Pair cutoff of the D3 sum, Å (the BMIM-BF4 paper: 8 and 20)."
+    )
+
+
 class SelectSpec(_Section):
     """Trust window and candidate cap."""
 
@@ -400,6 +430,9 @@ class CampaignSpec(_Section):
         "family); the committee of all their members explores and selects with one rule.",
     )
     explore: ExploreSpec = Field(default_factory=ExploreSpec)
+    dispersion: DispersionSpec | None = Field(
+        None, description="Hybrid MLP + D3 models; none: the models learn the labels as they are."
+    )
     select: SelectSpec = Field(default_factory=SelectSpec)
     guards: GuardSpec = Field(default_factory=GuardSpec)
     loop: LoopSpec = Field(default_factory=LoopSpec)
@@ -416,6 +449,10 @@ class CampaignSpec(_Section):
         if n_models < 2:
             raise ValueError(
                 f"train: a committee needs at least 2 models in all, got {n_models}; raise train.n_models"
+            )
+        if self.dispersion and self.explore.engine != "ase":
+            raise ValueError(
+                "dispersion: D3 is added on top of the committee by the ase explorer; set explore.engine: ase"
             )
         engines = sorted({family.engine for family in self.train})
         if self.explore.engine == "lammps-deepmd" and engines != ["deepmd"]:

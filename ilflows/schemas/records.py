@@ -137,6 +137,9 @@ class TrainingRun(TrainResult):
     n_frames: int = Field(description="Number of labelled frames trained on.")
     n_failed_labels: int = Field(description="Labels given but left out because they failed.")
     label_ids: list[str] = Field(description="frame_id of every label trained on.")
+    dispersion: dict | None = Field(
+        None, description="D3 settings removed from the labels before training (hybrid MLP + D3); None: none."
+    )
 
 
 class Trajectory(BaseModel):

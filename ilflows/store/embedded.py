@@ -29,3 +29,12 @@ class EmbeddedLaunchPad(LaunchPad):
             fw.fw_id = new_id
         self.fireworks.insert_many([fw.to_db_dict() for fw in fresh])
         return old_new
+
+    def ping_launch(self, launch_id, ptime=None, checkpoint=None) -> None:
+        """Do nothing: a rocket's ping thread would race the worker on the mongomock store.
+
+        FireWorks pings once more from a second thread as a job finishes, while the worker
+        thread replaces that launch's document; mongomock is not thread-safe, and the ping failed
+        with "No Launch exists" (or could write a stale history).  The embedded queue needs no
+        pings: it is saved only between jobs, so a killed worker's job is still READY on disk.
+        """

@@ -145,19 +145,16 @@ class AseCommittee:
             ) from err
         finally:
             torch.set_num_threads(threads)
-        return MDResult(
-            engine=self.name,
-            ensemble=spec.ensemble,
-            temperature=spec.temperature,
-            pressure=spec.pressure if spec.ensemble == "npt" else None,
-            n_steps=spec.n_steps,
-            timestep=spec.timestep,
-            frame_every=spec.frame_every,
-            parameters=parameters,
+        trajectory = Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells)
+        wall_time = time.perf_counter() - start_time
+        return MDResult.of_run(
+            self.name,
+            spec,
+            parameters,
+            trajectory,
             deviations=deviations,
+            wall_time=wall_time,
             stopped_at=stopped_at,
-            wall_time=time.perf_counter() - start_time,
-            trajectory=Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells),
         )
 
 

@@ -61,18 +61,9 @@ class LammpsDeepmd:
                 f"expected {len(expected)} (steps 0..{expected[-1]} every {spec.frame_every}); "
                 "the MD probably blew up, see lammps.log"
             )
-        return MDResult(
-            engine=self.name,
-            ensemble=spec.ensemble,
-            temperature=spec.temperature,
-            pressure=spec.pressure if spec.ensemble == "npt" else None,
-            n_steps=spec.n_steps,
-            timestep=spec.timestep,
-            frame_every=spec.frame_every,
-            parameters=parameters,
-            deviations=deviations,
-            wall_time=wall_time,
-            trajectory=Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells),
+        trajectory = Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells)
+        return MDResult.of_run(
+            self.name, spec, parameters, trajectory, deviations=deviations, wall_time=wall_time
         )
 
 

@@ -174,6 +174,25 @@ class MDResult(BaseModel):
     wall_time: float = Field(description="Wall time of the MD run, s.")
     trajectory: Trajectory = Field(description="Written frames (data store).")
 
+    @classmethod
+    def of_run(cls, engine: str, spec, parameters: dict, trajectory: Trajectory, **results) -> MDResult:
+        """Return the record of a run of ``spec`` (an ExploreSpec): its settings, and ``results``.
+
+        ``results``: ``deviations``, ``wall_time`` and, for a walker that stopped, ``stopped_at``.
+        """
+        return cls(
+            engine=engine,
+            ensemble=spec.ensemble,
+            temperature=spec.temperature,
+            pressure=spec.pressure if spec.ensemble == "npt" else None,
+            n_steps=spec.n_steps,
+            timestep=spec.timestep,
+            frame_every=spec.frame_every,
+            parameters=parameters,
+            trajectory=trajectory,
+            **results,
+        )
+
 
 class Exploration(MDResult):
     """One MD exploration as stored."""

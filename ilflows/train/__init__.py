@@ -46,6 +46,19 @@ def get_trainer(name: str) -> Trainer:
     return instantiate(TRAINERS, name, "trainer")
 
 
+def check_labels(labels: list[DFTLabel], type_map: list[str]) -> None:
+    """Raise a one-line :class:`ValueError` for a label a trainer cannot use.
+
+    Every label needs an energy and forces, and only elements of ``type_map``.
+    """
+    for label in labels:
+        if label.energy is None or label.forces is None:
+            raise ValueError(f"label {label.frame_id} has no energy or forces; skip it before training")
+        unknown = set(label.frame.species) - set(type_map)
+        if unknown:
+            raise ValueError(f"label {label.frame_id}: elements {sorted(unknown)} not in type_map {type_map}")
+
+
 def deep_merge(base: dict, overrides: dict) -> dict:
     """Return a copy of ``base`` with ``overrides`` merged in, nested dicts key by key.
 

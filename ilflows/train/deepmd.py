@@ -15,7 +15,7 @@ from ilflows.execute import require_executable, run_command
 from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, LearningCurvePoint, ModelFile, TrainResult
 from ilflows.settings import get_settings
-from ilflows.train import deep_merge
+from ilflows.train import check_labels, deep_merge
 
 # 1 eV/Å^3 in GPa.
 EV_PER_A3_IN_GPA = 160.21766208
@@ -143,12 +143,7 @@ def write_inputs(labels: list[DFTLabel], type_map: list[str], hyperparameters: d
     """
     if not labels:
         raise ValueError("no labels to train on: at least one converged DFT label is needed")
-    for label in labels:
-        if label.energy is None or label.forces is None:
-            raise ValueError(f"label {label.frame_id} has no energy or forces; skip it before training")
-        unknown = set(label.frame.species) - set(type_map)
-        if unknown:
-            raise ValueError(f"label {label.frame_id}: elements {sorted(unknown)} not in type_map {type_map}")
+    check_labels(labels, type_map)
     with_virial = all(label.stress is not None for label in labels)
     groups: dict[tuple[str, ...], list[DFTLabel]] = {}
     for label in labels:

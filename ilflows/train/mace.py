@@ -22,7 +22,7 @@ from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, LearningCurvePoint, ModelFile, TrainResult
 from ilflows.settings import get_settings
-from ilflows.train import deep_merge
+from ilflows.train import check_labels, deep_merge
 
 NAME = "mace"  # --name: MACE names its files after it (mace.model, logs/mace_run-<seed>.log, ...)
 # extxyz keys of the labels, given to MACE explicitly so that it never falls back on ASE's
@@ -181,12 +181,7 @@ def write_inputs(labels: list[DFTLabel], type_map: list[str], hyperparameters: d
     """
     if len(labels) < 2:
         raise ValueError("MACE needs at least two converged labels: one to train on, one to validate")
-    for label in labels:
-        if label.energy is None or label.forces is None:
-            raise ValueError(f"label {label.frame_id} has no energy or forces; skip it before training")
-        unknown = set(label.frame.species) - set(type_map)
-        if unknown:
-            raise ValueError(f"label {label.frame_id}: elements {sorted(unknown)} not in type_map {type_map}")
+    check_labels(labels, type_map)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     options = {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS}

@@ -54,7 +54,12 @@ def preflight(spec: CampaignSpec) -> list[str]:
         field = f"initial.imports.{k}"
         try:
             imported = read_import(entry, spec.name, f"import{k}")
-        except (OSError, ValueError) as err:
+        except OSError as err:
+            raise SpecError(
+                f"{field}.path: cannot read {entry.path} ({err.strerror}); give a path relative to the "
+                "spec's folder, on a file system the workers share"
+            ) from err
+        except ValueError as err:
             raise SpecError(f"{field}: {str(err).splitlines()[0]}") from err
         foreign = sorted(set(imported.report.species) - elements)
         if foreign:

@@ -136,7 +136,7 @@ def test_query_shows_dft_training_and_md_records(tiny_campaign):
             {"system": {"ions": {"XYZ": 1, "BF4": 1}, "density": 0.22}},
             "system.ions: unknown ion 'XYZ'",
         ),
-        ({"explore": {"n_step": 10}}, "explore.n_step: Extra inputs are not permitted"),
+        ({"explore": {"n_step": 10}}, "explore.n_step: not a field of this section; remove it or correct"),
         (
             {"train": {"n_models": 1}},
             "train: a committee needs at least 2 models in all, got 1; raise train.n_models",

@@ -490,6 +490,11 @@ class CampaignSpec(_Section):
 
 
 LOCAL_KEY = "local"
+# pydantic errors whose own message names no fix; the others say what the value should be
+FIXES = {
+    "extra_forbidden": "not a field of this section; remove it or correct its spelling",
+    "missing": "required; add it",
+}
 
 
 class SpecError(ValueError):
@@ -530,7 +535,7 @@ def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
             del loc[1]  # one entry given as a mapping (train, system): name its field as written
         # a check across sections (no location) names its fields in its message
         where = ".".join(str(p) for p in loc)
-        message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for validator errors
+        message = FIXES.get(first["type"], first["msg"].removeprefix("Value error, "))
         raise SpecError(f"{path}: {where}: {message}" if where else f"{path}: {message}") from err
     from ilflows.systems import check_system
 

@@ -1,0 +1,191 @@
+"""Malformed campaign specs: each is refused in one line naming the field and the fix, nothing queued."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from ilflows.cli import main
+
+GOOD = {
+    "name": "bad",
+    "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22},
+    "initial": {"density_factors": [1.0], "boxes_per_density": 1, "rattled_copies": 0},
+    "explore": {"n_walkers": 1},
+    "guards": {"max_void": None},
+}
+
+
+def _set(path: str, value):
+    """A change that sets the dotted ``path`` of the good spec (None value: delete it)."""
+
+    def change(spec: dict) -> dict:
+        *parents, leaf = path.split(".")
+        node = spec
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is None:
+            del node[leaf]
+        else:
+            node[leaf] = value
+        return spec
+
+    return change
+
+
+# (case, change or raw YAML text, what the one-line error must contain)
+CASES = [
+    ("unknown ion", _set("system.ions", {"XYZ": 1, "BF4": 1}), "system.ions: unknown ion 'XYZ'; known:"),
+    (
+        "net charge",
+        _set("system.ions", {"PYR14": 2, "BF4": 1}),
+        "system.ions: the box has a net charge of +1 e",
+    ),
+    ("zero count", _set("system.ions", {"PYR14": 0, "BF4": 1}), "system.ions: counts must be positive"),
+    ("no ions", _set("system.ions", {}), "system.ions: Dictionary should have at least 1 item"),
+    ("zero density", _set("system.density", 0), "system.density: Input should be greater than 0"),
+    ("negative density", _set("system.density", -1.2), "system.density: Input should be greater than 0"),
+    ("too dense to pack", _set("system.density", 30.0), "lower the density"),
+    (
+        "density not a number",
+        _set("system.density", "heavy"),
+        "system.density: Input should be a valid number",
+    ),
+    ("zero tolerance", _set("system.tolerance", 0), "system.tolerance: Input should be greater than 0"),
+    (
+        "window upside down",
+        _set("select", {"trust_lo": 2.0, "trust_hi": 1.5}),
+        "select: trust_lo (2.0) must be",
+    ),
+    ("negative trust_lo", _set("select.trust_lo", -0.1), "select.trust_lo: Input should be greater than or"),
+    ("zero cap", _set("select.max_candidates", 0), "select.max_candidates: Input should be greater than or"),
+    (
+        "negative cap",
+        _set("select.max_candidates", -3),
+        "select.max_candidates: Input should be greater than",
+    ),
+    (
+        "unknown DFT engine",
+        _set("dft.engine", "gaussian"),
+        "dft.engine: Input should be 'cp2k-xtb', 'cp2k-dft'",
+    ),
+    ("unknown trainer", _set("train.engine", "nequip"), "train.engine: Input should be 'deepmd' or 'mace'"),
+    (
+        "unknown explorer",
+        _set("explore.engine", "gromacs"),
+        "explore.engine: Input should be 'lammps-deepmd'",
+    ),
+    ("unknown ensemble", _set("explore.ensemble", "nve"), "explore.ensemble: Input should be 'nvt' or 'npt'"),
+    ("bad YAML", "name: bad\nsystem: {ions: [PYR14\n", "cannot read YAML"),
+    ("YAML list", "- name: bad\n", "a campaign spec is a YAML mapping with at least 'name' and 'system'"),
+    (
+        "steps not a number",
+        _set("explore.n_steps", "many"),
+        "explore.n_steps: Input should be a valid integer",
+    ),
+    (
+        "zero frame_every",
+        _set("explore.frame_every", 0),
+        "explore.frame_every: Input should be greater than 0",
+    ),
+    ("negative timestep", _set("explore.timestep", -0.5), "explore.timestep: Input should be greater than 0"),
+    ("zero walkers", _set("explore.n_walkers", 0), "explore.n_walkers: Input should be greater than or"),
+    (
+        "zero temperature",
+        _set("explore.temperature", 0),
+        "explore.temperature: Input should be greater than 0",
+    ),
+    ("missing name", _set("name", None), "name: required; add it"),
+    ("missing system", _set("system", None), "system: required; add it"),
+    ("missing density", _set("system.density", None), "system.density: required; add it"),
+    ("name with spaces", _set("name", "my campaign"), "name: String should match pattern"),
+    ("misspelt field", _set("explore.n_step", 10), "explore.n_step: not a field of this section; remove it"),
+    ("unknown section", _set("exploer", {"n_steps": 10}), "exploer: not a field of this section; remove it"),
+    ("one model", _set("train.n_models", 1), "train: a committee needs at least 2 models in all, got 1"),
+    (
+        "finetune DeePMD",
+        _set("train.finetune", True),
+        "train: finetune is for engine mace, not deepmd; drop finetune",
+    ),
+    ("MACE under LAMMPS", _set("train.engine", "mace"), "lammps-deepmd drives DeePMD models only"),
+    ("ramp under LAMMPS", _set("explore.temperature_ramp", {"start": 300, "end": 500}), "set engine: ase"),
+    (
+        "D3 under LAMMPS",
+        _set("dispersion", {"cutoff": 8.0}),
+        "dispersion: D3 is added on top of the committee",
+    ),
+    (
+        "empty density list",
+        _set("initial.density_factors", []),
+        "initial.density_factors: List should have at",
+    ),
+    (
+        "nothing to train on",
+        _set("initial.boxes_per_density", 0),
+        "initial: boxes_per_density is 0 with no md",
+    ),
+    ("MD frame never kept", _set("initial.md", [{"n_steps": 10, "every": 20}]), "every (20) exceeds n_steps"),
+    (
+        "VASP AIMD",
+        lambda spec: {
+            **spec,
+            "dft": {"engine": "vasp"},
+            "initial": {**spec["initial"], "md": [{"potential": "dft"}]},
+        },
+        "initial.md.0.potential: 'dft' runs AIMD with dft.engine, and ilflows has no VASP AIMD",
+    ),
+    (
+        "missing import",
+        _set(
+            "initial.imports",
+            [{"path": "nope.xyz", "format": "extxyz", "level_of_theory": "x", "source": "y"}],
+        ),
+        "initial.imports.0.path: cannot read",
+    ),
+    (
+        "import format",
+        _set("initial.imports", [{"path": "a.xyz", "format": "pdb"}]),
+        "initial.imports.0.format",
+    ),
+    (
+        "setting the engine ignores",
+        _set("dft.encut", 500.0),
+        "dft: encut applies to engine vasp, not cp2k-xtb",
+    ),
+]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    from ilflows.settings import get_settings
+
+    for key in ("ILFLOWS_BACKEND", "ILFLOWS_CONFIG_FILE", "MONGOMOCK_SERVERSTORE_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ILFLOWS_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_there_are_at_least_thirty_cases():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize(("case", "change", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_bad_spec_exits_with_one_line_naming_field_and_fix(home, capsys, case, change, expected):
+    path = home / "spec.yaml"
+    text = change if isinstance(change, str) else yaml.safe_dump(change(copy.deepcopy(GOOD)))
+    path.write_text(text)
+    for command in ("check", "run"):
+        assert main([command, str(path)]) == 2
+        out = capsys.readouterr()
+        assert out.err.count("\n") == 1 and out.err.startswith("ilflows: error: "), out.err
+        assert expected in out.err and "Traceback" not in out.err
+    assert not (home / "home" / "launchpad.json").exists()  # nothing queued
+
+
+def test_a_spec_file_that_does_not_exist(home, capsys):
+    assert main(["check", str(home / "nowhere.yaml")]) == 2
+    assert "nowhere.yaml: cannot read YAML: [Errno 2] No such file or directory" in capsys.readouterr().err

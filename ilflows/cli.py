@@ -75,7 +75,8 @@ def cmd_worker(args) -> int:
     """Run queued jobs of any campaign until none is ready (a cluster node's rocket launcher)."""
     from ilflows.farm import run_worker
 
-    r = run_worker(None, get_settings(), on_progress=None if args.quiet else _progress_printer())
+    printer = None if args.quiet else _progress_printer()
+    r = run_worker(None, get_settings(), on_progress=printer, category=args.category)
     print(f"queue: {r.completed}/{r.total} jobs completed, {r.fizzled} fizzled")
     return 0 if r.fizzled == 0 else 1
 
@@ -156,6 +157,9 @@ def parser() -> argparse.ArgumentParser:
         )
         s.set_defaults(func=func)
     s = sub.add_parser("worker", help="run ready jobs of the configured queue until none is left")
+    s.add_argument(
+        "--category", help="run only jobs of this category (the spec's workers: section), e.g. cpu or gpu"
+    )
     s.set_defaults(func=cmd_worker)
     for name in ("run", "worker"):
         sub.choices[name].add_argument("--quiet", action="store_true", help="no per-job progress lines")

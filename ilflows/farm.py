@@ -14,6 +14,7 @@ from pathlib import Path
 from ilflows.schemas import CampaignSpec
 from ilflows.settings import IlflowsSettings, get_settings
 from ilflows.store import (
+    check_connection,
     connect_jobstore,
     get_launchpad,
     hold_embedded_queue,
@@ -119,6 +120,8 @@ def submit(spec: CampaignSpec, settings: IlflowsSettings | None = None) -> bool:
     settings = settings or get_settings()
     with hold_embedded_queue(settings):
         lp = get_launchpad(settings)
+        if settings.backend == "mongodb":
+            check_connection(lp)
         added = _queue(lp, spec)
         save_queue(lp, settings)
     return added
@@ -170,13 +173,15 @@ def run_worker(
     spec: CampaignSpec | None = None,
     settings: IlflowsSettings | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    category: str | None = None,
 ) -> WorkerResult:
     """Queue ``spec`` (if given and new) and run jobs until the queue has none ready.
 
     Holds the embedded queue for the whole run and saves it after every job, never during one:
     a killed worker leaves the job it was running READY in the file, and the next worker runs it
     again (its JobStore record, if any, is replaced, not duplicated).
-    Counts are the campaign's jobs, or the whole queue's when no spec is given.
+    Counts are the campaign's jobs, or the whole queue's when no spec is given.  With a
+    ``category`` the worker runs only jobs of that category (``spec.workers``), e.g. "cpu".
     """
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import launch_rocket
@@ -185,6 +190,8 @@ def run_worker(
     settings = settings or get_settings()
     with hold_embedded_queue(settings):
         lp = get_launchpad(settings)
+        if settings.backend == "mongodb":
+            check_connection(lp)
         queued = spec is not None and _queue(lp, spec)
         save_queue(lp, settings)
         SETTINGS.JOB_STORE = connect_jobstore(settings)
@@ -203,7 +210,7 @@ def run_worker(
                 launch_dir.mkdir()
                 os.chdir(launch_dir)
                 t0 = time.perf_counter()
-                launched = launch_rocket(lp, FWorker(), strm_lvl="ERROR")
+                launched = launch_rocket(lp, FWorker(category=category or ""), strm_lvl="ERROR")
                 os.chdir(here)
                 save_queue(lp, settings)
                 if not launched:

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 MONGO_ENV = {
     "ILFLOWS_BACKEND": "mongodb",
@@ -114,3 +117,46 @@ def test_embedded_queue_survives_a_new_process_and_refuses_a_second_holder(tmp_p
         holder.wait()
     assert _python(write, env).returncode == 0  # released when the holder died
     assert _python(read, env).stdout.strip() == "2"
+
+
+@pytest.mark.parametrize(
+    ("name", "directive"), [("slurm", "#SBATCH --nodes=1"), ("pbs", "#PBS -l nodes=1:ppn=16")]
+)
+def test_queue_templates_render_a_worker_script(name, directive, tmp_path):
+    from fireworks.user_objects.queue_adapters.common_adapter import CommonAdapter
+
+    adapter = CommonAdapter.from_file(str(ROOT / f"launchpad_configs/my_qadapter_{name}.yaml"))
+    script = adapter.get_script_str(str(tmp_path))
+    assert directive in script
+    # the worker by absolute path (login shells reset PATH), of one category, no secret in the file
+    assert "$ILFLOWS_VENV/bin/ilflows worker --category cpu" in script
+    assert "PASSWORD" not in (ROOT / f"launchpad_configs/my_qadapter_{name}.yaml").read_text()
+
+
+@pytest.mark.parametrize("category", ["cpu", "gpu"])
+def test_fworker_templates_take_one_category(category):
+    from fireworks import FWorker
+
+    worker = FWorker.from_file(str(ROOT / f"launchpad_configs/my_fworker_{category}.yaml"))
+    assert worker.category == category and worker.query["spec._category"] == category
+
+
+def test_submit_refuses_an_unreachable_mongodb_in_one_line_without_the_password(tmp_path):
+    config = yaml.safe_load((ROOT / "launchpad_configs/my_launchpad.yaml").read_text())
+    config["mongoclient_kwargs"] = {"serverSelectionTimeoutMS": 300}  # a closed port fails at once
+    launchpad = tmp_path / "my_launchpad.yaml"
+    launchpad.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
+    env |= {**MONGO_ENV, "ILFLOWS_LAUNCHPAD_FILE": str(launchpad), "ILFLOWS_HOME": str(tmp_path)}
+    env |= {"ILFLOWS_MONGO_HOST": "127.0.0.1", "ILFLOWS_MONGO_PORT": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ilflows.cli", "submit", str(ROOT / "workflows/demo.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "cannot reach MongoDB at 127.0.0.1:1" in proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr

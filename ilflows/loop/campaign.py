@@ -69,9 +69,21 @@ class CampaignMaker(Maker):
         """Return the campaign flow; everything after the initial set is added dynamically."""
         if self.spec is None:
             raise ValueError("CampaignMaker.spec is required")
-        initial = build_initial_set(self.spec)
+        initial = place(build_initial_set(self.spec), self.spec, "other")
         initial.name = "initial set"
         return Flow([initial], output=initial.output, name=self.spec.name)
+
+
+def place(job: Job, spec: CampaignSpec, kind: str) -> Job:
+    """Give ``job`` the FireWorks category of its kind (``spec.workers``): who may run it.
+
+    jobflow hands a job's manager config, and config updates, on to the jobs its Response adds;
+    the added jobs carry categories of their own, so nothing is handed on.
+    """
+    job.update_config({"pass_manager_config": False}, dynamic=False)
+    if category := getattr(spec.workers, kind):
+        job.update_config({"manager_config": {"_category": category}}, dynamic=False)
+    return job
 
 
 def label_jobs(
@@ -84,7 +96,7 @@ def label_jobs(
         label = maker.make(origin, iteration, frame)
         label.name = f"label it{iteration} {origin.frame_id.split('/', 1)[1]}"
         label.update_metadata({"campaign": spec.name, "iteration": iteration, "kind": "dft_label"})
-        jobs.append(label)
+        jobs.append(place(label, spec, "dft"))
     return jobs
 
 
@@ -110,7 +122,7 @@ def iteration_flow(
             train = trainer.make(labels, iteration, len(trains), seed=family.seed + k)
             train.name = f"train it{iteration} m{len(trains)} {family.engine}"
             train.update_config(TOLERANT)
-            trains.append(train)
+            trains.append(place(train, spec, "train"))
     models = [t.output.model_file for t in trains]
     explorer = ExploreMaker(
         campaign=spec.name, spec=spec.explore, type_map=type_map, dispersion=spec.dispersion
@@ -119,7 +131,7 @@ def iteration_flow(
     for walker, (start, start_id) in enumerate(zip(starts, start_ids, strict=True)):
         explore = explorer.make(models, start, start_id, iteration, walker)
         explore.name = f"explore it{iteration} w{walker}"
-        explores.append(explore)
+        explores.append(place(explore, spec, "explore"))
     select = select_and_continue(
         spec,
         iteration,
@@ -131,6 +143,7 @@ def iteration_flow(
     )
     select.name = f"select it{iteration}"
     select.update_config(TOLERANT)
+    place(select, spec, "other")
     jobs = [*trains, *explores, select]
     for j in jobs:
         j.update_metadata({"campaign": spec.name, "iteration": iteration})
@@ -155,6 +168,7 @@ def import_jobs(spec: CampaignSpec) -> tuple[list[Job], list[Job], list[str]]:
             keep = record_label(label)
             keep.name = f"import {label.frame_id.split('/', 1)[1]}"
             keep.update_metadata({"campaign": spec.name, "iteration": -1, "kind": "dft_label"})
+            place(keep, spec, "other")
             (held_out if entry.stage == "validation" else training).append(keep)
     return training, held_out, reports
 
@@ -182,6 +196,7 @@ def build_initial_set(spec: CampaignSpec) -> Response:
             md = md_frames(spec, run, box, origin)
             md.name = f"md {stage}/{origin.index}"
             md.update_metadata({"campaign": spec.name, "iteration": -1})
+            place(md, spec, "dft")
             (runs if stage == "initial" else held_out).append(md)
     start_ids = [origin.frame_id for _, origin in starts]
     loop = iteration_flow(spec, 0, labels, [f for f, _ in starts], start_ids, type_map, waits_for=runs)
@@ -284,7 +299,7 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
         )
         kept_label = record_label(record)
         kept_label.name = f"md label {origins[k].frame_id.split('/', 1)[1]}"
-        jobs.append(kept_label)
+        jobs.append(place(kept_label, spec, "other"))
     output = MDFrames(
         campaign=spec.name,
         box_frame_id=origin.frame_id,

@@ -403,6 +403,22 @@ class GuardSpec(_Section):
     )
 
 
+class WorkersSpec(_Section):
+    """FireWorks category of each kind of job: a worker runs only jobs of its own category.
+
+    A worker started with a category (``ilflows worker --category cpu``, or ``category:`` in an
+    fworker file) takes only those jobs; ``ilflows run`` and a worker without one take any.
+    null: no category, any worker may run the job.
+    """
+
+    dft: str | None = Field("cpu", description="DFT labels and initial MD runs (CP2K, VASP).")
+    train: str | None = Field("gpu", description="Model training (DeePMD, MACE).")
+    explore: str | None = Field("gpu", description="MD explorations with the committee.")
+    other: str | None = Field(
+        "cpu", description="Short bookkeeping jobs: initial set, selection, imported and MD labels."
+    )
+
+
 class LoopSpec(_Section):
     """Stopping rule."""
 
@@ -436,6 +452,7 @@ class CampaignSpec(_Section):
     select: SelectSpec = Field(default_factory=SelectSpec)
     guards: GuardSpec = Field(default_factory=GuardSpec)
     loop: LoopSpec = Field(default_factory=LoopSpec)
+    workers: WorkersSpec = Field(default_factory=WorkersSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
 
     @field_validator("train", "system", mode="before")

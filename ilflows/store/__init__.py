@@ -3,6 +3,7 @@
 from ilflows.store.backends import (
     StoreBusyError,
     StoreConfigError,
+    check_connection,
     connect_jobstore,
     get_jobstore,
     get_launchpad,
@@ -15,6 +16,7 @@ from ilflows.store.backends import (
 __all__ = [
     "StoreBusyError",
     "StoreConfigError",
+    "check_connection",
     "connect_jobstore",
     "get_jobstore",
     "get_launchpad",

@@ -118,6 +118,30 @@ def get_launchpad(settings: IlflowsSettings | None = None):
     return lp
 
 
+def check_connection(lp) -> None:
+    """Raise :class:`StoreConfigError` (one line) if the LaunchPad's MongoDB is out of reach or refuses us.
+
+    Run before anything is queued.  The message names host, port, user and database, never
+    the password (pymongo's own message is left out for that reason).
+    """
+    from pymongo.errors import OperationFailure, PyMongoError
+
+    try:
+        lp.db.command("ping")  # reaches the server
+        lp.db.list_collection_names()  # needs a login that may read the database
+    except OperationFailure as err:
+        raise StoreConfigError(
+            f"MongoDB at {lp.host}:{lp.port} refused user {lp.username!r} on database {lp.name!r} "
+            f"({err.code_name or err.code}); check ILFLOWS_MONGO_USER, ILFLOWS_MONGO_PASSWORD and authsource "
+            f"in {get_settings().launchpad_file}"
+        ) from None
+    except PyMongoError as err:
+        raise StoreConfigError(
+            f"cannot reach MongoDB at {lp.host}:{lp.port} ({type(err).__name__}); check "
+            "ILFLOWS_MONGO_HOST and ILFLOWS_MONGO_PORT, the network and the TLS options"
+        ) from None
+
+
 def initialize_queue(lp) -> None:
     """Create FireWorks' id counters in an empty LaunchPad database (never touches a used one)."""
     if lp.fw_id_assigner.count_documents({}) == 0:

@@ -189,3 +189,20 @@ def test_bad_spec_exits_with_one_line_naming_field_and_fix(home, capsys, case, c
 def test_a_spec_file_that_does_not_exist(home, capsys):
     assert main(["check", str(home / "nowhere.yaml")]) == 2
     assert "nowhere.yaml: cannot read YAML: [Errno 2] No such file or directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variable", ["ILFLOWS_CP2K_CMD", "ILFLOWS_LMP_CMD", "ILFLOWS_PACKMOL_CMD"])
+def test_a_missing_executable_is_refused_at_submit_time(home, capsys, monkeypatch, variable):
+    from ilflows.settings import get_settings
+
+    path = home / "spec.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    monkeypatch.setenv(variable, "/nonexistent/bin/engine")
+    get_settings.cache_clear()
+    assert main(["submit", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"ilflows: error: executable '/nonexistent/bin/engine' not found; install it (scripts/setup.sh) "
+        f"or set {variable} to its path\n"
+    )
+    assert not (home / "home" / "launchpad.json").exists()  # refused before anything was queued

@@ -131,6 +131,7 @@ def iteration_flow(
     for walker, (start, start_id) in enumerate(zip(starts, start_ids, strict=True)):
         explore = explorer.make(models, start, start_id, iteration, walker)
         explore.name = f"explore it{iteration} w{walker}"
+        explore.update_config(TOLERANT)  # a crashed member is left out of the committee
         explores.append(place(explore, spec, "explore"))
     select = select_and_continue(
         spec,

@@ -182,8 +182,20 @@ class ExploreMaker(Maker):
         iteration: int,
         walker: int,
     ) -> Exploration:
-        """Explore from ``start``; the MD seed depends on iteration and walker."""
+        """Explore from ``start``; the MD seed depends on iteration and walker.
+
+        A member whose training crashed arrives as None and is left out of the committee,
+        which needs two members at least.
+        """
         from ilflows.explore import get_explorer
+
+        trained = [model for model in models if model is not None]
+        if len(trained) < 2:
+            raise ValueError(
+                f"only {len(trained)} of {len(models)} committee models were trained (see the train jobs "
+                f"of iteration {iteration}); an exploration needs 2 at least"
+            )
+        models = trained
 
         seed = 1000 * iteration + walker + 1
         explorer = get_explorer(self.spec.engine)

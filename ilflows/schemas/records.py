@@ -69,7 +69,10 @@ class ModelFile(BaseModel):
         """Write the file, refusing content whose checksum does not match."""
         raw = base64.b64decode(self.content_b64)
         if hashlib.sha256(raw).hexdigest() != self.sha256:
-            raise ValueError(f"model file {self.name}: content does not match its sha256; it is corrupt")
+            raise ValueError(
+                f"model file {self.name}: content does not match its sha256; it is corrupt, rerun the "
+                "training job that made it"
+            )
         Path(path).write_bytes(raw)
         return Path(path)
 

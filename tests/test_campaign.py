@@ -204,3 +204,46 @@ def test_killed_worker_loses_nothing_and_labels_each_frame_once(tmp_path):
     assert sorted(lab["frame_id"] for lab in labels) == [f"kill/initial/{i}" for i in range(4)]
     status = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["kill"]
     assert status["jobs"]["fizzled"] == 0 and status["iterations"][0]["trained_on"] == 4
+
+
+RERUN_SELECT = """
+import json
+from ilflows.settings import IlflowsSettings
+from ilflows.store import get_launchpad
+
+lp = get_launchpad(IlflowsSettings(home=HOME))  # in memory: nothing here is saved
+from fireworks import FWAction  # after ilflows chose FireWorks' backend
+from ilflows.store.launchpad import IlflowsLaunchPad
+
+select = lp.fireworks.find_one({"name": "select it0"})
+launch = lp.launches.find_one({"launch_id": select["launches"][-1]})
+
+
+def run_select_again():
+    # as after a worker died between the select job's end and the record of its completion
+    lp.fireworks.update_one({"fw_id": select["fw_id"]}, {"$set": {"state": "RUNNING"}})
+    lp.launches.update_one({"launch_id": launch["launch_id"]}, {"$set": {"state": "RUNNING"}})
+    lp.workflows.update_one({"nodes": select["fw_id"]}, {"$set": {f"fw_states.{select['fw_id']}": "RUNNING"}})
+    lp.complete_launch(launch["launch_id"], FWAction.from_dict(launch["action"]))
+    return lp.fireworks.count_documents({})
+
+
+counts = {"before": lp.fireworks.count_documents({}), "guarded": run_select_again()}
+labels = [fw["name"] for fw in lp.fireworks.find({"name": {"$regex": "^label it0 "}})]
+IlflowsLaunchPad._queued = lambda self, wf: False  # control: FireWorks alone queues them again
+counts["unguarded"] = run_select_again()
+print(json.dumps({**counts, "labels": labels}))
+"""
+
+
+@pytest.mark.slow
+def test_a_selection_run_twice_queues_no_job_twice(tiny_campaign):
+    home, _ = tiny_campaign
+    script = RERUN_SELECT.replace("HOME", repr(str(home)))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=_env(home), capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = json.loads(proc.stdout.splitlines()[-1])
+    assert counts["guarded"] == counts["before"] < counts["unguarded"] and counts["labels"]
+    assert len(counts["labels"]) == len(set(counts["labels"]))  # each frame labelled by one job

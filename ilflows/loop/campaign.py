@@ -20,6 +20,7 @@ from the JobStore by campaign and iteration.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,17 +70,23 @@ class CampaignMaker(Maker):
         """Return the campaign flow; everything after the initial set is added dynamically."""
         if self.spec is None:
             raise ValueError("CampaignMaker.spec is required")
-        initial = place(build_initial_set(self.spec), self.spec, "other")
+        initial = build_initial_set(self.spec)
         initial.name = "initial set"
+        place(initial, self.spec, "other")
         return Flow([initial], output=initial.output, name=self.spec.name)
 
 
 def place(job: Job, spec: CampaignSpec, kind: str) -> Job:
-    """Give ``job`` the FireWorks category of its kind (``spec.workers``): who may run it.
+    """Name ``job``'s place in the campaign: its uuid, and the FireWorks category of its kind.
 
-    jobflow hands a job's manager config, and config updates, on to the jobs its Response adds;
-    the added jobs carry categories of their own, so nothing is handed on.
+    The uuid comes from the campaign and the job's name (unique in a campaign: the frame it
+    labels, the iteration and member it trains, ...), so a job added again by a rerun is known
+    and not queued twice (:class:`ilflows.store.launchpad.IlflowsLaunchPad`).  Call it before
+    the job's output is referenced.  The category (``spec.workers``) says who may run it;
+    jobflow hands a job's manager config, and config updates, on to the jobs its Response adds,
+    which carry categories of their own, so nothing is handed on.
     """
+    job.set_uuid(str(uuid.uuid5(uuid.NAMESPACE_URL, f"ilflows:{spec.name}/{job.name}")))
     job.update_config({"pass_manager_config": False}, dynamic=False)
     if category := getattr(spec.workers, kind):
         job.update_config({"manager_config": {"_category": category}}, dynamic=False)

@@ -101,11 +101,10 @@ def get_launchpad(settings: IlflowsSettings | None = None):
     """Return the configured :class:`fireworks.LaunchPad` (never connects by itself)."""
     settings = settings or get_settings()
     prepare_fireworks(settings)
-    from fireworks import LaunchPad
+    from ilflows.store.launchpad import EmbeddedLaunchPad, IlflowsLaunchPad
 
     if settings.backend == "mongodb":
-        return LaunchPad.from_dict(_read_config(settings.launchpad_file))
-    from ilflows.store.embedded import EmbeddedLaunchPad
+        return IlflowsLaunchPad.from_dict(_read_config(settings.launchpad_file))
 
     path = queue_file(settings)
     if not path.exists():

@@ -1,4 +1,4 @@
-"""The embedded LaunchPad: FireWorks' mongomock mode with bulk inserts of new jobs.
+"""ilflows' LaunchPads: FireWorks' own, never queueing a job twice, and the embedded one.
 
 Import this module only after :func:`ilflows.store.backends.prepare_fireworks`: FireWorks
 binds mongomock or pymongo when it is first imported.
@@ -9,7 +9,35 @@ from __future__ import annotations
 from fireworks import LaunchPad
 
 
-class EmbeddedLaunchPad(LaunchPad):
+class IlflowsLaunchPad(LaunchPad):
+    """A LaunchPad that does not queue a jobflow job whose uuid is already queued.
+
+    Jobs that a job adds dynamically (labels of selected frames, the next iteration) have uuids
+    made from the campaign and their names (:func:`ilflows.loop.campaign.place`), so a job run
+    again after its worker died (lost-run detection, rerun) adds nothing that its first run
+    already queued: a frame is labelled once.
+    """
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a LaunchPad file's mapping (FireWorks' own ``from_dict`` makes a plain LaunchPad)."""
+        keys = ("port", "name", "username", "password", "logdir", "strm_lvl", "user_indices")
+        keys += ("wf_user_indices", "authsource", "uri_mode", "mongoclient_kwargs")
+        return cls(d["host"], **{key: d[key] for key in keys if key in d})
+
+    def complete_launch(self, launch_id, action=None, state="COMPLETED"):
+        """Complete the launch, first dropping additions and detours already in the queue."""
+        if action is not None:
+            action.additions = [wf for wf in action.additions if not self._queued(wf)]
+            action.detours = [wf for wf in action.detours if not self._queued(wf)]
+        return super().complete_launch(launch_id, action, state)
+
+    def _queued(self, wf) -> bool:
+        uuids = [task["job"].uuid for fw in wf.fws for task in fw.tasks if "job" in task]
+        return bool(uuids) and self.fireworks.count_documents({"spec._tasks.job.uuid": {"$in": uuids}}) > 0
+
+
+class EmbeddedLaunchPad(IlflowsLaunchPad):
     """LaunchPad on a mongomock file that appends many jobs in one insert.
 
     mongomock has no indexes, and FireWorks appends dynamic jobs with one upsert per Firework,

@@ -90,7 +90,7 @@ def cmd_check(args) -> int:
 
 def cmd_status(args) -> int:
     """Per-iteration table and queue state of each campaign."""
-    from ilflows.farm import campaign_progress
+    from ilflows.farm import campaign_progress, queue_health
     from ilflows.store import connect_jobstore, get_launchpad
     from ilflows.store.queries import campaigns, iteration_table, table_rows
 
@@ -101,8 +101,11 @@ def cmd_status(args) -> int:
     report = {}
     for name in names:
         done, fizzled, total = campaign_progress(lp, name)
+        health = queue_health(lp, name)
         report[name] = {
-            "jobs": {"completed": done, "fizzled": fizzled, "total": total},
+            "jobs": {"completed": done, "fizzled": fizzled, "total": total, "blocked": health.blocked},
+            "fizzled": [{"job": job, "error": error} for job, error in health.fizzled],
+            "lost": health.lost,
             "iterations": table_rows(iteration_table(store, name)),
         }
     if args.json:
@@ -113,7 +116,26 @@ def cmd_status(args) -> int:
     for name, r in report.items():
         j = r["jobs"]
         print(f"campaign {name}: {j['completed']}/{j['total']} jobs completed, {j['fizzled']} fizzled")
+        for failed in r["fizzled"]:
+            print(f"  fizzled  {failed['job']}: {failed['error']}")
+        for job in r["lost"]:
+            print(f"  lost     {job}: its worker stopped (no ping)")
+        if r["fizzled"] or r["lost"]:
+            print(f"  {j['blocked']} jobs wait on them; `ilflows rerun {name}` puts them back in the queue")
         _print_iterations(store, name)
+    return 0
+
+
+def cmd_rerun(args) -> int:
+    """Put a campaign's fizzled and lost jobs back in the queue."""
+    from ilflows.farm import rerun
+
+    names = rerun(args.campaign)
+    print(
+        f"campaign {args.campaign}: {len(names)} jobs back in the queue" + "".join(f"\n  {n}" for n in names)
+    )
+    if names:
+        print("run them with `ilflows run SPEC` (embedded) or workers (`ilflows worker`)")
     return 0
 
 
@@ -167,6 +189,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("campaign", nargs="?", help="campaign name (default: all)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
+    s = sub.add_parser("rerun", help="put a campaign's fizzled and lost jobs back in the queue")
+    s.add_argument("campaign", help="campaign name")
+    s.set_defaults(func=cmd_rerun)
     s = sub.add_parser("query", help="records of the store")
     s.add_argument("what", choices=["labels", "trainings", "explorations", "frames"])
     s.add_argument("--campaign", help="campaign name (default: all)")
@@ -181,7 +206,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ilflows`` console script."""
     from ilflows.execute import EngineError
-    from ilflows.farm import CampaignConflictError
+    from ilflows.farm import CampaignError
     from ilflows.schemas import SpecError
     from ilflows.store import StoreBusyError, StoreConfigError, prepare_fireworks
 
@@ -189,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_fireworks()
         return args.func(args)
-    except (SpecError, StoreBusyError, StoreConfigError, EngineError, CampaignConflictError) as err:
+    except (SpecError, StoreBusyError, StoreConfigError, EngineError, CampaignError) as err:
         print(f"ilflows: error: {err}", file=sys.stderr)
         return 2
 

@@ -72,8 +72,8 @@ def preflight(spec: CampaignSpec) -> list[str]:
     return notes
 
 
-class CampaignConflictError(ValueError):
-    """A campaign of the same name is queued with a different spec."""
+class CampaignError(ValueError):
+    """A campaign name that cannot be used: queued from another spec, or not in the queue."""
 
 
 def _campaign_wf(lp, name: str) -> dict | None:
@@ -89,7 +89,7 @@ def _queue(lp, spec: CampaignSpec) -> bool:
 
     Raises
     ------
-    CampaignConflictError
+    CampaignError
         When a campaign of that name is queued from a different spec.
     """
     from jobflow.managers.fireworks import flow_to_workflow
@@ -101,7 +101,7 @@ def _queue(lp, spec: CampaignSpec) -> bool:
     queued = _campaign_wf(lp, spec.name)
     if queued is not None:
         if queued.get("metadata", {}).get("spec_sha256") != digest:
-            raise CampaignConflictError(
+            raise CampaignError(
                 f"name: campaign '{spec.name}' is already queued from a different spec; "
                 "give this spec a new name"
             )
@@ -148,6 +148,75 @@ def _workflow_progress(lp, wf: dict | None) -> tuple[int, int, int]:
         return 0, 0, 0
     states = [fw["state"] for fw in lp.fireworks.find({"fw_id": {"$in": wf["nodes"]}}, {"state": 1})]
     return states.count("COMPLETED"), states.count("FIZZLED"), len(states)
+
+
+@dataclass
+class QueueHealth:
+    """Jobs of a campaign that need a person: failed ones, those waiting on them, lost ones."""
+
+    fizzled: list[tuple[str, str]]  # (job name, the last line of its error)
+    blocked: int  # WAITING jobs below a fizzled one: they run only after a rerun
+    lost: list[str]  # RUNNING jobs whose worker stopped pinging (MongoDB; none on the embedded queue)
+
+
+def queue_health(lp, name: str, settings: IlflowsSettings | None = None) -> QueueHealth:
+    """Report the fizzled, blocked and lost jobs of campaign ``name``.
+
+    Lost runs exist only on MongoDB: the embedded queue is saved between jobs, so a killed
+    worker's job is READY again on disk.
+    """
+    settings = settings or get_settings()
+    wf = _campaign_wf(lp, name)
+    if wf is None:
+        return QueueHealth([], 0, [])
+    nodes = wf["nodes"]
+    fws = {fw["fw_id"]: fw for fw in lp.fireworks.find({"fw_id": {"$in": nodes}}, {"spec._tasks": 0})}
+    links = lp.workflows.find_one({"name": name}, {"links": 1})["links"]
+    fizzled, below = [], set()
+    for fw_id, fw in fws.items():
+        if fw["state"] != "FIZZLED":
+            continue
+        launch = (
+            lp.launches.find_one({"launch_id": fw["launches"][-1]}, {"action": 1}) if fw["launches"] else None
+        )
+        trace = (((launch or {}).get("action") or {}).get("stored_data") or {}).get("_exception", {})
+        lines = [line for line in str(trace.get("_stacktrace", "")).splitlines() if line.strip()]
+        fizzled.append((fw["name"], lines[-1].strip() if lines else "no error recorded"))
+        todo = list(links.get(str(fw_id), []))
+        while todo:
+            child = todo.pop()
+            if child not in below and fws.get(child, {}).get("state") == "WAITING":
+                below.add(child)
+                todo.extend(links.get(str(child), []))
+    lost = []
+    if settings.backend == "mongodb":
+        _, lost_ids, _ = lp.detect_lostruns(query={"fw_id": {"$in": nodes}})
+        lost = [fws[fw_id]["name"] for fw_id in lost_ids if fw_id in fws]
+    return QueueHealth(sorted(fizzled), len(below), sorted(lost))
+
+
+def rerun(name: str, settings: IlflowsSettings | None = None) -> list[str]:
+    """Put the fizzled and lost jobs of campaign ``name`` back in the queue; return their names.
+
+    Their children wait for them again; finished jobs and their records are kept.  On MongoDB a
+    lost run is one whose worker stopped pinging for FireWorks' expiration time (4 hours).
+    """
+    settings = settings or get_settings()
+    with hold_embedded_queue(settings):
+        lp = get_launchpad(settings)
+        wf = _campaign_wf(lp, name)
+        if wf is None:
+            raise CampaignError(f"campaign: no campaign named '{name}' in the queue; see ilflows status")
+        query = {"fw_id": {"$in": wf["nodes"]}, "state": "FIZZLED"}
+        again = [(fw["fw_id"], fw["name"]) for fw in lp.fireworks.find(query, {"fw_id": 1, "name": 1})]
+        for fw_id, _ in again:
+            lp.rerun_fw(fw_id)
+        names = [job for _, job in again]
+        if settings.backend == "mongodb":
+            _, lost, _ = lp.detect_lostruns(query={"fw_id": {"$in": wf["nodes"]}}, rerun=True)
+            names += [lp.fireworks.find_one({"fw_id": fw_id}, {"name": 1})["name"] for fw_id in lost]
+        save_queue(lp, settings)
+    return sorted(names)
 
 
 # FireWorks and jobflow log every job start and end at INFO to stdout; ilflows prints its own

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-ILFLOWS = [sys.executable, "-m", "ilflows.cli"]
+from cli_runs import ILFLOWS, ROOT, cli_env
+from cli_runs import ilflows as _ilflows
 
 # 1 pair, 4 initial xTB labels, 4 DeePMD models of 60 steps, 2 walkers of 200 NVT steps.
 # The half-trained ensemble disagrees a lot, so the window is widened to keep candidates.
@@ -33,15 +32,6 @@ TINY = {
     "guards": {"max_void": None},
     "loop": {"max_iterations": 2, "accurate_ratio": 0.999},
 }
-
-
-def _env(home: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
-    return {**env, "ILFLOWS_HOME": str(home)}
-
-
-def _ilflows(args: list[str], home: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([*ILFLOWS, *args], env=_env(home), capture_output=True, text=True, cwd=ROOT, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +168,7 @@ def test_killed_worker_loses_nothing_and_labels_each_frame_once(tmp_path):
     spec.write_text(yaml.safe_dump({**TINY, "name": "kill", "loop": {"max_iterations": 1}}))
     worker = subprocess.Popen(
         [*ILFLOWS, "run", str(spec)],
-        env=_env(tmp_path),
+        env=cli_env(tmp_path),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -241,7 +231,7 @@ def test_a_selection_run_twice_queues_no_job_twice(tiny_campaign):
     home, _ = tiny_campaign
     script = RERUN_SELECT.replace("HOME", repr(str(home)))
     proc = subprocess.run(
-        [sys.executable, "-c", script], env=_env(home), capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-c", script], env=cli_env(home), capture_output=True, text=True, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = json.loads(proc.stdout.splitlines()[-1])

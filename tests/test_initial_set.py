@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_runs import ROOT, ilflows
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 PEER = SHARED / "peer-dpgen/init_data/ip35"
 EAN = SHARED / "reference-data/EAN_neuralil_validation_75frames.extxyz"
@@ -52,15 +51,7 @@ def _spec(tmp_path: Path, name: str, imports: list[dict], md: list[dict] | None 
 
 
 def _ilflows(args: list[str], home: Path, timeout: int = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
-    return subprocess.run(
-        [sys.executable, "-m", "ilflows.cli", *args],
-        env={**env, "ILFLOWS_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+    return ilflows(args, home, timeout=timeout)
 
 
 def test_import_of_another_liquid_is_refused_before_queueing(tmp_path):

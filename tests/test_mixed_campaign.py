@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from cli_runs import ilflows
 
 # 1 pair, 4 initial xTB labels; 2 DeePMD models of 60 steps and 2 MACE models of 3 epochs (loss
 # switch at epoch 2) fine-tuned from their own previous models; 2 ASE walkers driven by DeePMD
@@ -49,15 +43,7 @@ def mixed_store(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     spec = home / "mixed.yaml"
     spec.write_text(yaml.safe_dump(MIXED))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ilflows.cli", "run", str(spec)],
-        env={**env, "ILFLOWS_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=1500,
-    )
+    proc = ilflows(["run", str(spec)], home, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]  # e.g. a FireWorks thread racing the store
     assert "0 fizzled" in proc.stdout

@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_runs import ONE_ITERATION, ilflows
 
-ROOT = Path(__file__).resolve().parents[1]
-
-SPEC = {
-    "name": "cats",
-    "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22},
-    "initial": {"density_factors": [1.0], "boxes_per_density": 2, "rattled_copies": 0},
-    "train": {"n_models": 2, "overrides": {"training": {"numb_steps": 10, "disp_freq": 5, "save_freq": 10}}},
-    "explore": {"n_steps": 20, "frame_every": 10, "n_walkers": 1},
-    "guards": {"max_void": None},
-    "loop": {"max_iterations": 1},
-}
+SPEC = {"name": "cats", **ONE_ITERATION}
 
 
 def _ilflows(args: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
-    return subprocess.run(
-        [sys.executable, "-m", "ilflows.cli", *args],
-        env={**env, "ILFLOWS_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=900,
-    )
+    return ilflows(args, home)
 
 
 def _kinds(home: Path) -> dict[str, int]:

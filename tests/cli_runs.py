@@ -1,0 +1,40 @@
+"""Running the ``ilflows`` command line from tests: a fresh process on a store of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ILFLOWS = [sys.executable, "-m", "ilflows.cli"]
+
+# One PYR14+ BF4- pair, 2 packed boxes, 2 DeePMD models of 10 steps, one 20-step walker, one
+# iteration: the smallest whole campaign, for tests of the queue rather than of the science.
+ONE_ITERATION = {
+    "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22},
+    "initial": {"density_factors": [1.0], "boxes_per_density": 2, "rattled_copies": 0},
+    "train": {"n_models": 2, "overrides": {"training": {"numb_steps": 10, "disp_freq": 5, "save_freq": 10}}},
+    "explore": {"n_steps": 20, "frame_every": 10, "n_walkers": 1},
+    "guards": {"max_void": None},
+    "loop": {"max_iterations": 1},
+}
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without ilflows' settings, on the store in ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
+    return {**env, "ILFLOWS_HOME": str(home), **extra}
+
+
+def ilflows(args: list[str], home: Path, timeout: int = 900, **extra: str) -> subprocess.CompletedProcess:
+    """Run ``ilflows ARGS`` on the store in ``home`` (``extra``: more environment variables)."""
+    return subprocess.run(
+        [*ILFLOWS, *args],
+        env=cli_env(home, **extra),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )

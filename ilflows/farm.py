@@ -166,12 +166,12 @@ def queue_health(lp, name: str, settings: IlflowsSettings | None = None) -> Queu
     worker's job is READY again on disk.
     """
     settings = settings or get_settings()
-    wf = _campaign_wf(lp, name)
+    wf = lp.workflows.find_one({"name": name}, {"nodes": 1, "links": 1})
     if wf is None:
         return QueueHealth([], 0, [])
     nodes = wf["nodes"]
     fws = {fw["fw_id"]: fw for fw in lp.fireworks.find({"fw_id": {"$in": nodes}}, {"spec._tasks": 0})}
-    links = lp.workflows.find_one({"name": name}, {"links": 1})["links"]
+    links = wf["links"]
     fizzled, below = [], set()
     for fw_id, fw in fws.items():
         if fw["state"] != "FIZZLED":

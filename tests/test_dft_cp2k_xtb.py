@@ -150,6 +150,7 @@ def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path
     out.write_text(out.read_text().rsplit("MD| Step number", 1)[0])
     pos = tmp_path / "md" / "ilflows-pos-1.xyz"
     pos.write_text("".join(pos.read_text().splitlines(keepends=True)[:-5]))
-    kept = md_labels("cp2k-xtb", label.parameters, DFTSpec(), tmp_path / "md", Frame.from_ase(atoms), 2, 0.0)
+    start = Frame.from_ase(atoms)
+    kept = md_labels("cp2k-xtb", label.parameters, DFTSpec(), out.read_text(), tmp_path / "md", start, 2, 0.0)
     assert [step for step, _, _ in kept] == [2]
     assert kept[0][2].energy == written[0][2].energy and kept[0][1] == written[0][1]

@@ -284,8 +284,8 @@ class Cp2kDft:
         parameters.update(run_type="MD", n_steps=n_steps, temperature=temperature, timestep=timestep)
         parameters.update(every=every, thermostat="CSVR", thermostat_timecon=thermostat_timecon, seed=seed)
         wall, parameters["custodian"], failure = self.run_cp2k(workdir, 1, handlers=[])
-        snapshots = md_labels(self.name, parameters, spec, workdir, frame, every, wall / n_steps)
         text = (workdir / OUTPUT).read_text(errors="replace") if (workdir / OUTPUT).exists() else ""
+        snapshots = md_labels(self.name, parameters, spec, text, workdir, frame, every, wall / n_steps)
         error = None
         if abort := abort_message(text):
             error = f"cp2k aborted: {abort}"

@@ -68,12 +68,19 @@ def read_cp2k_xyz(path: Path) -> list[tuple[float, np.ndarray]]:
 
 
 def md_labels(
-    engine: str, parameters: dict, spec: DFTSpec, workdir: Path, start: Frame, every: int, step_wall: float
+    engine: str,
+    parameters: dict,
+    spec: DFTSpec,
+    text: str,
+    workdir: Path,
+    start: Frame,
+    every: int,
+    step_wall: float,
 ) -> list[tuple[int, Frame, DFTResult]]:
     """Read the frames an NVT run wrote every ``every`` steps, each labelled by its own evaluation.
 
     Positions, energies and forces come from ``<PROJECT>-pos-1.xyz`` and ``-frc-1.xyz``, the SCF
-    status and stress of step k from ``cp2k.out`` just before "MD| Step number k".  Frames CP2K
+    status and stress of step k from ``text`` (``cp2k.out``) just before "MD| Step number k".  Frames CP2K
     wrote but did not finish (a crash mid-step) are left out, so a run cut short still gives
     every step it completed.  ``step_wall`` is each label's share of the run's wall time, s.
     """
@@ -83,7 +90,6 @@ def md_labels(
     pos, frc = workdir / f"{PROJECT}-pos-1.xyz", workdir / f"{PROJECT}-frc-1.xyz"
     if not (pos.exists() and frc.exists()):
         return []
-    text = (workdir / OUTPUT).read_text(errors="replace")
     evaluations = re.split(r"MD\| Step number", text)[:-1]
     positions, forces = read_cp2k_xyz(pos), read_cp2k_xyz(frc)
     labelled = []

@@ -216,8 +216,10 @@ class Cp2kXtb:
         try:
             self.run_cp2k(workdir)
         except EngineError as err:
-            abort = abort_message((workdir / OUTPUT).read_text(errors="replace"))
-            error = f"cp2k aborted: {abort}" if abort else str(err)
+            error = str(err)
         wall = time.perf_counter() - start
-        snapshots = md_labels(self.name, parameters, spec, workdir, frame, every, wall / n_steps)
+        text = (workdir / OUTPUT).read_text(errors="replace")
+        if error is not None and (abort := abort_message(text)):
+            error = f"cp2k aborted: {abort}"
+        snapshots = md_labels(self.name, parameters, spec, text, workdir, frame, every, wall / n_steps)
         return MDRun(snapshots, error)

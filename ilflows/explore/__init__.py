@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ilflows.registry import instantiate
-from ilflows.schemas.campaign import ExploreSpec
+from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile
 
@@ -34,8 +34,12 @@ class Explorer(Protocol):
         spec: ExploreSpec,
         seed: int,
         workdir: Path,
+        dispersion: DispersionSpec | None = None,
     ) -> MDResult:
-        """Run MD from ``start`` driven by ``models[0]``, recording the ensemble deviation."""
+        """Run MD from ``start`` driven by ``models[0]``, recording the ensemble deviation.
+
+        ``dispersion``: D3 added on top of the models (hybrid MLP + D3), for engines that can.
+        """
         ...
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 
 from ilflows.execute import EngineError, require_executable, run_command
-from ilflows.schemas.campaign import ExploreSpec
+from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
 from ilflows.settings import get_settings
@@ -38,6 +38,7 @@ class LammpsDeepmd:
         spec: ExploreSpec,
         seed: int,
         workdir: Path,
+        dispersion: DispersionSpec | None = None,
     ) -> MDResult:
         """Run ``spec.n_steps`` of MD from ``start``, recording every ``spec.frame_every`` steps.
 
@@ -48,6 +49,10 @@ class LammpsDeepmd:
             0, frame_every, ..., n_steps one-to-one (e.g. the MD blew up).
 
         """
+        if dispersion is not None:
+            raise ValueError(
+                "lammps-deepmd adds no D3 to its models; explore hybrid MLP + D3 with engine ase"
+            )
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         parameters = write_inputs(models, start, type_map, spec, seed, workdir)

@@ -198,12 +198,9 @@ class ExploreMaker(Maker):
         models = trained
 
         seed = 1000 * iteration + walker + 1
-        explorer = get_explorer(self.spec.engine)
-        workdir = _workdir("md")
-        if self.dispersion:  # only the ase explorer takes it (checked when the spec is loaded)
-            result = explorer.explore(models, start, self.type_map, self.spec, seed, workdir, self.dispersion)
-        else:
-            result = explorer.explore(models, start, self.type_map, self.spec, seed, workdir)
+        result = get_explorer(self.spec.engine).explore(
+            models, start, self.type_map, self.spec, seed, _workdir("md"), self.dispersion
+        )
         return Exploration(
             **result.model_dump(),
             campaign=self.campaign,

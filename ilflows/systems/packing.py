@@ -17,6 +17,7 @@ the MD walkers continue the same numbering after the initial set (see
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,13 @@ def topology(system: SystemSpec) -> list[tuple[str, range]]:
 
 def species(system: SystemSpec) -> list[str]:
     """Chemical symbol of each atom of a box packed for ``system``, in :func:`topology` order."""
-    return [s for name, n in ordered_ions(system) for s in load_ion(name).get_chemical_symbols() * n]
+    return [s for name, n in ordered_ions(system) for s in _symbols(name) * n]
+
+
+@lru_cache
+def _symbols(name: str) -> tuple[str, ...]:
+    # system_of compares every guarded frame with every composition: read each ion file once
+    return tuple(load_ion(name).get_chemical_symbols())
 
 
 def elements(system: SystemSpec) -> list[str]:

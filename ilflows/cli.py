@@ -42,6 +42,12 @@ def _progress_printer():
     return show
 
 
+def _print_recovered(result) -> None:
+    if result.recovered:
+        names = ", ".join(result.recovered)
+        print(f"put back {len(result.recovered)} jobs a killed worker left running: {names}")
+
+
 def cmd_run(args) -> int:
     """Queue the campaign on the embedded store and run it here to the end."""
     from ilflows.farm import run_worker
@@ -51,7 +57,9 @@ def cmd_run(args) -> int:
     settings = get_settings()
     t0 = time.perf_counter()
     print(f"campaign {spec.name}: store {settings.backend} at {settings.home}", flush=True)
-    r = run_worker(spec, settings, on_progress=None if args.quiet else _progress_printer())
+    printer = None if args.quiet else _progress_printer()
+    r = run_worker(spec, settings, on_progress=printer, workers=args.workers, timeout=args.timeout)
+    _print_recovered(r)
     print(
         f"\n{'queued and ran' if r.queued else 'resumed'} {spec.name}: "
         f"{r.completed}/{r.total} jobs completed, {r.fizzled} fizzled, {time.perf_counter() - t0:.1f} s wall"
@@ -76,9 +84,21 @@ def cmd_worker(args) -> int:
     from ilflows.farm import run_worker
 
     printer = None if args.quiet else _progress_printer()
-    r = run_worker(None, get_settings(), on_progress=printer, category=args.category)
+    r = run_worker(
+        None, get_settings(), printer, category=args.category, workers=args.workers, timeout=args.timeout
+    )
+    _print_recovered(r)
     print(f"queue: {r.completed}/{r.total} jobs completed, {r.fizzled} fizzled")
     return 0 if r.fizzled == 0 else 1
+
+
+def cmd_qlaunch(args) -> int:
+    """Keep batch jobs running ``ilflows worker`` in the batch queue while the queue has work."""
+    from ilflows.farm import queue_launch
+
+    n = queue_launch(args.qadapter, get_settings(), args.category, args.max_queued, args.poll)
+    print(f"queue: nothing left to run; {n} batch jobs submitted")
+    return 0
 
 
 def cmd_check(args) -> int:
@@ -90,19 +110,29 @@ def cmd_check(args) -> int:
 
 def cmd_status(args) -> int:
     """Per-iteration table and queue state of each campaign."""
-    from ilflows.farm import campaign_progress, queue_health
+    from ilflows.farm import EMBEDDED_JOB_LIMIT, archive_file, campaign_progress, queue_health
     from ilflows.store import connect_jobstore, get_launchpad
     from ilflows.store.queries import campaigns, iteration_table, table_rows
 
     store = connect_jobstore()
     lp = get_launchpad()
+    settings = get_settings()
+    live = lp.fireworks.count_documents({})
+    if settings.backend == "embedded" and live > EMBEDDED_JOB_LIMIT and not args.json:
+        print(
+            f"note: the embedded queue holds {live} jobs (limit {EMBEDDED_JOB_LIMIT}): each job now costs "
+            "seconds of queue saves; `ilflows archive CAMPAIGN` the finished campaigns or move to MongoDB "
+            "(README: Where the embedded store ends)\n"
+        )
     queued = [n for n in lp.workflows.distinct("metadata.campaign") if n]
     names = [args.campaign] if args.campaign else sorted(set(campaigns(store)) | set(queued))
     report = {}
     for name in names:
         done, fizzled, total = campaign_progress(lp, name)
         health = queue_health(lp, name)
+        archived = archive_file(name, settings)
         report[name] = {
+            "archived": str(archived) if total == 0 and archived.exists() else None,
             "jobs": {"completed": done, "fizzled": fizzled, "total": total, "blocked": health.blocked},
             "fizzled": [{"job": job, "error": error} for job, error in health.fizzled],
             "lost": health.lost,
@@ -115,11 +145,14 @@ def cmd_status(args) -> int:
         print("no campaigns in the store")
     for name, r in report.items():
         j = r["jobs"]
-        print(f"campaign {name}: {j['completed']}/{j['total']} jobs completed, {j['fizzled']} fizzled")
+        if r["archived"]:
+            print(f"campaign {name}: finished, its jobs archived to {r['archived']}")
+        else:
+            print(f"campaign {name}: {j['completed']}/{j['total']} jobs completed, {j['fizzled']} fizzled")
         for failed in r["fizzled"]:
             print(f"  fizzled  {failed['job']}: {failed['error']}")
         for job in r["lost"]:
-            print(f"  lost     {job}: its worker stopped (no ping)")
+            print(f"  lost     {job}: its worker stopped")
         if r["fizzled"] or r["lost"]:
             print(f"  {j['blocked']} jobs wait on them; `ilflows rerun {name}` puts them back in the queue")
         _print_iterations(store, name)
@@ -136,6 +169,15 @@ def cmd_rerun(args) -> int:
     )
     if names:
         print("run them with `ilflows run SPEC` (embedded) or workers (`ilflows worker`)")
+    return 0
+
+
+def cmd_archive(args) -> int:
+    """Move a finished campaign's jobs out of the live queue (its results stay in the store)."""
+    from ilflows.farm import archive
+
+    path = archive(args.campaign)
+    print(f"campaign {args.campaign}: jobs moved out of the queue to {path}; results stay in the store")
     return 0
 
 
@@ -157,6 +199,12 @@ def cmd_query(args) -> int:
         rows = [r for r in rows if r["iteration"] == args.iteration]
     print(json.dumps(rows, indent=1) if args.json else q.format_table(rows))
     return 0
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return int(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -184,7 +232,24 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_worker)
     for name in ("run", "worker"):
-        sub.choices[name].add_argument("--quiet", action="store_true", help="no per-job progress lines")
+        s = sub.choices[name]
+        s.add_argument("--quiet", action="store_true", help="no per-job progress lines")
+        s.add_argument(
+            "--workers", type=_positive_int, default=1, help="jobs run at once on this machine (default 1)"
+        )
+        s.add_argument(
+            "--timeout",
+            type=float,
+            help="seconds after which no new job starts, e.g. the batch job's walltime less its longest job",
+        )
+    s = sub.add_parser("qlaunch", help="submit batch jobs (SLURM, PBS) running workers while jobs are ready")
+    s.add_argument("qadapter", help="queue adapter file, e.g. launchpad_configs/my_qadapter_slurm.yaml")
+    s.add_argument("--category", help="only count jobs of this category as work (as the workers' --category)")
+    s.add_argument(
+        "--max-queued", type=_positive_int, default=1, help="batch jobs queued or running at once (default 1)"
+    )
+    s.add_argument("--poll", type=float, default=30.0, help="seconds between looks at the queue (default 30)")
+    s.set_defaults(func=cmd_qlaunch)
     s = sub.add_parser("status", help="per-iteration table of each campaign")
     s.add_argument("campaign", nargs="?", help="campaign name (default: all)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -192,6 +257,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rerun", help="put a campaign's fizzled and lost jobs back in the queue")
     s.add_argument("campaign", help="campaign name")
     s.set_defaults(func=cmd_rerun)
+    s = sub.add_parser("archive", help="move a finished campaign's jobs out of the live queue")
+    s.add_argument("campaign", help="campaign name")
+    s.set_defaults(func=cmd_archive)
     s = sub.add_parser("query", help="records of the store")
     s.add_argument("what", choices=["labels", "trainings", "explorations", "frames"])
     s.add_argument("--campaign", help="campaign name (default: all)")

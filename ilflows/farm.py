@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
 import shutil
-import time
-from collections.abc import Callable
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +19,11 @@ from ilflows.settings import IlflowsSettings, get_settings
 from ilflows.store import (
     check_connection,
     connect_jobstore,
+    get_jobstore,
     get_launchpad,
-    hold_embedded_queue,
     initialize_queue,
-    save_queue,
+    open_queue,
+    queue_holder,
 )
 
 
@@ -98,6 +102,11 @@ def _queue(lp, spec: CampaignSpec) -> bool:
 
     initialize_queue(lp)
     digest = _spec_digest(spec)
+    if archive_file(spec.name).exists():
+        raise CampaignError(
+            f"name: campaign '{spec.name}' has finished and was archived to {archive_file(spec.name)}; "
+            "give this spec a new name to run it again"
+        )
     queued = _campaign_wf(lp, spec.name)
     if queued is not None:
         if queued.get("metadata", {}).get("spec_sha256") != digest:
@@ -118,24 +127,10 @@ def submit(spec: CampaignSpec, settings: IlflowsSettings | None = None) -> bool:
     Run :func:`preflight` first: this only queues.
     """
     settings = settings or get_settings()
-    with hold_embedded_queue(settings):
-        lp = get_launchpad(settings)
+    with open_queue(settings) as lp:
         if settings.backend == "mongodb":
             check_connection(lp)
-        added = _queue(lp, spec)
-        save_queue(lp, settings)
-    return added
-
-
-@dataclass
-class Progress:
-    """State of a campaign's jobs after one job finished."""
-
-    job: str
-    state: str
-    seconds: float
-    done: int
-    total: int
+        return _queue(lp, spec)
 
 
 def campaign_progress(lp, name: str) -> tuple[int, int, int]:
@@ -150,20 +145,63 @@ def _workflow_progress(lp, wf: dict | None) -> tuple[int, int, int]:
     return states.count("COMPLETED"), states.count("FIZZLED"), len(states)
 
 
+def archive_file(name: str, settings: IlflowsSettings | None = None) -> Path:
+    """Where :func:`archive` writes campaign ``name``'s queue records."""
+    return (settings or get_settings()).home / "archive" / f"{name}.json"
+
+
+def archive(name: str, settings: IlflowsSettings | None = None) -> Path:
+    """Move a finished campaign's jobs out of the live queue into a file of their own.
+
+    The embedded queue is rewritten whole at each state change, so its cost grows with every
+    job it holds (benchmarks/store_scaling.py); results stay in the JobStore, and the archive
+    file keeps the workflow, its Fireworks and their launches as the queue had them.
+
+    Raises
+    ------
+    CampaignError
+        No such campaign, or it still has jobs waiting or running.
+    """
+    import bson.json_util
+
+    settings = settings or get_settings()
+    with open_queue(settings) as lp:
+        wf = lp.workflows.find_one({"name": name})
+        if wf is None:
+            raise CampaignError(f"campaign: no campaign named '{name}' in the queue; see ilflows status")
+        fws = list(lp.fireworks.find({"fw_id": {"$in": wf["nodes"]}}))
+        unfinished = [fw["name"] for fw in fws if fw["state"] not in ("COMPLETED", "FIZZLED", "DEFUSED")]
+        if unfinished:
+            raise CampaignError(
+                f"campaign: '{name}' still has {len(unfinished)} jobs to run (e.g. {unfinished[0]}); "
+                "archive it once ilflows status shows none"
+            )
+        launch_ids = [i for fw in fws for i in fw.get("launches", []) + fw.get("archived_launches", [])]
+        launches = list(lp.launches.find({"launch_id": {"$in": launch_ids}}))
+        path = archive_file(name, settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(bson.json_util.dumps({"workflow": wf, "fireworks": fws, "launches": launches}))
+        os.replace(tmp, path)  # on disk before the queue forgets it
+        lp.delete_wf(wf["nodes"][0], delete_launch_dirs=False)
+    return path
+
+
 @dataclass
 class QueueHealth:
     """Jobs of a campaign that need a person: failed ones, those waiting on them, lost ones."""
 
     fizzled: list[tuple[str, str]]  # (job name, the last line of its error)
     blocked: int  # WAITING jobs below a fizzled one: they run only after a rerun
-    lost: list[str]  # RUNNING jobs whose worker stopped pinging (MongoDB; none on the embedded queue)
+    lost: list[str]  # RUNNING jobs whose worker is gone
 
 
 def queue_health(lp, name: str, settings: IlflowsSettings | None = None) -> QueueHealth:
     """Report the fizzled, blocked and lost jobs of campaign ``name``.
 
-    Lost runs exist only on MongoDB: the embedded queue is saved between jobs, so a killed
-    worker's job is READY again on disk.
+    Lost: on MongoDB, RUNNING jobs whose worker stopped pinging for FireWorks' expiration time;
+    on the embedded queue, RUNNING jobs while no process holds the queue (their worker was
+    killed; the next ``ilflows run`` or ``worker`` puts them back).
     """
     settings = settings or get_settings()
     wf = lp.workflows.find_one({"name": name}, {"nodes": 1, "links": 1})
@@ -188,10 +226,13 @@ def queue_health(lp, name: str, settings: IlflowsSettings | None = None) -> Queu
             if child not in below and fws.get(child, {}).get("state") == "WAITING":
                 below.add(child)
                 todo.extend(links.get(str(child), []))
-    lost = []
     if settings.backend == "mongodb":
         _, lost_ids, _ = lp.detect_lostruns(query={"fw_id": {"$in": nodes}})
-        lost = [fws[fw_id]["name"] for fw_id in lost_ids if fw_id in fws]
+    elif queue_holder(settings) is None:
+        lost_ids = [fw_id for fw_id, fw in fws.items() if fw["state"] == "RUNNING"]
+    else:
+        lost_ids = []
+    lost = [fws[fw_id]["name"] for fw_id in lost_ids if fw_id in fws]
     return QueueHealth(sorted(fizzled), len(below), sorted(lost))
 
 
@@ -202,8 +243,7 @@ def rerun(name: str, settings: IlflowsSettings | None = None) -> list[str]:
     lost run is one whose worker stopped pinging for FireWorks' expiration time (4 hours).
     """
     settings = settings or get_settings()
-    with hold_embedded_queue(settings):
-        lp = get_launchpad(settings)
+    with open_queue(settings) as lp:
         wf = _campaign_wf(lp, name)
         if wf is None:
             raise CampaignError(f"campaign: no campaign named '{name}' in the queue; see ilflows status")
@@ -215,13 +255,14 @@ def rerun(name: str, settings: IlflowsSettings | None = None) -> list[str]:
         if settings.backend == "mongodb":
             _, lost, _ = lp.detect_lostruns(query={"fw_id": {"$in": wf["nodes"]}}, rerun=True)
             names += [lp.fireworks.find_one({"fw_id": fw_id}, {"name": 1})["name"] for fw_id in lost]
-        save_queue(lp, settings)
+        else:
+            names += lp.recover_lost_runs(query={"fw_id": {"$in": wf["nodes"]}})
     return sorted(names)
 
 
 # FireWorks and jobflow log every job start and end at INFO to stdout; ilflows prints its own
 # progress lines (or none with --quiet).  Warnings and errors still show.
-CHATTY_LOGGERS = ["rocket.launcher", "launchpad", "jobflow.core.job"]
+CHATTY_LOGGERS = ["rocket.launcher", "queue.launcher", "launchpad", "jobflow.core.job"]
 
 
 def _warnings_only(record: logging.LogRecord) -> bool:
@@ -236,70 +277,175 @@ class WorkerResult:
     completed: int
     fizzled: int
     total: int
+    recovered: list[str]  # jobs left RUNNING by a killed worker, put back before starting
+
+
+# FireWorks' workers must give up some time: launch_multiprocess fails on timeout=None when one
+# worker runs dry while another is busy.
+FOREVER = 10 * 365 * 24 * 3600.0
+IDLE_POLL = 1.0  # s between looks for ready jobs while others run (FireWorks' default: 60 s)
+# Past this many jobs in the embedded queue, queue saves and scans cost over a second per job
+# (benchmarks/store_scaling.py): archive finished campaigns or move to MongoDB.
+EMBEDDED_JOB_LIMIT = 3000
 
 
 def run_worker(
     spec: CampaignSpec | None = None,
     settings: IlflowsSettings | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable | None = None,
     category: str | None = None,
+    workers: int = 1,
+    timeout: float | None = None,
 ) -> WorkerResult:
-    """Queue ``spec`` (if given and new) and run jobs until the queue has none ready.
+    """Queue ``spec`` (if given and new) and run jobs with ``workers`` processes until none is ready.
 
-    Holds the embedded queue for the whole run and saves it after every job, never during one:
-    a killed worker leaves the job it was running READY in the file, and the next worker runs it
-    again (its JobStore record, if any, is replaced, not duplicated).
-    Counts are the campaign's jobs, or the whole queue's when no spec is given.  With a
-    ``category`` the worker runs only jobs of that category (``spec.workers``), e.g. "cpu".
+    The workers are FireWorks' multi-process launcher: one LaunchPad served to N processes that
+    each run one job at a time.  On the embedded queue this process holds the queue throughout,
+    jobs left RUNNING by a killed worker are put back first, and every state change is on disk
+    when it happens; workers die with this process.  ``on_progress`` gets a
+    :class:`ilflows.store.launchpad.Progress` per finished job.  Counts are the campaign's jobs,
+    or the whole queue's when no spec is given.  With a ``category`` the workers run only jobs of
+    that category (``spec.workers``), e.g. "cpu".  After ``timeout`` seconds no new job starts.
     """
     from fireworks import FWorker
-    from fireworks.core.rocket_launcher import launch_rocket
+    from fireworks.features.multi_launcher import launch_multiprocess
     from jobflow import SETTINGS
 
     settings = settings or get_settings()
-    with hold_embedded_queue(settings):
-        lp = get_launchpad(settings)
+    with open_queue(settings) as lp:
         if settings.backend == "mongodb":
             check_connection(lp)
         queued = spec is not None and _queue(lp, spec)
-        save_queue(lp, settings)
-        SETTINGS.JOB_STORE = connect_jobstore(settings)
+        recovered = lp.recover_lost_runs() if settings.backend == "embedded" else []
+        connect_jobstore(settings)  # creates the indexes on MongoDB
+        SETTINGS.JOB_STORE = get_jobstore(settings)  # unconnected: each worker connects its own
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
-        here = Path.cwd()
-        quiet = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+        lp.on_progress = on_progress
+        fworker = FWorker(category=category or "")
+        with _quiet_fireworks(), _inside(settings.runs_dir), _workers_follow_this_process():
+            launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=timeout or FOREVER)
+    lp = get_launchpad(settings)  # as the workers left it
+    if not settings.keep_workdirs:
+        _remove_finished_runs(lp, settings.runs_dir)
+    if spec is not None:
+        counts = campaign_progress(lp, spec.name)
+    else:
+        states = [fw["state"] for fw in lp.fireworks.find({}, {"state": 1})]
+        counts = states.count("COMPLETED"), states.count("FIZZLED"), len(states)
+    return WorkerResult(queued, *counts, recovered)
+
+
+def queue_launch(
+    qadapter_file: Path,
+    settings: IlflowsSettings | None = None,
+    category: str | None = None,
+    max_queued: int = 1,
+    poll: float = 30.0,
+) -> int:
+    """Submit batch jobs that each run ``ilflows worker`` while the queue has work; return how many.
+
+    FireWorks' queue launcher (``qlaunch rapidfire``) on ilflows' LaunchPad: it keeps up to
+    ``max_queued`` batch jobs in the batch queue while jobs are ready, looks again every ``poll``
+    seconds, and returns when the campaign's queue has nothing left to run.  It only reads the
+    LaunchPad (no reservations), so it runs beside the workers it starts.  On the embedded queue
+    one batch job at a time can hold the queue: more workers go in that job (``--workers N``).
+
+    Raises
+    ------
+    CampaignError
+        ``max_queued`` above 1 on the embedded queue.
+    StoreConfigError
+        The queue adapter file is missing.
+    """
+    from fireworks import FWorker
+    from fireworks.queue.queue_launcher import rapidfire
+    from fireworks.utilities.fw_serializers import load_object_from_file
+
+    from ilflows.store import StoreConfigError
+
+    settings = settings or get_settings()
+    if settings.backend == "embedded" and max_queued > 1:
+        raise CampaignError(
+            f"max_queued: {max_queued} batch jobs cannot share the embedded queue (one holds it); give the "
+            "worker in the queue adapter's rocket_launch --workers N, or use ILFLOWS_BACKEND=mongodb"
+        )
+    if not Path(qadapter_file).is_file():
+        raise StoreConfigError(f"{qadapter_file} not found; copy launchpad_configs/my_qadapter_slurm.yaml")
+    lp = get_launchpad(settings)
+    if settings.backend == "mongodb":
+        check_connection(lp)
+    qadapter = load_object_from_file(str(qadapter_file))
+    block = settings.runs_dir / "queue"
+    block.mkdir(parents=True, exist_ok=True)
+    before = len(list(block.glob("block_*/launcher_*")))
+    with _quiet_fireworks():
+        rapidfire(
+            lp,
+            FWorker(category=category or ""),
+            qadapter,
+            str(block),
+            nlaunches=0,
+            njobs_queue=max_queued,
+            sleep_time=poll,
+            strm_lvl="WARNING",
+        )
+    return len(list(block.glob("block_*/launcher_*"))) - before
+
+
+@contextmanager
+def _quiet_fireworks() -> Iterator[None]:
+    quiet = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    for logger in quiet:
+        logger.addFilter(_warnings_only)
+    try:
+        yield
+    finally:
         for logger in quiet:
-            logger.addFilter(_warnings_only)
-        try:
-            while True:
-                launch_dir = Path(
-                    os.path.abspath(
-                        settings.runs_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns()}"
-                    )
-                )
-                launch_dir.mkdir()
-                os.chdir(launch_dir)
-                t0 = time.perf_counter()
-                launched = launch_rocket(lp, FWorker(category=category or ""), strm_lvl="ERROR")
-                os.chdir(here)
-                save_queue(lp, settings)
-                if not launched:
-                    shutil.rmtree(launch_dir, ignore_errors=True)
-                    break
-                launch = lp.launches.find_one({"launch_dir": str(launch_dir)}, {"fw_id": 1, "state": 1})
-                fw = lp.fireworks.find_one({"fw_id": launch["fw_id"]}, {"name": 1, "state": 1})
-                if fw["state"] == "COMPLETED" and not settings.keep_workdirs:
-                    shutil.rmtree(launch_dir, ignore_errors=True)
-                if on_progress is not None:
-                    wf = lp.workflows.find_one({"nodes": launch["fw_id"]}, {"nodes": 1})
-                    done, _, total = _workflow_progress(lp, wf)
-                    on_progress(Progress(fw["name"], fw["state"], time.perf_counter() - t0, done, total))
-        finally:
-            os.chdir(here)
-            for logger in quiet:
-                logger.removeFilter(_warnings_only)
-        if spec is not None:
-            counts = campaign_progress(lp, spec.name)
-        else:
-            states = [fw["state"] for fw in lp.fireworks.find({}, {"state": 1})]
-            counts = states.count("COMPLETED"), states.count("FIZZLED"), len(states)
-        return WorkerResult(queued, *counts)
+            logger.removeFilter(_warnings_only)
+
+
+@contextmanager
+def _inside(folder: Path) -> Iterator[None]:
+    """Run in ``folder``: FireWorks makes each job's launcher_* directory in the working directory."""
+    here = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+_runner_pid: int | None = None
+
+
+def _die_with_runner() -> None:
+    """In a process forked by the runner: be killed when the runner dies (Linux), or exit now.
+
+    Orphaned workers would keep the queue's lock and save a queue nobody watches.
+    """
+    if _runner_pid is None or os.getppid() != _runner_pid or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != _runner_pid:  # the runner died before prctl
+        os._exit(1)
+
+
+os.register_at_fork(after_in_child=_die_with_runner)
+
+
+@contextmanager
+def _workers_follow_this_process() -> Iterator[None]:
+    global _runner_pid
+    _runner_pid = os.getpid()
+    try:
+        yield
+    finally:
+        _runner_pid = None
+
+
+def _remove_finished_runs(lp, runs_dir: Path) -> None:
+    """Delete the run folders of completed jobs (failed ones stay for a look)."""
+    folders = [str(path) for path in Path(runs_dir).resolve().glob("launcher_*")]
+    finished = lp.launches.find({"launch_dir": {"$in": folders}, "state": "COMPLETED"}, {"launch_dir": 1})
+    for launch in finished:
+        shutil.rmtree(launch["launch_dir"], ignore_errors=True)

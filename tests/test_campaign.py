@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -199,9 +200,10 @@ def test_killed_worker_loses_nothing_and_labels_each_frame_once(tmp_path):
 RERUN_SELECT = """
 import json
 from ilflows.settings import IlflowsSettings
-from ilflows.store import get_launchpad
+from ilflows.store import open_queue
 
-lp = get_launchpad(IlflowsSettings(home=HOME))  # in memory: nothing here is saved
+queue = open_queue(IlflowsSettings(home=HOME))  # a copy of the campaign's store
+lp = queue.__enter__()
 from fireworks import FWAction  # after ilflows chose FireWorks' backend
 from ilflows.store.launchpad import IlflowsLaunchPad
 
@@ -227,8 +229,8 @@ print(json.dumps({**counts, "labels": labels}))
 
 
 @pytest.mark.slow
-def test_a_selection_run_twice_queues_no_job_twice(tiny_campaign):
-    home, _ = tiny_campaign
+def test_a_selection_run_twice_queues_no_job_twice(tiny_campaign, tmp_path):
+    home = shutil.copytree(tiny_campaign[0], tmp_path / "home")
     script = RERUN_SELECT.replace("HOME", repr(str(home)))
     proc = subprocess.run(
         [sys.executable, "-c", script], env=cli_env(home), capture_output=True, text=True, cwd=ROOT

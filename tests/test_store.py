@@ -83,12 +83,11 @@ def test_mongodb_config_names_the_missing_variable():
 def test_embedded_queue_survives_a_new_process_and_refuses_a_second_holder(tmp_path):
     env = {"ILFLOWS_HOME": str(tmp_path)}
     write = (
-        "from ilflows.store import get_launchpad, hold_embedded_queue, initialize_queue, save_queue\n"
+        "from ilflows.store import initialize_queue, open_queue\n"
         "from fireworks import Firework, ScriptTask\n"
-        "with hold_embedded_queue():\n"
-        "    lp = get_launchpad(); initialize_queue(lp)\n"
+        "with open_queue() as lp:\n"
+        "    initialize_queue(lp)\n"
         "    lp.add_wf(Firework(ScriptTask.from_str('true'), name='probe'))\n"
-        "    save_queue(lp)\n"
     )
     assert _python(write, env).returncode == 0
     read = "from ilflows.store import get_launchpad; print(get_launchpad().fireworks.count_documents({}))"
@@ -99,8 +98,8 @@ def test_embedded_queue_survives_a_new_process_and_refuses_a_second_holder(tmp_p
     assert (tmp_path / "launchpad.json").stat().st_mtime_ns == before
 
     hold = (
-        "from ilflows.store import hold_embedded_queue\nimport time\n"
-        "with hold_embedded_queue():\n    print('held', flush=True); time.sleep(30)\n"
+        "from ilflows.store import open_queue\nimport time\n"
+        "with open_queue():\n    print('held', flush=True); time.sleep(30)\n"
     )
     full = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
     holder = subprocess.Popen(
@@ -111,7 +110,7 @@ def test_embedded_queue_survives_a_new_process_and_refuses_a_second_holder(tmp_p
         second = _python(write, env)
         assert second.returncode != 0
         assert "is held by pid" in second.stderr
-        assert "only one worker may run on the embedded store" in second.stderr
+        assert "--workers N" in second.stderr
     finally:
         holder.kill()
         holder.wait()

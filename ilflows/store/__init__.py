@@ -7,10 +7,10 @@ from ilflows.store.backends import (
     connect_jobstore,
     get_jobstore,
     get_launchpad,
-    hold_embedded_queue,
     initialize_queue,
+    open_queue,
     prepare_fireworks,
-    save_queue,
+    queue_holder,
 )
 
 __all__ = [
@@ -20,8 +20,8 @@ __all__ = [
     "connect_jobstore",
     "get_jobstore",
     "get_launchpad",
-    "hold_embedded_queue",
     "initialize_queue",
+    "open_queue",
     "prepare_fireworks",
-    "save_queue",
+    "queue_holder",
 ]

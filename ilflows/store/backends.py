@@ -7,9 +7,9 @@ Two backends:
   the environment so passwords stay out of the repository, specs and job documents.
 * ``embedded`` (default, no server): FireWorks' own mongomock mode for the LaunchPad (one
   JSON file) and maggma MontyStores on sqlite for the JobStore.  mongomock keeps the whole
-  queue in memory and has no locking, so one ``ilflows run`` process at a time may hold the
-  queue (:func:`hold_embedded_queue`); it writes the file atomically after every change
-  (:func:`save_queue`), and nothing else ever writes it.
+  queue in memory and has no locking, so one process at a time may hold the queue
+  (:func:`open_queue`), serving it to its workers; it writes the file atomically after every
+  change (:class:`ilflows.store.launchpad.EmbeddedLaunchPad`), and nothing else ever writes it.
 """
 
 from __future__ import annotations
@@ -98,23 +98,28 @@ def _read_config(path: Path) -> dict:
 
 
 def get_launchpad(settings: IlflowsSettings | None = None):
-    """Return the configured :class:`fireworks.LaunchPad` (never connects by itself)."""
+    """Return the configured LaunchPad for reading (never connects by itself).
+
+    On the embedded queue it refuses writes and rereads the file when another process saved it;
+    write through :func:`open_queue`.
+    """
     settings = settings or get_settings()
     prepare_fireworks(settings)
     from ilflows.store.launchpad import EmbeddedLaunchPad, IlflowsLaunchPad
 
     if settings.backend == "mongodb":
         return IlflowsLaunchPad.from_dict(_read_config(settings.launchpad_file))
+    return EmbeddedLaunchPad(_queue_path(settings), writable=False)
 
+
+def _queue_path(settings: IlflowsSettings) -> Path:
     path = queue_file(settings)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, "{}")
-    lp = EmbeddedLaunchPad(host="localhost", name="ilflows", strm_lvl="WARNING")
-    # mongomock_persistence writes the whole file, non-atomically, when the client is garbage
-    # collected; every process would then overwrite the others.  Only save_queue writes.
-    lp.connection._store._finalizer.detach()
-    return lp
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text("{}")
+        os.replace(tmp, path)
+    return path
 
 
 def check_connection(lp) -> None:
@@ -147,32 +152,19 @@ def initialize_queue(lp) -> None:
         lp.reset("", require_password=False)
 
 
-def save_queue(lp, settings: IlflowsSettings | None = None) -> None:
-    """Write the embedded queue atomically (no-op on MongoDB, which persists by itself)."""
-    settings = settings or get_settings()
-    if settings.backend != "embedded":
-        return
-    import bson.json_util
-
-    _atomic_write(queue_file(settings), bson.json_util.dumps(lp.connection._store.to_dict()))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 @contextmanager
-def hold_embedded_queue(settings: IlflowsSettings | None = None) -> Iterator[None]:
-    """Hold the embedded queue exclusively, or raise :class:`StoreBusyError` at once."""
+def open_queue(settings: IlflowsSettings | None = None) -> Iterator:
+    """Hold the queue and yield its LaunchPad for writing.
+
+    On the embedded queue: exclusively, or :class:`StoreBusyError` at once; every change is on
+    disk when the call that made it returns.  On MongoDB: no lock (the server serialises).
+    """
     settings = settings or get_settings()
     if settings.backend != "embedded":
-        yield
+        yield get_launchpad(settings)
         return
+    from ilflows.store.launchpad import EmbeddedLaunchPad
+
     lock_path = queue_file(settings).with_suffix(".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as fh:
@@ -182,19 +174,36 @@ def hold_embedded_queue(settings: IlflowsSettings | None = None) -> Iterator[Non
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             raise StoreBusyError(
-                f"the embedded queue {queue_file(settings)} is held by {holder}; wait for it to finish "
-                "(only one worker may run on the embedded store; use ILFLOWS_BACKEND=mongodb for more)"
+                f"the embedded queue {queue_file(settings)} is held by {holder}; wait for it to finish, "
+                "or run more workers in it (ilflows run/worker --workers N; ILFLOWS_BACKEND=mongodb for "
+                "workers on several nodes)"
             ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} ({' '.join(sys.argv[:2])})")
         fh.flush()
         try:
-            yield
+            prepare_fireworks(settings)
+            yield EmbeddedLaunchPad(_queue_path(settings), writable=True)
         finally:
             fh.seek(0)
             fh.truncate()
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def queue_holder(settings: IlflowsSettings | None = None) -> str | None:
+    """Who holds the embedded queue now ("pid N (ilflows run)"), or None when nobody does."""
+    settings = settings or get_settings()
+    lock_path = queue_file(settings).with_suffix(".lock")
+    if not lock_path.exists():
+        return None
+    with open(lock_path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "another process"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
 
 
 def get_jobstore(settings: IlflowsSettings | None = None):

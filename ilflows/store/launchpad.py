@@ -6,7 +6,27 @@ binds mongomock or pymongo when it is first imported.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bson.json_util
 from fireworks import LaunchPad
+
+
+@dataclass
+class Progress:
+    """A job that finished, and where its campaign stands."""
+
+    job: str
+    state: str  # COMPLETED or FIZZLED
+    seconds: float  # run time of the job, s
+    done: int  # completed jobs of its workflow
+    total: int  # jobs of its workflow
 
 
 class IlflowsLaunchPad(LaunchPad):
@@ -16,7 +36,13 @@ class IlflowsLaunchPad(LaunchPad):
     made from the campaign and their names (:func:`ilflows.loop.campaign.place`), so a job run
     again after its worker died (lost-run detection, rerun) adds nothing that its first run
     already queued: a frame is labelled once.
+
+    ``on_progress``, when set, is called with a :class:`Progress` after each job completes or
+    fizzles, in the process that holds the LaunchPad (FireWorks' DataServer when several
+    workers share it).
     """
+
+    on_progress: Callable[[Progress], None] | None = None
 
     @classmethod
     def from_dict(cls, d):
@@ -30,21 +56,117 @@ class IlflowsLaunchPad(LaunchPad):
         if action is not None:
             action.additions = [wf for wf in action.additions if not self._queued(wf)]
             action.detours = [wf for wf in action.detours if not self._queued(wf)]
-        return super().complete_launch(launch_id, action, state)
+        launch = super().complete_launch(launch_id, action, state)
+        if self.on_progress is not None:
+            self._commit()  # a job reported done is done on disk
+            self.on_progress(self._progress(launch_id))
+        return launch
+
+    def _commit(self) -> None:
+        """Make the changes so far durable (MongoDB already has them)."""
 
     def _queued(self, wf) -> bool:
         uuids = [task["job"].uuid for fw in wf.fws for task in fw.tasks if "job" in task]
         return bool(uuids) and self.fireworks.count_documents({"spec._tasks.job.uuid": {"$in": uuids}}) > 0
 
+    def _progress(self, launch_id: int) -> Progress:
+        launch = self.launches.find_one({"launch_id": launch_id}, {"fw_id": 1, "state": 1, "runtime_secs": 1})
+        fw = self.fireworks.find_one({"fw_id": launch["fw_id"]}, {"name": 1})
+        nodes = self.workflows.find_one({"nodes": launch["fw_id"]}, {"nodes": 1})["nodes"]
+        done = self.fireworks.count_documents({"fw_id": {"$in": nodes}, "state": "COMPLETED"})
+        return Progress(fw["name"], launch["state"], launch.get("runtime_secs") or 0.0, done, len(nodes))
+
+
+# LaunchPad methods that only read; every other public method may write.
+READERS = frozenset(
+    {
+        "as_dict",
+        "future_run_exists",
+        "get_fw_by_id",
+        "get_fw_dict_by_id",
+        "get_fw_ids",
+        "get_fw_ids_from_reservation_id",
+        "get_fw_ids_in_wfs",
+        "get_launch_by_id",
+        "get_launchdir",
+        "get_logdir",
+        "get_reservation_id_from_fw_id",
+        "get_tracker_data",
+        "get_wf_by_fw_id",
+        "get_wf_by_fw_id_lzyfw",
+        "get_wf_ids",
+        "get_wf_summary_dict",
+        "log_message",
+        "ping_launch",  # a no-op on the embedded queue
+        "run_exists",
+        "to_db_dict",
+        "to_dict",
+        "to_file",
+        "to_format",
+    }
+)
+
+
+class ReadOnlyQueueError(RuntimeError):
+    """A write was attempted through a LaunchPad opened for reading."""
+
 
 class EmbeddedLaunchPad(IlflowsLaunchPad):
-    """LaunchPad on a mongomock file that appends many jobs in one insert.
+    """LaunchPad on FireWorks' mongomock file, safe for several workers of one process tree.
+
+    mongomock is neither thread-safe (``find_one_and_update`` is not atomic) nor persistent by
+    itself (mongomock_persistence writes the whole file when the client is collected, from
+    whichever process collects it last).  So every public method runs under one lock, and a
+    *writable* pad saves the whole store atomically (temporary file, then ``os.replace``) after
+    each outermost call that may have written: the file on disk is the queue after its last
+    state change, whatever is killed.  Only the process holding the queue's file lock opens it
+    writable (:func:`ilflows.store.open_queue`); FireWorks' ``launch_multiprocess`` serves that
+    one object to its workers.  A read-only pad reloads the file when it has changed and
+    refuses writes.
 
     mongomock has no indexes, and FireWorks appends dynamic jobs with one upsert per Firework,
-    each scanning the whole collection twice: 1,000 jobs cost seconds and grow with the queue.
-    New Fireworks (negative ids) get their ids in one call and go in with one ``insert_many``,
-    as FireWorks itself does when it reassigns every id; existing ones are upserted as before.
+    each scanning the whole collection twice; new Fireworks go in with one ``insert_many``.
     """
+
+    def __init__(self, path: Path, writable: bool):
+        self._lock = threading.RLock()  # before LaunchPad.__init__, which may call public methods
+        self._depth = 0
+        self._wrote = False
+        self._path = path
+        self._writable = writable
+        self._connect()
+
+    def _connect(self) -> None:
+        self._mtime = self._path.stat().st_mtime_ns
+        LaunchPad.__init__(self, host="localhost", name="ilflows", strm_lvl="WARNING")
+        # mongomock_persistence would write the whole file, non-atomically, when the client is
+        # garbage collected, from every process that read it; only _save() writes.
+        self.connection._store._finalizer.detach()
+
+    def _commit(self) -> None:
+        if self._writable:
+            self._save()
+            self._wrote = False
+
+    def _save(self) -> None:
+        """Write the whole store to its file atomically."""
+        text = bson.json_util.dumps(self.connection._store.to_dict())
+        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._path)
+        self._mtime = self._path.stat().st_mtime_ns
+
+    def recover_lost_runs(self, query: dict | None = None) -> list[str]:
+        """Put back the RUNNING jobs (matching ``query``): with the queue held, none has a live worker.
+
+        A worker killed mid-job leaves its job RUNNING on disk (it was saved at checkout).
+        Returns the names of the jobs put back.
+        """
+        _, lost, _ = self.detect_lostruns(expiration_secs=0, rerun=True, query=query)
+        return sorted(self.fireworks.find_one({"fw_id": fw_id}, {"name": 1})["name"] for fw_id in lost)
 
     def _upsert_fws(self, fws, reassign_all=False):
         fresh = sorted((fw for fw in fws if fw.fw_id < 0), key=lambda fw: fw.fw_id)
@@ -59,10 +181,37 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
         return old_new
 
     def ping_launch(self, launch_id, ptime=None, checkpoint=None) -> None:
-        """Do nothing: a rocket's ping thread would race the worker on the mongomock store.
+        """Do nothing: the embedded queue has no lost-run timer (see :meth:`recover_lost_runs`)."""
 
-        FireWorks pings once more from a second thread as a job finishes, while the worker
-        thread replaces that launch's document; mongomock is not thread-safe, and the ping failed
-        with "No Launch exists" (or could write a stale history).  The embedded queue needs no
-        pings: it is saved only between jobs, so a killed worker's job is still READY on disk.
-        """
+
+def _serialised(method, writes: bool):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._lock:
+            if self._depth == 0 and not self._writable:
+                if writes:
+                    raise ReadOnlyQueueError(
+                        f"{method.__name__}: {self._path} is open for reading only; "
+                        "write through ilflows.store.open_queue()"
+                    )
+                if self._path.stat().st_mtime_ns != self._mtime:
+                    self._connect()  # another process saved the queue since we read it
+            self._depth += 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._depth -= 1
+                self._wrote |= writes
+                if self._depth == 0 and self._wrote:
+                    self._wrote = False
+                    if self._writable:
+                        self._save()
+
+    return call
+
+
+for _name, _method in inspect.getmembers(EmbeddedLaunchPad, inspect.isfunction):
+    if not _name.startswith("_") and not isinstance(
+        inspect.getattr_static(EmbeddedLaunchPad, _name), staticmethod
+    ):
+        setattr(EmbeddedLaunchPad, _name, _serialised(_method, writes=_name not in READERS))

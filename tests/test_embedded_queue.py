@@ -1,0 +1,150 @@
+"""Several workers on the embedded queue: each job runs once, the file is the queue after every
+change, a killed runner loses nothing, and nothing else writes the queue while it runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from cli_runs import ROOT, cli_env, ilflows
+
+TESTS = str(ROOT / "tests")
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {"PYTHONPATH": TESTS, "TOY_LOG": str(home / "log")}
+
+
+def _queue_naps(home: Path, n: int, seconds: float) -> None:
+    cmd = [sys.executable, "-c", f"from toy_jobs import queue_naps; queue_naps({n}, {seconds})"]
+    subprocess.run(cmd, env=cli_env(home, **_env(home)), check=True, cwd=ROOT)
+
+
+def _runs(home: Path) -> Counter:
+    log = home / "log"
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def _states(home: Path) -> Counter:
+    queue = json.loads((home / "launchpad.json").read_text())  # plain JSON: readable at any time
+    return Counter(fw["state"] for _, fw in queue["ilflows"]["fireworks"]["documents"])  # (_id, doc)
+
+
+def test_two_workers_run_each_job_once(tmp_path):
+    _queue_naps(tmp_path, 8, 1.0)
+    t0 = time.perf_counter()
+    proc = ilflows(["worker", "--workers", "2"], tmp_path, **_env(tmp_path))
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "queue: 8/8 jobs completed, 0 fizzled" in proc.stdout
+    assert len(re.findall(r"jobs done\s+nap\s+COMPLETED", proc.stdout)) == 8  # a line per job
+    assert _runs(tmp_path) == Counter({str(i): 1 for i in range(8)})
+    assert _states(tmp_path) == Counter({"COMPLETED": 8})
+    assert wall < 8 + 6  # two at a time: 8 one-second jobs take about 4 s plus start-up
+
+
+def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
+    _queue_naps(tmp_path, 6, 3.0)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "ilflows.cli", "worker", "--workers", "2"],
+        env=cli_env(tmp_path, **_env(tmp_path)),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in runner.stdout:  # kill -9 the runner alone while two more jobs run
+            if re.search(r"\s2/6\s+jobs done", line):
+                break
+        deadline = time.time() + 2.0
+        while _states(tmp_path)["RUNNING"] < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert _states(tmp_path) == Counter({"COMPLETED": 2, "RUNNING": 2, "READY": 2})  # on disk
+        runner.send_signal(signal.SIGKILL)
+    finally:
+        runner.wait()
+    time.sleep(3.5)  # as long as a job
+    # its workers died with it: no worker finishes a job later, and the queue is free
+    assert sum(_runs(tmp_path).values()) == 2
+    status = ilflows(["status", "--json"], tmp_path)
+    assert status.returncode == 0
+    proc = ilflows(["worker", "--workers", "2"], tmp_path, **_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "put back 2 jobs a killed worker left running: nap, nap" in proc.stdout
+    assert _runs(tmp_path) == Counter({str(i): 1 for i in range(6)})
+    assert _states(tmp_path) == Counter({"COMPLETED": 6})
+
+
+def test_nothing_else_writes_the_queue_while_workers_run(tmp_path):
+    _queue_naps(tmp_path, 2, 4.0)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "ilflows.cli", "worker", "--quiet"],
+        env=cli_env(tmp_path, **_env(tmp_path)),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while _states(tmp_path)["RUNNING"] == 0 and time.time() < deadline:
+            time.sleep(0.2)
+        spec = tmp_path / "demo.yaml"
+        spec.write_text((ROOT / "workflows/demo.yaml").read_text())
+        submit = ilflows(["submit", str(spec)], tmp_path)
+        assert submit.returncode == 2
+        assert submit.stderr.startswith("ilflows: error: the embedded queue")
+        assert "is held by pid" in submit.stderr and len(submit.stderr.strip().splitlines()) == 1
+        reader = (
+            "from ilflows.store import get_launchpad\n"
+            "from ilflows.store.launchpad import ReadOnlyQueueError\n"
+            "lp = get_launchpad()\n"
+            "try:\n    lp.rerun_fw(1)\nexcept ReadOnlyQueueError as err:\n    print(err)\n"
+        )
+        read = subprocess.run(
+            [sys.executable, "-c", reader], env=cli_env(tmp_path), capture_output=True, text=True, cwd=ROOT
+        )
+        assert "rerun_fw: " in read.stdout and "open for reading only" in read.stdout
+    finally:
+        runner.wait(timeout=120)
+    assert runner.returncode == 0
+    assert _states(tmp_path) == Counter({"COMPLETED": 2})
+
+
+def test_no_job_starts_after_the_timeout(tmp_path):
+    _queue_naps(tmp_path, 4, 2.0)
+    proc = ilflows(["worker", "--timeout", "1"], tmp_path, **_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "queue: 1/4 jobs completed" in proc.stdout  # the one started before the time was up
+    assert _states(tmp_path) == Counter({"COMPLETED": 1, "READY": 3})
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_workers_must_be_a_positive_whole_number(tmp_path, bad):
+    proc = ilflows(["worker", "--workers", bad], tmp_path)
+    assert proc.returncode == 2 and "--workers" in proc.stderr and "at least 1" in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_finished_campaign_moves_out_of_the_live_queue(tmp_path):
+    _queue_naps(tmp_path, 3, 0.0)
+    early = ilflows(["archive", "naps"], tmp_path)
+    assert early.returncode == 2
+    assert "ilflows: error: campaign: 'naps' still has 3 jobs to run (e.g. nap)" in early.stderr
+    assert ilflows(["worker", "--quiet"], tmp_path, **_env(tmp_path)).returncode == 0
+    size = (tmp_path / "launchpad.json").stat().st_size
+
+    proc = ilflows(["archive", "naps"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    kept = json.loads((tmp_path / "archive/naps.json").read_text())
+    assert [fw["state"] for fw in kept["fireworks"]] == ["COMPLETED"] * 3 and len(kept["launches"]) == 3
+    assert _states(tmp_path) == Counter()
+    assert (tmp_path / "launchpad.json").stat().st_size < size / 3
+    assert ilflows(["archive", "naps"], tmp_path).returncode == 2  # gone from the queue

@@ -1,0 +1,29 @@
+"""Jobs that only sleep and sign a log, for tests of the queue itself (importable by workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from jobflow import Flow, job
+
+
+@job
+def nap(i: int, seconds: float) -> int:
+    """Sleep, then append ``i`` to the file named by ``TOY_LOG``: one line per finished run."""
+    time.sleep(seconds)
+    with open(os.environ["TOY_LOG"], "a") as fh:
+        fh.write(f"{i}\n")
+    return i
+
+
+def queue_naps(n: int, seconds: float) -> None:
+    """Add ``n`` independent naps to the configured queue."""
+    from ilflows.store import initialize_queue, open_queue, prepare_fireworks
+
+    prepare_fireworks()
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    with open_queue() as lp:
+        initialize_queue(lp)
+        lp.add_wf(flow_to_workflow(Flow([nap(i, seconds) for i in range(n)], name="naps"), store=None))

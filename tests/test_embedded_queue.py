@@ -148,3 +148,16 @@ def test_a_finished_campaign_moves_out_of_the_live_queue(tmp_path):
     assert _states(tmp_path) == Counter()
     assert (tmp_path / "launchpad.json").stat().st_size < size / 3
     assert ilflows(["archive", "naps"], tmp_path).returncode == 2  # gone from the queue
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-queued", "2"], "max_queued: 2 batch jobs cannot share the embedded queue"),
+        ([], "missing.yaml not found; copy launchpad_configs/my_qadapter_slurm.yaml"),
+    ],
+)
+def test_qlaunch_refuses_what_cannot_work(tmp_path, args, message):
+    proc = ilflows(["qlaunch", str(tmp_path / "missing.yaml"), *args], tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ its cost grows with the queue.  For queues of 10^2, 10^3 and 10^4 DFT label jobs
 queues them) this prints: file size, time to queue the jobs, time of one save, per-job overhead
 of 10 no-op jobs run on top (three saves each), and time of ``ilflows status``'s queue reads
 (load the file, progress and health of a campaign).  The limit ilflows prints in ``ilflows status``
-(:data:`ilflows.farm.EMBEDDED_JOB_LIMIT`) comes from these figures.
+(setting ``embedded_job_limit``) comes from these figures.
 
 Run: ``.venv/bin/python benchmarks/store_scaling.py [--sizes 100 1000 10000]``
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # workers import noop 
 from jobflow import Flow, job  # noqa: E402
 
 import ilflows  # noqa: E402,F401  (selects FireWorks' mongomock mode before fireworks is imported)
-from ilflows.farm import EMBEDDED_JOB_LIMIT, campaign_progress, queue_health, run_worker  # noqa: E402
+from ilflows.farm import campaign_progress, queue_health, run_worker  # noqa: E402
 from ilflows.settings import get_settings  # noqa: E402
 from ilflows.store import get_launchpad, initialize_queue, open_queue  # noqa: E402
 
@@ -86,7 +86,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--noop", type=int, default=10, help="no-op jobs run at each size")
     args = parser.parse_args()
-    print(f"store: embedded at {get_settings().home}; ilflows status warns past: {EMBEDDED_JOB_LIMIT} jobs")
+    settings = get_settings()
+    print(f"store: embedded at {settings.home}; ilflows status warns past {settings.embedded_job_limit} jobs")
     print(f"{'jobs':>7s} {'file MB':>8s} {'append s':>8s} {'save s':>8s} {'ms/job':>8s} {'status s':>9s}")
     with open_queue() as lp:  # the labels wait below a paused job, as behind their explorations
         initialize_queue(lp)

@@ -110,17 +110,17 @@ def cmd_check(args) -> int:
 
 def cmd_status(args) -> int:
     """Per-iteration table and queue state of each campaign."""
-    from ilflows.farm import EMBEDDED_JOB_LIMIT, archive_file, campaign_progress, queue_health
+    from ilflows.farm import archive_file, campaign_progress, queue_health
     from ilflows.store import connect_jobstore, get_launchpad
     from ilflows.store.queries import campaigns, iteration_table, table_rows
 
     store = connect_jobstore()
     lp = get_launchpad()
     settings = get_settings()
-    live = lp.fireworks.count_documents({})
-    if settings.backend == "embedded" and live > EMBEDDED_JOB_LIMIT and not args.json:
+    live, limit = lp.fireworks.count_documents({}), settings.embedded_job_limit
+    if settings.backend == "embedded" and live > limit and not args.json:
         print(
-            f"note: the embedded queue holds {live} jobs (limit {EMBEDDED_JOB_LIMIT}): each job now costs "
+            f"note: the embedded queue holds {live} jobs (limit {limit}): each job costs "
             "seconds of queue saves; `ilflows archive CAMPAIGN` the finished campaigns or move to MongoDB "
             "(README: Where the embedded store ends)\n"
         )

@@ -284,9 +284,6 @@ class WorkerResult:
 # worker runs dry while another is busy.
 FOREVER = 10 * 365 * 24 * 3600.0
 IDLE_POLL = 1.0  # s between looks for ready jobs while others run (FireWorks' default: 60 s)
-# Past this many jobs in the embedded queue, queue saves and scans cost over a second per job
-# (benchmarks/store_scaling.py): archive finished campaigns or move to MongoDB.
-EMBEDDED_JOB_LIMIT = 3000
 
 
 def run_worker(

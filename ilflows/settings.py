@@ -49,6 +49,13 @@ class IlflowsSettings(BaseSettings):
         description="jobflow config YAML (JOB_STORE) for the mongodb backend; "
         "${VAR} in it is filled from the environment.",
     )
+    embedded_job_limit: int = Field(
+        3000,
+        ge=1,
+        description="Jobs in the embedded queue past which `ilflows status` advises archiving or MongoDB: "
+        "each state change rewrites the whole queue (about 1 s per job at 3,000 jobs, "
+        "benchmarks/store_scaling.py).",
+    )
     packmol_cmd: str = Field("packmol", description="Packmol executable that packs the boxes.")
     cp2k_cmd: str = Field("cp2k.psmp", description="CP2K executable (Debian: cp2k.psmp).")
     vasp_cmd: str = Field(

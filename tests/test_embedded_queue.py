@@ -74,8 +74,9 @@ def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
     time.sleep(3.5)  # as long as a job
     # its workers died with it: no worker finishes a job later, and the queue is free
     assert sum(_runs(tmp_path).values()) == 2
-    status = ilflows(["status", "--json"], tmp_path)
-    assert status.returncode == 0
+    status = ilflows(["status"], tmp_path, ILFLOWS_EMBEDDED_JOB_LIMIT="5")
+    assert "note: the embedded queue holds 6 jobs (limit 5)" in status.stdout
+    assert status.stdout.count("  lost     nap: its worker stopped") == 2  # nobody holds the queue
     proc = ilflows(["worker", "--workers", "2"], tmp_path, **_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "put back 2 jobs a killed worker left running: nap, nap" in proc.stdout
@@ -148,6 +149,10 @@ def test_a_finished_campaign_moves_out_of_the_live_queue(tmp_path):
     assert _states(tmp_path) == Counter()
     assert (tmp_path / "launchpad.json").stat().st_size < size / 3
     assert ilflows(["archive", "naps"], tmp_path).returncode == 2  # gone from the queue
+    spec = tmp_path / "naps.yaml"  # a campaign of that name again would redo its work
+    spec.write_text((ROOT / "workflows/demo.yaml").read_text().replace("name: demo-pyr14bf4", "name: naps"))
+    again = ilflows(["submit", str(spec)], tmp_path)
+    assert again.returncode == 2 and "campaign 'naps' has finished and was archived" in again.stderr
 
 
 @pytest.mark.parametrize(

@@ -159,3 +159,24 @@ def test_submit_refuses_an_unreachable_mongodb_in_one_line_without_the_password(
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "cannot reach MongoDB at 127.0.0.1:1" in proc.stderr
     assert "s3cret" not in proc.stdout + proc.stderr
+
+
+def test_a_refused_login_is_named_in_one_line_without_the_password():
+    from pymongo.errors import OperationFailure
+
+    from ilflows.store import StoreConfigError, check_connection
+
+    class RefusingDatabase:  # what pymongo raises when the server rejects the credentials
+        def command(self, name):
+            raise OperationFailure("Authentication failed.", 18, {"codeName": "AuthenticationFailed"})
+
+    class LaunchPadOnRefusingServer:
+        host, port, username, password, name = "db.example.org", 27017, "alice", "s3cret", "ilflows"
+        db = RefusingDatabase()
+
+    with pytest.raises(StoreConfigError) as err:
+        check_connection(LaunchPadOnRefusingServer())
+    message = str(err.value)
+    assert message.startswith("MongoDB at db.example.org:27017 refused user 'alice' on database 'ilflows'")
+    assert "(AuthenticationFailed)" in message and "ILFLOWS_MONGO_PASSWORD" in message
+    assert "s3cret" not in message and "\n" not in message

@@ -18,7 +18,7 @@ def nap(i: int, seconds: float) -> int:
 
 
 def queue_naps(n: int, seconds: float) -> None:
-    """Add ``n`` independent naps to the configured queue."""
+    """Add ``n`` independent naps to the configured queue, as a campaign named "naps"."""
     from ilflows.store import initialize_queue, open_queue, prepare_fireworks
 
     prepare_fireworks()
@@ -26,4 +26,10 @@ def queue_naps(n: int, seconds: float) -> None:
 
     with open_queue() as lp:
         initialize_queue(lp)
-        lp.add_wf(flow_to_workflow(Flow([nap(i, seconds) for i in range(n)], name="naps"), store=None))
+        lp.add_wf(
+            flow_to_workflow(
+                Flow([nap(i, seconds) for i in range(n)], name="naps"),
+                store=None,
+                metadata={"campaign": "naps"},
+            )
+        )

@@ -134,9 +134,10 @@ def check_connection(lp) -> None:
         lp.db.command("ping")  # reaches the server
         lp.db.list_collection_names()  # needs a login that may read the database
     except OperationFailure as err:
+        reason = (err.details or {}).get("codeName") or err.code
         raise StoreConfigError(
             f"MongoDB at {lp.host}:{lp.port} refused user {lp.username!r} on database {lp.name!r} "
-            f"({err.code_name or err.code}); check ILFLOWS_MONGO_USER, ILFLOWS_MONGO_PASSWORD and authsource "
+            f"({reason}); check ILFLOWS_MONGO_USER, ILFLOWS_MONGO_PASSWORD and authsource "
             f"in {get_settings().launchpad_file}"
         ) from None
     except PyMongoError as err:

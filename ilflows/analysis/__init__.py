@@ -1,0 +1,1 @@
+"""Validation and liquid properties: pure functions and thin jobs."""

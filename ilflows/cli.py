@@ -182,7 +182,7 @@ def cmd_archive(args) -> int:
 
 
 def cmd_query(args) -> int:
-    """Labels, trainings, explorations or frames by deviation range."""
+    """Labels, trainings, explorations, validation errors or frames by deviation range."""
     from ilflows.store import connect_jobstore
     from ilflows.store import queries as q
 
@@ -193,6 +193,8 @@ def cmd_query(args) -> int:
         rows = q.trainings(store, args.campaign)
     elif args.what == "explorations":
         rows = q.explorations(store, args.campaign)
+    elif args.what == "validation":
+        rows = q.validations(store, args.campaign)
     else:
         rows = q.frames_by_deviation(store, args.campaign, args.min, args.max)
     if args.iteration is not None and args.what != "labels":
@@ -261,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("campaign", help="campaign name")
     s.set_defaults(func=cmd_archive)
     s = sub.add_parser("query", help="records of the store")
-    s.add_argument("what", choices=["labels", "trainings", "explorations", "frames"])
+    s.add_argument("what", choices=["labels", "trainings", "explorations", "validation", "frames"])
     s.add_argument("--campaign", help="campaign name (default: all)")
     s.add_argument("--iteration", type=int, help="only this iteration (-1: initial set)")
     s.add_argument("--min", type=float, default=0.05, help="frames: lowest deviation, eV/Å (default 0.05)")

@@ -59,13 +59,22 @@ class CommitteeCalculator(Calculator):
     Notes
     -----
     Results beyond ASE's ``energy``/``free_energy``/``forces``/``stress``:
-    ``deviation`` (max force deviation, eV/Å) and ``forces_comm`` (each member's forces,
-    shape (n_models, n_atoms, 3), eV/Å).  Asking for either on a geometry whose driving
+    ``deviation`` (max force deviation, eV/Å), ``forces_comm`` (each member's forces,
+    shape (n_models, n_atoms, 3), eV/Å) and ``energies_comm`` (each member's energy, eV).
+    Asking for any of them on a geometry whose driving
     forces are already known evaluates only the members not yet evaluated there.
 
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "deviation", "forces_comm"]
+    implemented_properties = [
+        "energy",
+        "free_energy",
+        "forces",
+        "stress",
+        "deviation",
+        "forces_comm",
+        "energies_comm",
+    ]
 
     def __init__(
         self,
@@ -142,7 +151,8 @@ class CommitteeCalculator(Calculator):
             if self.z_table is not None:
                 self._graph = self._build_graph(self.atoms)
             self._checked = True
-        full = self.drive == "mean" or not {"deviation", "forces_comm"}.isdisjoint(properties)
+        every_member = {"deviation", "forces_comm", "energies_comm"}
+        full = self.drive == "mean" or not every_member.isdisjoint(properties)
         for k in range(self.n_models if full else 1):
             if k not in self._members:
                 self._members[k] = self._evaluate(k)
@@ -195,6 +205,7 @@ class CommitteeCalculator(Calculator):
         if len(members) == self.n_models:
             forces = np.stack([m[1] for m in members])
             self.results["forces_comm"] = forces
+            self.results["energies_comm"] = np.array([m[0] for m in members])
             self.results["deviation"] = float(max_force_deviation(forces[:, None])[0])
 
 

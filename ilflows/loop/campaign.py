@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, Response, job
 
-from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker
+from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker, validate_models
 from ilflows.schemas import (
     BIG_FIELDS,
     CampaignSpec,
@@ -107,6 +107,13 @@ def label_jobs(
     return jobs
 
 
+def has_validation_set(spec: CampaignSpec) -> bool:
+    """Whether the campaign holds labels out for validation (packed, MD or imported)."""
+    val = spec.validation
+    imported = any(entry.stage == "validation" for entry in spec.initial.imports)
+    return val.boxes_per_density > 0 or bool(val.md) or imported
+
+
 def iteration_flow(
     spec: CampaignSpec,
     iteration: int,
@@ -115,11 +122,14 @@ def iteration_flow(
     start_ids: list[str],
     type_map: list[str],
     waits_for: list[Job] = (),
+    held_out: list[Job] = (),
 ) -> Flow:
     """Label the new frames, train the ensemble on every label so far, explore, then select.
 
     Training waits for ``new_labels`` and for ``waits_for`` (jobs outside this flow that add
-    labels, e.g. initial MD runs).
+    labels, e.g. initial MD runs).  With a validation set, the trained members are validated
+    on it beside the exploration (the loop does not wait for it); iteration 0's validation
+    waits for ``held_out``, the jobs that label that set.
     """
     labels = [j.output for j in [*new_labels, *waits_for]]
     trains = []
@@ -131,6 +141,12 @@ def iteration_flow(
             train.update_config(TOLERANT)
             trains.append(place(train, spec, "train"))
     models = [t.output.model_file for t in trains]
+    validation = []
+    if has_validation_set(spec):
+        check = validate_models(spec.name, iteration, models, spec.dispersion, [j.output for j in held_out])
+        check.name = f"validate it{iteration}"
+        check.update_config(TOLERANT)  # a crashed member is left out
+        validation.append(place(check, spec, "train"))
     explorer = ExploreMaker(
         campaign=spec.name, spec=spec.explore, type_map=type_map, dispersion=spec.dispersion
     )
@@ -152,7 +168,7 @@ def iteration_flow(
     select.name = f"select it{iteration}"
     select.update_config(TOLERANT)
     place(select, spec, "other")
-    jobs = [*trains, *explores, select]
+    jobs = [*trains, *validation, *explores, select]
     for j in jobs:
         j.update_metadata({"campaign": spec.name, "iteration": iteration})
     return Flow([*new_labels, *waits_for, *jobs], output=select.output, name=f"iteration {iteration}")
@@ -207,7 +223,8 @@ def build_initial_set(spec: CampaignSpec) -> Response:
             place(md, spec, "dft")
             (runs if stage == "initial" else held_out).append(md)
     start_ids = [origin.frame_id for _, origin in starts]
-    loop = iteration_flow(spec, 0, labels, [f for f, _ in starts], start_ids, type_map, waits_for=runs)
+    starting = [f for f, _ in starts]
+    loop = iteration_flow(spec, 0, labels, starting, start_ids, type_map, waits_for=runs, held_out=held_out)
     record = InitialSet(
         campaign=spec.name,
         frame_ids=[origin.frame_id for _, origin in frames],

@@ -22,6 +22,7 @@ from ilflows.schemas import (
     ModelFile,
     TrainingRun,
     Trajectory,
+    Validation,
 )
 from ilflows.schemas.campaign import DFTSpec, DispersionSpec, ExploreSpec, TrainSpec
 
@@ -146,6 +147,53 @@ def previous_model(store, campaign: str, iteration: int, member: int) -> ModelFi
     }
     doc = store.query_one(criteria=criteria, properties=["output.model_file"], load=True)
     return ModelFile.model_validate(doc["output"]["model_file"]) if doc else None
+
+
+@ilflows_job(output_schema=Validation, config=STORE_READER)
+def validate_models(
+    campaign: str,
+    iteration: int,
+    models: list[ModelFile | None],
+    dispersion: DispersionSpec | None = None,
+    after: list | None = None,
+) -> Validation:
+    """Errors of the iteration's members and their mean on every held-out validation label.
+
+    ``after`` holds the outputs of the validation labels' jobs when they were queued with this
+    iteration, so that it waits for them.  Hybrid models are compared with the labels less
+    D3, as they were trained.
+    """
+    import time
+
+    from jobflow import CURRENT_JOB
+
+    from ilflows.analysis.validation import error_metrics, parity, predict
+
+    t0 = time.perf_counter()
+    criteria = {"output.kind": "dft_label", "output.campaign": campaign, "output.origin.stage": "validation"}
+    docs = CURRENT_JOB.store.query(criteria=criteria, properties=["output"], sort={"output.frame_id": 1})
+    labels = [DFTLabel.model_validate(d["output"]) for d in docs]
+    good = [lab for lab in labels if lab.converged]
+    if not good:
+        raise ValueError(f"campaign {campaign} has no converged validation labels to validate against")
+    if dispersion:
+        from ilflows.dispersion import without_d3
+
+        good = [without_d3(lab, **dispersion.model_dump(), three_body=False) for lab in good]
+    members = [k for k, model in enumerate(models) if model is not None]
+    folder = _workdir("models")
+    paths = [models[k].write(folder / f"m{k}_{models[k].name}") for k in members]
+    energies, forces = predict(paths, good)
+    data = parity(good, members, energies, forces)
+    return Validation(
+        campaign=campaign,
+        iteration=iteration,
+        members=members,
+        n_failed_labels=len(labels) - len(good),
+        metrics=error_metrics(data),
+        parity=data,
+        wall_time=time.perf_counter() - t0,
+    )
 
 
 def earlier_labels(store, campaign: str, before_iteration: int) -> list[DFTLabel]:

@@ -6,6 +6,7 @@ from ilflows.schemas.records import (
     BIG_FIELDS,
     DFTLabel,
     DFTResult,
+    ErrorMetrics,
     Exploration,
     FlaggedFrame,
     InitialSet,
@@ -13,11 +14,13 @@ from ilflows.schemas.records import (
     MDFrames,
     MDResult,
     ModelFile,
+    Parity,
     SelectedFrame,
     SelectionRecord,
     TrainingRun,
     TrainResult,
     Trajectory,
+    Validation,
 )
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "CampaignSpec",
     "DFTLabel",
     "DFTResult",
+    "ErrorMetrics",
     "MDResult",
     "Exploration",
     "FlaggedFrame",
@@ -34,11 +38,13 @@ __all__ = [
     "LearningCurvePoint",
     "MDFrames",
     "ModelFile",
+    "Parity",
     "SelectedFrame",
     "SelectionRecord",
     "SpecError",
     "TrainingRun",
     "TrainResult",
     "Trajectory",
+    "Validation",
     "load_spec",
 ]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from ilflows.schemas.frames import Frame, FrameOrigin
 
-BIG_FIELDS = ["model_file", "trajectory", "md_labels"]
+BIG_FIELDS = ["model_file", "trajectory", "md_labels", "parity"]
 
 
 class DFTResult(BaseModel):
@@ -280,3 +280,45 @@ class SelectionRecord(BaseModel):
         description="True when the campaign stops here because accurate_ratio met its threshold."
     )
     stop_reason: str | None = Field(None, description="Why the loop stops here, if it does.")
+
+
+class ErrorMetrics(BaseModel):
+    """Errors of one model (or the ensemble mean) on one subset of the validation labels."""
+
+    model: str = Field(description="'m<k>' for committee member k, 'mean' for the ensemble mean.")
+    subset: Literal["EQ", "nEQ", "all"] = Field(description="Equilibrated frames, non-equilibrated, or all.")
+    n_frames: int = Field(description="Validation frames in the subset.")
+    energy_rmse: float = Field(description="Root-mean-square error of the energy per atom, eV/atom.")
+    energy_mae: float = Field(description="Mean absolute error of the energy per atom, eV/atom.")
+    force_rmse: float = Field(description="Root-mean-square error over force components, eV/Å.")
+    force_mae: float = Field(description="Mean absolute error over force components, eV/Å.")
+
+
+class Parity(BaseModel):
+    """Reference and predicted values of every validation frame, for parity plots (data store)."""
+
+    frame_ids: list[str] = Field(description="frame_id of each validation frame.")
+    equilibrated: list[bool] = Field(description="Whether each frame is EQ (relaxed) rather than nEQ.")
+    n_atoms: list[int] = Field(description="Atoms of each frame.")
+    models: list[str] = Field(description="Prediction rows: 'm<k>' per member, then 'mean'.")
+    energy_ref: list[float] = Field(description="DFT energy per atom of each frame, eV/atom.")
+    energy_pred: list[list[float]] = Field(
+        description="Predicted energy per atom, (n_models + 1, n_frames), eV/atom."
+    )
+    force_ref: list[float] = Field(description="DFT force components of all frames, flattened, eV/Å.")
+    force_pred: list[list[float]] = Field(
+        description="Predicted force components, flattened like force_ref, one row per model, eV/Å."
+    )
+
+
+class Validation(BaseModel):
+    """Errors of one iteration's models on the held-out validation labels."""
+
+    kind: Literal["validation"] = "validation"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(description="Loop iteration whose models were validated.")
+    members: list[int] = Field(description="Committee members validated (crashed trainings left out).")
+    n_failed_labels: int = Field(description="Validation labels left out because their DFT failed.")
+    metrics: list[ErrorMetrics] = Field(description="Per model and subset (EQ, nEQ, all).")
+    parity: Parity = Field(description="Per-frame reference and predictions (data store).")
+    wall_time: float = Field(description="Wall time of the evaluation, s.")

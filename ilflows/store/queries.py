@@ -75,6 +75,31 @@ def trainings(store, campaign: str | None = None) -> list[dict]:
     return sorted(rows, key=lambda r: (r["iteration"], r["member"]))
 
 
+def validations(store, campaign: str | None = None) -> list[dict]:
+    """One row per iteration, model (members, then their mean) and subset (EQ, nEQ, all)."""
+    rows = []
+    for out in _outputs(store, "validation", campaign, fields=["campaign", "iteration", "metrics"]):
+        for m in out["metrics"]:
+            rows.append(
+                {
+                    "campaign": out["campaign"],
+                    "iteration": out["iteration"],
+                    "model": m["model"],
+                    "subset": m["subset"],
+                    "n_frames": m["n_frames"],
+                    "energy_rmse_meV_atom": m["energy_rmse"] * 1000,
+                    "energy_mae_meV_atom": m["energy_mae"] * 1000,
+                    "force_rmse_eV_A": m["force_rmse"],
+                    "force_mae_eV_A": m["force_mae"],
+                }
+            )
+    order = {"EQ": 0, "nEQ": 1, "all": 2}
+    return sorted(
+        rows,
+        key=lambda r: (r["campaign"], r["iteration"], r["model"] == "mean", r["model"], order[r["subset"]]),
+    )
+
+
 def explorations(store, campaign: str | None = None) -> list[dict]:
     """One row per MD exploration, with its deviation summary."""
     fields = [
@@ -136,6 +161,8 @@ class IterationRow:
     selected: int
     rmse_e_meV_atom: float | None
     rmse_f_eV_A: float | None
+    val_rmse_e_meV_atom: float | None  # ensemble mean on every validation frame
+    val_rmse_f_eV_A: float | None
     converged: bool
     stop_reason: str | None
 
@@ -144,12 +171,17 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
     """Return one row per iteration.
 
     Labels trained on (and left out), window counts, candidates flagged by the guards, frames
-    sent to DFT, mean training RMSE
-    of the ensemble, outcome.
+    sent to DFT, mean training RMSE of the ensemble, validation RMSE of the ensemble mean,
+    outcome.
     """
     rmse: dict[int, list[tuple[float, float]]] = {}
     for t in trainings(store, campaign):
         rmse.setdefault(t["iteration"], []).append((t["rmse_energy"], t["rmse_force"]))
+    held_out = {
+        v["iteration"]: v
+        for v in validations(store, campaign)
+        if (v["model"], v["subset"]) == ("mean", "all")
+    }
     rows = []
     for s in sorted(_outputs(store, "selection", campaign), key=lambda s: s["iteration"]):
         pairs = np.asarray(rmse.get(s["iteration"], []), dtype=float).reshape(-1, 2)
@@ -167,6 +199,8 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
                 selected=len(s["selected"]),
                 rmse_e_meV_atom=float(pairs[:, 0].mean() * 1000) if pairs.size else None,
                 rmse_f_eV_A=float(pairs[:, 1].mean()) if pairs.size else None,
+                val_rmse_e_meV_atom=held_out.get(s["iteration"], {}).get("energy_rmse_meV_atom"),
+                val_rmse_f_eV_A=held_out.get(s["iteration"], {}).get("force_rmse_eV_A"),
                 converged=s["converged"],
                 stop_reason=s["stop_reason"],
             )

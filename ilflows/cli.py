@@ -172,6 +172,23 @@ def cmd_rerun(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """Write a campaign's HTML report and its PNG figures."""
+    from pathlib import Path
+
+    from ilflows.analysis.report import write_report
+    from ilflows.store import connect_jobstore
+
+    folder = Path(args.out) if args.out else get_settings().home / "reports" / args.campaign
+    try:
+        page = write_report(connect_jobstore(), args.campaign, folder)
+    except ValueError as err:
+        print(f"ilflows: error: {err}", file=sys.stderr)
+        return 2
+    print(f"campaign {args.campaign}: report written to {page}")
+    return 0
+
+
 def cmd_archive(args) -> int:
     """Move a finished campaign's jobs out of the live queue (its results stay in the store)."""
     from ilflows.farm import archive
@@ -259,6 +276,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rerun", help="put a campaign's fizzled and lost jobs back in the queue")
     s.add_argument("campaign", help="campaign name")
     s.set_defaults(func=cmd_rerun)
+    s = sub.add_parser("report", help="write a campaign's HTML report with its figures (PNG)")
+    s.add_argument("campaign", help="campaign name")
+    s.add_argument("--out", help="folder of the page and its PNGs (default: HOME/reports/CAMPAIGN)")
+    s.set_defaults(func=cmd_report)
     s = sub.add_parser("archive", help="move a finished campaign's jobs out of the live queue")
     s.add_argument("campaign", help="campaign name")
     s.set_defaults(func=cmd_archive)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,13 +110,21 @@ def test_validation_job_reads_held_out_labels_and_skips_a_crashed_member(committ
     assert got["m0", "EQ"].n_frames == 2 and got["m0", "nEQ"].n_frames == 1
 
 
-@pytest.mark.slow
-def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(tmp_path):
-    spec = tmp_path / "val.yaml"
+@pytest.fixture(scope="module")
+def validated_campaign(tmp_path_factory) -> Path:
+    """Run a one-iteration campaign with two held-out validation boxes; return its home."""
+    home = tmp_path_factory.mktemp("val")
+    spec = home / "val.yaml"
     validation = {"density_factors": [1.0], "boxes_per_density": 2}
     spec.write_text(yaml.safe_dump({"name": "val", **ONE_ITERATION, "validation": validation}))
-    proc = ilflows(["run", str(spec), "--quiet"], tmp_path)
+    proc = ilflows(["run", str(spec), "--quiet"], home)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return home
+
+
+@pytest.mark.slow
+def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(validated_campaign):
+    tmp_path = validated_campaign
 
     rows = json.loads(ilflows(["query", "validation", "--json"], tmp_path).stdout)
     models = {(r["model"], r["subset"]) for r in rows}
@@ -126,3 +135,18 @@ def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(tmp_path):
     table = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["val"]["iterations"]
     assert table[0]["val_rmse_f_eV_A"] == pytest.approx(mean["force_rmse_eV_A"])
     assert table[0]["trained_on"] == 2  # the validation labels were not trained on
+
+
+@pytest.mark.slow
+def test_report_page_shows_the_table_and_every_figure(validated_campaign, tmp_path):
+    proc = ilflows(["report", "val", "--out", str(tmp_path / "report")], validated_campaign)
+    assert proc.returncode == 0, proc.stderr
+    page = tmp_path / "report/report.html"
+    assert proc.stdout.strip() == f"campaign val: report written to {page}"
+    text = page.read_text()
+    pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert pngs == ["deviations.png", "learning_curves.png", "parity_it0.png"]
+    assert text.count('<img src="data:image/png;base64,') == 3  # the page alone carries its figures
+    assert "<th>val_rmse_f_eV_A</th>" in text and text.count("<tr><td>") == 1  # one iteration
+    missing = ilflows(["report", "nosuch"], validated_campaign)
+    assert missing.returncode == 2 and "no records of 'nosuch'" in missing.stderr

@@ -16,19 +16,21 @@ it, S2 and C2 the other pair, N the imide nitrogen.  Looking down the S1->S2 axi
 
 * ``phi`` = dihedral C1-S1-S2-C2, the azimuth of C2 measured from C1;
 * ``psi`` = dihedral C1-S1-S2-N, the azimuth of N measured from C1 in the same sense
-  (N is always off the axis: S-N-S is bent, about 125 deg, N about 0.7 Å from the S-S line).
+  (N is never on the axis: S-N-S is bent, 114 deg in the template, N 0.86 Å off the S-S line).
 
 The family is *cis* when ``|phi| < 90`` and *trans* otherwise.  N is "in between" when its azimuth
 lies on the arc from C1 to C2 that ``phi`` spans (the shorter arc), i.e. ``0 < psi/phi < 1``,
 and "outer" otherwise.  Cis and Trans have N in between, aCis and aTrans have it outside.
 Swapping the two halves' labels maps ``psi`` to ``phi - psi`` and keeps ``phi`` and the class.
-On MMFF94 minima of TFSI (RDKit, C-S-N-S dihedrals in parentheses) this gives four distinct
-classes: the trans C2 form (75, 75), which is the template, at phi = 142.3, psi = -108.8:
-aTrans; (54, 160) at phi = -154, psi = -128: Trans; (166, 166) at phi = 36, psi = 18: Cis; the
-CF3 groups on one side of the S-N-S plane (about (90, -90)), phi ~ 0 with N outside: aCis.
-Trans and aTrans differ by |phi| passing 180 deg, the paper's "small undulation"; turning one
-CF3 through the S-N-S plane on N's side goes aCis -> Trans -> aTrans, the other way round
-goes aCis -> aTrans directly, as the paper describes for OMAT-0.
+The classes are distinct conformers.  MMFF94 minima (RDKit; C-S-N-S dihedrals in parentheses,
+energies above the lowest in kcal/mol): the trans C2 form (75, 75), the template, phi = 142.3,
+psi = -108.8, 0: aTrans; (54, 160), phi = -154, psi = -128, 3.9: Trans; (166, 166), phi = 36,
+psi = 18, 9.6: Cis.  The textbook cis C1 form, both CF3 on one side of the S-N-S plane, about
+(+90, -90), has phi near 0 with N outside: aCis.  Trans and aTrans differ by |phi| passing
+180 deg, the paper's "small undulation" (the C2 form with C-S-N-S (90, 90) is aTrans at
+phi = 167, with (130, 130) Trans at phi = -121); turning one CF3 through the S-N-S plane on N's
+side goes aCis -> Trans -> aTrans, the other way round aCis -> aTrans directly, as the paper
+says of OMAT-0.
 
 PYR14 (paper 1, Figure 8).  From the bond graph: N; the methyl carbon (its only heavy neighbour is
 N); the butyl chain C1-C2-C3-C4 (C4 the terminal CH3, C1 on N); the four ring carbons.
@@ -37,12 +39,13 @@ N); the butyl chain C1-C2-C3-C4 (C4 the terminal CH3, C1 on N); the four ring ca
 * ``r1`` = distance from C4 to the nearest ring carbon ("... with carbon atom from the
   pentagon ring"); the nearest one because the ring carbons are equivalent up to labels.
 
-On MMFF94 minima, r2 > 6 Å exactly when the methyl-N-C1-C2 and C1-C2-C3-C4 dihedrals are both
-anti (6.16-6.34 Å; every other minimum is at 4.5-5.46 Å), so the paper's anti/gauche split at
-r2 = 6 Å is the all-anti zigzag from the methyl carbon to C4.  A chain anti about C2-C3 but with
-C2 gauche to the methyl about N-C1 (the MMFF global minimum, r2 = 5.43 Å) therefore counts as
-gauche; :func:`butyl_dihedrals` gives the torsions themselves.  The scorpion-like conformers
-(N-C1-C2-C3 gauche, the tail bent back over the ring) have r1 = 3.5-3.9 Å; all others 4.7-5.5 Å.
+On MMFF94 minima (RDKit), r2 > 6 Å exactly when the methyl-N-C1-C2 and C1-C2-C3-C4 dihedrals
+are both anti (6.16-6.34 Å; every other minimum is at 3.65-5.46 Å), so the paper's anti/gauche
+split at r2 = 6 Å is the all-anti zigzag from the methyl carbon to C4.  An all-anti chain with C2
+gauche to the methyl about N-C1 (the MMFF global minimum, r2 = 5.43 Å) therefore counts as
+gauche; :func:`butyl_dihedrals` gives the torsions themselves.  Minima with r1 < 4 Å
+(3.5-3.9 Å, 3.8-7.1 kcal/mol above the lowest) all have N-C1-C2-C3 gauche, the tail folded back
+over the ring: the paper's scorpion (r1 ~ 4 Å); with N-C1-C2-C3 anti, r1 = 4.8-5.5 Å.
 
 Li clusters (paper 1, Table 5 and Figure 5): the number of distinct TFSI within 6 Å of a Li.
 See :func:`li_tfsi_counts` for which atom of TFSI is measured.
@@ -244,7 +247,7 @@ def tfsi_angles(
 
 
 def classify_tfsi(phi: ArrayLike, psi: ArrayLike) -> np.ndarray:
-    """Class of each TFSI (Cis, aCis, Trans or aTrans) from its ``phi`` and ``psi``, degrees.
+    """Classify each TFSI as Cis, aCis, Trans or aTrans from its ``phi`` and ``psi``, degrees.
 
     Cis family when ``|phi| < 90``, trans otherwise; N in between (Cis, Trans) when
     ``0 < psi/phi < 1``, outside (aCis, aTrans) otherwise.  Returns a string array of the
@@ -329,7 +332,7 @@ def li_tfsi_counts(
     cell
         Cell rows, Å: ``(3, 3)`` or ``(n_frames, 3, 3)``; ``None`` for no periodic boundary.
     li_indices
-        Atom index of each Li.
+        Atom index of each Li (a one-atom molecule of ``topology``: its range's only index).
     tfsi_molecules
         Atom indices of each TFSI, in template order.
     cutoff
@@ -361,15 +364,16 @@ def li_tfsi_counts(
     if cells is not None and np.any(cutoff >= _widths(cells) / 2):
         raise ValueError(
             f"cutoff {cutoff} Å reaches past half the cell's smallest width "
-            f"({_widths(cells).min() / 2:.2f} Å): a TFSI could be within reach of a Li twice"
+            f"({_widths(cells).min() / 2:.2f} Å), where a Li could reach two images of a TFSI; "
+            "use a smaller cutoff or a bigger box"
         )
     index = _molecule_indices(tfsi_molecules, "TFSI")[:, sites[by]]  # (T, k)
     li = np.asarray(li_indices, dtype=int)
     counts = np.empty((len(pos), len(li)), dtype=int)
     for f in range(len(pos)):  # one frame at a time bounds memory at n_li x n_sites vectors
         frame_cells = None if cells is None else cells[f : f + 1]
-        diff = pos[f, index][None, None] - pos[f, li][:, None, None]  # (1, L, T, k, 3)
-        dist = np.linalg.norm(_minimum_image(diff, frame_cells), axis=-1)[0]
+        diff = pos[f, index][None] - pos[f, li][:, None, None]  # (L, T, k, 3)
+        dist = np.linalg.norm(_minimum_image(diff[None], frame_cells)[0], axis=-1)
         counts[f] = (dist.min(axis=-1, initial=np.inf) < cutoff).sum(axis=-1)
     return _out(counts, single)
 

@@ -208,18 +208,19 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
     return rows
 
 
+def format_value(value) -> str:
+    """Format a table cell: floats to 4 significant digits, None as '-'."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
 def format_table(rows: list[dict]) -> str:
     """Plain-text table of dict rows, columns in first-row order."""
     if not rows:
         return "(none)"
     cols = list(rows[0])
-
-    def cell(v) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "-" if v is None else str(v)
-
-    body = [[cell(r.get(c)) for c in cols] for r in rows]
+    body = [[format_value(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]

@@ -1,0 +1,196 @@
+"""``ilflows report``: one self-contained HTML page of a campaign, with its figures as PNGs beside it.
+
+The page holds the per-iteration table, the deviation histogram of each iteration with the
+trust window marked, the learning curves of every member, and parity plots (scatter, not
+density meshes: outliers must show) of the validation of each iteration.  Figures are
+written as PNG files and embedded in the page as data URIs, so the HTML alone can be mailed.
+Everything is read from the JobStore; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ilflows.store.queries import format_value, iteration_table, table_rows
+
+
+@dataclass
+class Figure:
+    """One PNG of the report."""
+
+    file: str  # name of the PNG beside the page
+    caption: str
+
+
+def _outputs(store, kind: str, campaign: str, load: bool = False) -> list[dict]:
+    docs = store.query({"output.kind": kind, "output.campaign": campaign}, properties=["output"], load=load)
+    return [d["output"] for d in docs]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display on a cluster node
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def deviation_figure(store, campaign: str, folder: Path) -> Figure | None:
+    """Histogram of the explored frames' max force deviation per iteration, trust window shaded."""
+    explorations = _outputs(store, "exploration", campaign)
+    selections = {s["iteration"]: s for s in _outputs(store, "selection", campaign)}
+    if not explorations:
+        return None
+    plt = _pyplot()
+    by_iteration: dict[int, list[float]] = {}
+    for e in explorations:
+        by_iteration.setdefault(e["iteration"], []).extend(e["deviations"])
+    window = next(iter(selections.values()), None)
+    values = np.concatenate([np.asarray(v, dtype=float) for v in by_iteration.values()])
+    edges = [v for v in values if np.isfinite(v) and v > 0]
+    if window:  # the whole window shows, however narrow the deviations
+        edges += [window["trust_lo"] / 2, window["trust_hi"] * 2]
+    bins = np.geomspace(min(edges, default=1e-3), max(edges, default=1.0) * 1.01, 50)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for iteration in sorted(by_iteration):
+        ax.hist(by_iteration[iteration], bins=bins, histtype="step", lw=1.5, label=f"iteration {iteration}")
+    if window:
+        ax.axvspan(
+            window["trust_lo"], window["trust_hi"], color="tab:green", alpha=0.12, label="trust window"
+        )
+    ax.set(xscale="log", xlabel="max force deviation (eV/Å)", ylabel="frames")
+    ax.legend(frameon=False, fontsize=8)
+    return _save(
+        fig,
+        folder / "deviations.png",
+        "Max force deviation of the explored frames per iteration; "
+        "frames in the shaded trust window are candidates for DFT.",
+    )
+
+
+def learning_curve_figure(store, campaign: str, folder: Path) -> Figure | None:
+    """Training force RMSE (or loss) against step, one line per member, one panel per iteration."""
+    fields = ["output.iteration", "output.member", "output.engine", "output.learning_curve"]
+    docs = store.query({"output.kind": "training", "output.campaign": campaign}, properties=fields)
+    runs = sorted((d["output"] for d in docs), key=lambda r: (r["iteration"], r["member"]))
+    if not runs:
+        return None
+    plt = _pyplot()
+    iterations = sorted({r["iteration"] for r in runs})
+    fig, axes = plt.subplots(1, len(iterations), figsize=(3.2 * len(iterations) + 1, 3.4), squeeze=False)
+    for ax, iteration in zip(axes[0], iterations, strict=True):
+        for r in (r for r in runs if r["iteration"] == iteration):
+            curve = r["learning_curve"]
+            key = "rmse_force" if any(p.get("rmse_force") is not None for p in curve) else "loss"
+            points = [(p["step"], p[key]) for p in curve if p.get(key) is not None]
+            if points:
+                steps, y = zip(*points, strict=True)
+                ax.plot(steps, y, lw=1.2, label=f"m{r['member']} {r['engine']} ({key})")
+        ax.set(yscale="log", xlabel="step (DeePMD) / epoch (MACE)", title=f"iteration {iteration}")
+        ax.legend(frameon=False, fontsize=7)
+    axes[0][0].set_ylabel("training force RMSE (eV/Å) or loss")
+    return _save(
+        fig, folder / "learning_curves.png", "Learning curves of every ensemble member per iteration."
+    )
+
+
+def parity_figures(store, campaign: str, folder: Path) -> list[Figure]:
+    """Energy and force parity scatter of the ensemble mean and each member, per iteration."""
+    plt = _pyplot()
+    out = []
+    for v in sorted(_outputs(store, "validation", campaign, load=True), key=lambda v: v["iteration"]):
+        p = v["parity"]
+        fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(9, 4.2))
+        for name, e_pred, f_pred in zip(p["models"], p["energy_pred"], p["force_pred"], strict=True):
+            style = {"s": 10, "zorder": 3, "color": "black"} if name == "mean" else {"s": 5, "alpha": 0.5}
+            ax_e.scatter(p["energy_ref"], e_pred, label=name, **style)
+            ax_f.scatter(p["force_ref"], f_pred, label=name, **{**style, "s": style["s"] / 3})
+        for ax, unit in ((ax_e, "eV/atom"), (ax_f, "eV/Å")):
+            lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, zorder=1)  # y = x over both axes' ranges
+            ax.set(xlabel=f"DFT ({unit})", ylabel=f"model ({unit})")
+        mean = next(m for m in v["metrics"] if (m["model"], m["subset"]) == ("mean", "all"))
+        ax_e.set_title(f"energy per atom: RMSE {mean['energy_rmse'] * 1000:.3g} meV/atom (mean)", fontsize=9)
+        ax_f.set_title(f"force components: RMSE {mean['force_rmse']:.3g} eV/Å (mean)", fontsize=9)
+        ax_e.legend(frameon=False, fontsize=7)
+        caption = (
+            f"Iteration {v['iteration']}: parity of the {len(p['frame_ids'])} held-out validation frames, "
+            "each member and the ensemble mean (black)."
+        )
+        out.append(_save(fig, folder / f"parity_it{v['iteration']}.png", caption))
+    return out
+
+
+def _save(fig, path: Path, caption: str) -> Figure:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return Figure(path.name, caption)
+
+
+def write_report(store, campaign: str, folder: Path) -> Path:
+    """Write ``folder/report.html`` and its PNGs for ``campaign``; return the page's path.
+
+    Raises
+    ------
+    ValueError
+        The store has no records of ``campaign``.
+    """
+    folder = Path(folder)
+    rows = table_rows(iteration_table(store, campaign))
+    if not rows and not _outputs(store, "initial_set", campaign):
+        raise ValueError(f"campaign: no records of '{campaign}' in the store; see ilflows status")
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = [
+        f
+        for f in (deviation_figure(store, campaign, folder), learning_curve_figure(store, campaign, folder))
+        if f is not None
+    ]
+    figures += parity_figures(store, campaign, folder)
+    page = folder / "report.html"
+    page.write_text(_html(campaign, rows, figures, folder))
+    return page
+
+
+def _html(campaign: str, rows: list[dict], figures: list[Figure], folder: Path) -> str:
+    title = html.escape(f"ilflows campaign {campaign}")
+    table = _table(rows) if rows else "<p>No iteration has finished yet.</p>"
+    body = "\n".join(
+        f'<figure><img src="data:image/png;base64,{_b64(folder / f.file)}" alt="{html.escape(f.file)}">'
+        f'<figcaption>{html.escape(f.caption)} (<a href="{html.escape(f.file)}">{html.escape(f.file)}</a>)'
+        "</figcaption></figure>"
+        for f in figures
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 72em; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+th, td {{ border-bottom: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }}
+figure {{ margin: 2em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #444; font-size: 0.9em; }}
+</style></head>
+<body>
+<h1>{title}</h1>
+<h2>Per iteration</h2>
+{table}
+<h2>Figures</h2>
+{body or "<p>No figures yet.</p>"}
+</body></html>
+"""
+
+
+def _table(rows: list[dict]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    cells = ("".join(f"<td>{html.escape(format_value(v))}</td>" for v in r.values()) for r in rows)
+    body = "".join(f"<tr>{row}</tr>" for row in cells)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -212,11 +213,19 @@ def cmd_query(args) -> int:
         rows = q.explorations(store, args.campaign)
     elif args.what == "validation":
         rows = q.validations(store, args.campaign)
+    elif args.what == "properties":
+        rows = q.properties(store, args.campaign)
     else:
         rows = q.frames_by_deviation(store, args.campaign, args.min, args.max)
     if args.iteration is not None and args.what != "labels":
         rows = [r for r in rows if r["iteration"] == args.iteration]
-    print(json.dumps(rows, indent=1) if args.json else q.format_table(rows))
+    if args.csv:
+        columns = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ in columns
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print(json.dumps(rows, indent=1) if args.json else q.format_table(rows))
     return 0
 
 
@@ -283,13 +292,17 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("archive", help="move a finished campaign's jobs out of the live queue")
     s.add_argument("campaign", help="campaign name")
     s.set_defaults(func=cmd_archive)
-    s = sub.add_parser("query", help="records of the store")
-    s.add_argument("what", choices=["labels", "trainings", "explorations", "validation", "frames"])
+    s = sub.add_parser("query", help="records of the store (tables, JSON or CSV)")
+    s.add_argument(
+        "what", choices=["labels", "trainings", "explorations", "validation", "properties", "frames"]
+    )
     s.add_argument("--campaign", help="campaign name (default: all)")
     s.add_argument("--iteration", type=int, help="only this iteration (-1: initial set)")
     s.add_argument("--min", type=float, default=0.05, help="frames: lowest deviation, eV/Å (default 0.05)")
     s.add_argument("--max", type=float, default=1.5, help="frames: deviation below this, eV/Å (default 1.5)")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    export = s.add_mutually_exclusive_group()
+    export.add_argument("--json", action="store_true", help="machine-readable output")
+    export.add_argument("--csv", action="store_true", help="comma-separated rows for a spreadsheet")
     s.set_defaults(func=cmd_query)
     return p
 

@@ -5,7 +5,14 @@ NUL-separated JSON commands on file descriptor 3 and writes replies and events o
 standard library is enough (no websocket client, no Selenium/Playwright, no downloaded browser build).
 
 Use it from a test module with ``pytest_plugins = ["browser"]`` (``tests`` is on ``sys.path`` as for
-``cli_runs``) and take the ``chromium`` fixture, which skips when Chromium cannot be had::
+``cli_runs``), import ``render`` from it and take the ``chromium`` fixture, which skips when Chromium
+cannot be had.  PYTEST_DONT_REWRITE: this module has no asserts, and a test module imports it before
+``pytest_plugins`` registers it, which would otherwise warn that it cannot be rewritten::
+
+    from browser import render
+
+    pytest_plugins = ["browser"]
+
 
     def test_report_renders(chromium, tmp_path):
         report = render(tmp_path / "report.html", screenshot=tmp_path / "report.png")
@@ -240,7 +247,8 @@ def render(html: Path, screenshot: Path | None = None, timeout: float = 60) -> P
     Raises
     ------
     FileNotFoundError
-        When ``chromium`` is not on PATH (take the ``chromium`` fixture to skip instead).
+        When ``html`` does not exist, or ``chromium`` is not on PATH (take the ``chromium`` fixture to
+        skip instead).
     TimeoutError
         When the browser does not start, load or answer within ``timeout``.
     RuntimeError
@@ -249,6 +257,8 @@ def render(html: Path, screenshot: Path | None = None, timeout: float = 60) -> P
     executable = shutil.which(EXECUTABLE)
     if not executable:
         raise FileNotFoundError(f"{EXECUTABLE} is not on PATH; call ensure_chromium() first")
+    if not html.is_file():  # Chromium would only say net::ERR_FILE_NOT_FOUND after a second of start-up
+        raise FileNotFoundError(html)
     deadline = time.monotonic() + timeout
     profile = Path(tempfile.mkdtemp(prefix="chromium-"))
     log = profile / "stderr.log"

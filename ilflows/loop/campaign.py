@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, Response, job
 
+from ilflows.loop.production import analyse, produce
 from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker, validate_models
 from ilflows.schemas import (
     BIG_FIELDS,
@@ -442,6 +443,21 @@ def select_frames(
     return record, [owner[i] for i in chosen]
 
 
+def production_flow(spec: CampaignSpec, iteration: int, type_map: list[str]) -> Flow:
+    """Production MD and its analysis for every ``production`` entry, with the models of ``iteration``."""
+    jobs = []
+    for run in spec.production:
+        md = produce(spec, run, iteration, type_map)
+        md.name = f"production {run.name}"
+        place(md, spec, "explore")
+        props = analyse(spec, run, md.output, md.uuid)
+        props.name = f"properties {run.name}"
+        jobs += [md, place(props, spec, "other")]
+    for j in jobs:
+        j.update_metadata({"campaign": spec.name, "iteration": iteration})
+    return Flow(jobs, name="production")
+
+
 @job(output_schema=SelectionRecord)
 def select_and_continue(
     spec: CampaignSpec,
@@ -457,7 +473,8 @@ def select_and_continue(
 
     record, chosen = select_frames(spec, iteration, explorations, training)
     if record.stop_reason:
-        return Response(output=record)
+        production = production_flow(spec, iteration, type_map) if spec.production else None
+        return Response(output=record, addition=production)
     frames = []
     for (exploration, index), pick in zip(chosen, record.selected, strict=True):
         origin = FrameOrigin(

@@ -428,6 +428,55 @@ class LoopSpec(_Section):
     )
 
 
+class ProductionSpec(_Section):
+    """One production MD run with the final models, and the liquid properties computed from it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the run, e.g. 'npt-450K'.")
+    ensemble: Literal["nvt", "npt"] = Field("npt", description="NPT for the density; NVT for diffusion.")
+    temperature: float = Field(450.0, gt=0, description="Temperature, K.")
+    pressure: float = Field(1.0, description="Pressure (NPT), bar.")
+    n_steps: int = Field(100_000, gt=0, description="MD steps.")
+    timestep: float = Field(0.5, gt=0, description="Time step, fs.")
+    frame_every: int = Field(1000, gt=0, description="Steps between written frames.")
+    system: int = Field(0, ge=0, description="Index of the composition in `system` to simulate.")
+    molecule: str | None = Field(
+        None,
+        description="Run one ion of this name alone in a large box (paper 1's vacuum runs), not the liquid.",
+    )
+    vacuum_box: float = Field(30.0, gt=0, description="Edge of the cubic box of a single-ion run, Å.")
+    model: int = Field(
+        0, ge=0, description="Committee member that drives the MD; the others record the deviation."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the packed box and of the MD velocities.")
+    discard: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of the frames at the start left out of every property (equilibration).",
+    )
+    density_blocks: int = Field(5, ge=2, description="Blocks of the density's confidence interval.")
+    rdf_pairs: list[tuple[str, str]] = Field(
+        default_factory=list, description="Element pairs of the RDFs, e.g. [[B, B], [B, N]]."
+    )
+    rdf_max: float = Field(8.0, gt=0, description="RDF range, Å (at most half the box).")
+    diffusion_window: tuple[float, float] | None = Field(
+        None, description="Lag-time window of the Einstein fit, ps (lo < hi); none: no diffusion."
+    )
+    li_cutoff: float = Field(6.0, gt=0, description="First shell of the Li-TFSI cluster count, Å (paper 1).")
+
+    @model_validator(mode="after")
+    def _window(self) -> ProductionSpec:
+        if self.diffusion_window and not 0 <= self.diffusion_window[0] < self.diffusion_window[1]:
+            raise ValueError(
+                f"diffusion_window: {list(self.diffusion_window)} must be [lo, hi] with 0 <= lo < hi, ps"
+            )
+        if self.diffusion_window and self.ensemble != "nvt":
+            raise ValueError(
+                "diffusion_window: diffusion is measured in NVT (a barostat perturbs it); set ensemble: nvt"
+            )
+        return self
+
+
 class CampaignSpec(_Section):
     """A whole concurrent-learning campaign."""
 
@@ -454,6 +503,9 @@ class CampaignSpec(_Section):
     loop: LoopSpec = Field(default_factory=LoopSpec)
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    production: list[ProductionSpec] = Field(
+        default_factory=list, description="Production runs with the final models once the loop stops."
+    )
 
     @field_validator("train", "system", mode="before")
     @classmethod
@@ -492,6 +544,42 @@ class CampaignSpec(_Section):
                 f"validation.seed {val.seed} reuses seeds of the training boxes "
                 f"({used.start}-{used.stop - 1}); pick a seed of {used.stop} or more"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _production(self) -> CampaignSpec:
+        from ilflows.systems.packing import elements, species  # here: packing imports this module
+
+        n_models = sum(family.n_models for family in self.train)
+        for k, run in enumerate(self.production):
+            if run.system >= len(self.system):
+                raise ValueError(
+                    f"production.{k}.system: {run.system}, but the campaign has {len(self.system)} (from 0)"
+                )
+            if run.model >= n_models:
+                raise ValueError(
+                    f"production.{k}.model: {run.model} but the committee has {n_models} members (from 0)"
+                )
+            if run.molecule is not None and run.molecule not in self.system[run.system].ions:
+                ions = ", ".join(self.system[run.system].ions)
+                raise ValueError(
+                    f"production.{k}.molecule: {run.molecule!r} is not an ion of the composition ({ions})"
+                )
+            if run.molecule is not None and run.ensemble == "npt":
+                raise ValueError(f"production.{k}.ensemble: a single ion in vacuum runs in nvt")
+            known = set(elements(self.system[run.system]))
+            atoms = [] if run.molecule else species(self.system[run.system])
+            for pair in run.rdf_pairs:
+                if not set(pair) <= known:
+                    raise ValueError(
+                        f"production.{k}.rdf_pairs: {list(pair)} names elements not in the composition "
+                        f"({', '.join(sorted(known))})"
+                    )
+                if pair[0] == pair[1] and atoms.count(pair[0]) < 2:
+                    raise ValueError(
+                        f"production.{k}.rdf_pairs: {list(pair)} needs two {pair[0]} atoms, the box has "
+                        f"{atoms.count(pair[0])}; add ion pairs or drop the pair"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -322,3 +322,72 @@ class Validation(BaseModel):
     metrics: list[ErrorMetrics] = Field(description="Per model and subset (EQ, nEQ, all).")
     parity: Parity = Field(description="Per-frame reference and predictions (data store).")
     wall_time: float = Field(description="Wall time of the evaluation, s.")
+
+
+class Production(MDResult):
+    """One production MD run with a campaign's final models, as stored."""
+
+    kind: Literal["production"] = "production"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(description="Iteration whose trained models ran it.")
+    run: str = Field(description="Name of the production entry in the spec.")
+    members: list[int] = Field(description="Committee members used, the driving one first.")
+    model_sha256: list[str] = Field(
+        description="SHA-256 of each member's model file, in ``members`` order: the link to its training "
+        "record and hence to the labels it learned."
+    )
+
+
+class RDFCurve(BaseModel):
+    """A radial distribution function."""
+
+    pair: tuple[str, str] = Field(description="The two elements.")
+    r: list[float] = Field(description="Bin centres, Å.")
+    g: list[float] = Field(description="g(r), dimensionless.")
+
+
+class DiffusionCoefficient(BaseModel):
+    """Self-diffusion of one ion species from its centres of mass."""
+
+    ion: str = Field(description="Ion name.")
+    d: float = Field(description="Einstein-relation diffusion coefficient in the periodic box, m^2/s.")
+    d_stderr: float = Field(description="Standard error of the fitted slope, m^2/s.")
+    window: tuple[float, float] = Field(description="Lag-time window of the fit, ps.")
+    lags: list[float] = Field(description="Lag times of the MSD, ps.")
+    msd: list[float] = Field(description="Mean squared displacement of the ion centres of mass, Å^2.")
+
+
+class Properties(BaseModel):
+    """Liquid (or single-ion) properties of one production run."""
+
+    kind: Literal["properties"] = "properties"
+    campaign: str = Field(description="Campaign name.")
+    iteration: int = Field(description="Iteration whose models ran the production.")
+    run: str = Field(description="Name of the production entry in the spec.")
+    production_uuid: str = Field(description="uuid of the production job whose trajectory this analyses.")
+    model_sha256: list[str] = Field(description="Models of the run, driving member first.")
+    ensemble: str = Field(description="'nvt' or 'npt'.")
+    temperature: float = Field(description="Thermostat temperature, K.")
+    n_frames: int = Field(description="Frames analysed (after the discarded start).")
+    time_span: float = Field(description="Time covered by the analysed frames, ps.")
+    max_deviation: float | None = Field(None, description="Largest committee max force deviation, eV/Å.")
+    density: float | None = Field(None, description="Mean mass density (NPT), g/cm^3.")
+    density_ci: float | None = Field(
+        None, description="Half width of its 95 % block confidence interval, g/cm^3."
+    )
+    density_series: list[float] = Field(
+        default_factory=list, description="Density of each analysed frame, g/cm^3."
+    )
+    diffusion: list[DiffusionCoefficient] = Field(default_factory=list, description="Per ion species.")
+    rdfs: list[RDFCurve] = Field(default_factory=list, description="One per requested element pair.")
+    li_clusters: dict[str, float] = Field(
+        default_factory=dict,
+        description="Fraction of Li with n distinct TFSI in the first shell, keyed by n.",
+    )
+    tfsi_conformers: dict[str, float] = Field(
+        default_factory=dict, description="Fraction of TFSI in each class (Cis, aCis, Trans, aTrans)."
+    )
+    pyr14_butyl: dict[str, float] = Field(
+        default_factory=dict,
+        description="Fraction of PYR14 with an anti or gauche butyl tail (r2 cut at 6 Å).",
+    )

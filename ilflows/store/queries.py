@@ -100,6 +100,39 @@ def validations(store, campaign: str | None = None) -> list[dict]:
     )
 
 
+def properties(store, campaign: str | None = None) -> list[dict]:
+    """One row per production run: its models, density with its interval, diffusion per ion, populations."""
+    fields = [
+        "campaign",
+        "run",
+        "iteration",
+        "ensemble",
+        "temperature",
+        "n_frames",
+        "time_span",
+        "max_deviation",
+    ]
+    fields += [
+        "density",
+        "density_ci",
+        "diffusion",
+        "li_clusters",
+        "tfsi_conformers",
+        "pyr14_butyl",
+        "model_sha256",
+    ]
+    rows = []
+    for out in _outputs(store, "properties", campaign, fields=fields):
+        row = {f: out[f] for f in fields[:10]}
+        row["models"] = ",".join(sha[:12] for sha in out["model_sha256"])
+        for d in out["diffusion"]:
+            row[f"D_{d['ion']}_m2_s"] = d["d"]
+        for key in ("li_clusters", "tfsi_conformers", "pyr14_butyl"):
+            row |= {f"{key}_{name}": share for name, share in out[key].items()}
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["campaign"], r["run"]))
+
+
 def explorations(store, campaign: str | None = None) -> list[dict]:
     """One row per MD exploration, with its deviation summary."""
     fields = [

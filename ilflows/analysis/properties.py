@@ -1,0 +1,87 @@
+"""Every liquid property a production run asks for, from its trajectory (pure: no store, no files).
+
+Which properties: density with a block confidence interval (NPT), diffusion of each ion species
+from its centres of mass (given a window), the RDFs of the requested element pairs, and, where
+the ions are there, Li-TFSI cluster populations, TFSI conformer populations and the PYR14 butyl
+anti/gauche split (:mod:`ilflows.analysis.conformers` defines them).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from ilflows.analysis import conformers, liquid
+from ilflows.schemas.campaign import ProductionSpec
+from ilflows.schemas.records import DiffusionCoefficient, Production, Properties, RDFCurve
+
+
+def liquid_properties(
+    production: Production, run: ProductionSpec, molecules: list[tuple[str, range]], uuid: str
+) -> Properties:
+    """Analyse ``production`` (a run of ``run``) whose atoms form ``molecules`` (ion name, atoms)."""
+    traj = production.trajectory
+    first = int(len(traj.steps) * run.discard)
+    positions = np.asarray(traj.positions, dtype=float)[first:]
+    cells = np.asarray(traj.cells, dtype=float)[first:]
+    if len(positions) < 2:
+        raise ValueError(
+            f"production.{run.name}: {len(positions)} frames after discarding {run.discard:.0%}; "
+            "write frames more often (frame_every) or run longer"
+        )
+    dt = production.frame_every * production.timestep / 1000  # ps between frames
+    by_ion: dict[str, list[range]] = defaultdict(list)
+    for name, atoms in molecules:
+        by_ion[name].append(atoms)
+    deviations = [d for d in production.deviations if np.isfinite(d)]
+    out = Properties(
+        campaign=production.campaign,
+        iteration=production.iteration,
+        run=run.name,
+        production_uuid=uuid,
+        model_sha256=production.model_sha256,
+        ensemble=production.ensemble,
+        temperature=production.temperature,
+        n_frames=len(positions),
+        time_span=(len(positions) - 1) * dt,
+        max_deviation=max(deviations) if deviations else None,
+    )
+    if production.ensemble == "npt":
+        series = liquid.densities(traj.species, cells)
+        estimate = liquid.block_average(series, run.density_blocks)
+        out.density, out.density_ci, out.density_series = estimate.mean, estimate.half_width, series.tolist()
+    if run.diffusion_window:
+        for ion, atoms in sorted(by_ion.items()):
+            com = liquid.centres_of_mass(positions, cells, traj.species, atoms)
+            lags, msd = liquid.msd(com, dt)
+            fit = liquid.diffusion(lags, msd, run.diffusion_window)
+            out.diffusion.append(
+                DiffusionCoefficient(
+                    ion=ion,
+                    d=fit.d,
+                    d_stderr=fit.d_stderr,
+                    window=fit.window,
+                    lags=lags.tolist(),
+                    msd=msd.tolist(),
+                )
+            )
+    for pair in run.rdf_pairs:
+        curve = liquid.rdf(positions, cells, traj.species, pair, r_max=run.rdf_max)
+        out.rdfs.append(RDFCurve(pair=curve.pair, r=curve.r.tolist(), g=curve.g.tolist()))
+    cell = None if run.molecule else cells  # a single ion in vacuum: no periodic images
+    if "TFSI" in by_ion:
+        phi, psi = conformers.tfsi_angles(positions, cell, by_ion["TFSI"])
+        out.tfsi_conformers = _fractions(conformers.classify_tfsi(phi, psi))
+    if "PYR14" in by_ion:
+        _, r2 = conformers.pyr14_distances(positions, cell, by_ion["PYR14"])
+        out.pyr14_butyl = _fractions(conformers.butyl_state(r2))
+    if "Li" in by_ion and "TFSI" in by_ion:
+        li = [atoms[0] for atoms in by_ion["Li"]]
+        counts = conformers.li_tfsi_counts(positions, cells, li, by_ion["TFSI"], cutoff=run.li_cutoff)
+        out.li_clusters = _fractions(counts)
+    return out
+
+
+def _fractions(values: np.ndarray) -> dict[str, float]:
+    return {str(key): float(share) for key, share in conformers.cluster_population(values).items()}

@@ -9,7 +9,10 @@ import json
 import numpy as np
 import pytest
 import yaml
+from browser import render
 from cli_runs import ONE_ITERATION, ilflows
+
+pytest_plugins = ["browser"]
 
 PRODUCTION = [
     {
@@ -147,3 +150,17 @@ def test_bad_production_entries_are_refused_before_queueing(tmp_path):
         proc = ilflows(["check", str(spec)], tmp_path)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_report_renders_in_a_browser_with_every_figure(produced, chromium, tmp_path):
+    home, _ = produced
+    out = tmp_path / "report"
+    assert ilflows(["report", "prod", "--out", str(out)], home).returncode == 0
+    page = render(out / "report.html", screenshot=tmp_path / "page.png")
+    assert not page.problems, page  # no console error, exception or failed request
+    assert page.title == "ilflows campaign prod"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["deviations.png", "learning_curves.png", "populations.png", "properties.png", "rdf.png"]
+    assert len(page.images) == len(pngs) and all(loaded for _, loaded in page.images)
+    assert (tmp_path / "page.png").stat().st_size > 10_000

@@ -1,8 +1,9 @@
 """``ilflows report``: one self-contained HTML page of a campaign, with its figures as PNGs beside it.
 
 The page holds the per-iteration table, the deviation histogram of each iteration with the
-trust window marked, the learning curves of every member, and parity plots (scatter, not
-density meshes: outliers must show) of the validation of each iteration.  Figures are
+trust window marked, the learning curves of every member, parity plots (scatter, not density
+meshes: outliers must show) of the validation of each iteration, and the production results:
+densities and diffusion coefficients with error bars, RDFs and conformer/cluster populations.  Figures are
 written as PNG files and embedded in the page as data URIs, so the HTML alone can be mailed.
 Everything is read from the JobStore; nothing is recomputed.
 """
@@ -127,6 +128,52 @@ def parity_figures(store, campaign: str, folder: Path) -> list[Figure]:
     return out
 
 
+def property_figures(store, campaign: str, folder: Path) -> list[Figure]:
+    """Production results: densities and diffusion coefficients with error bars, RDFs, populations."""
+    runs = sorted(_outputs(store, "properties", campaign), key=lambda p: p["run"])
+    if not runs:
+        return []
+    plt = _pyplot()
+    out = []
+    dense = [p for p in runs if p["density"] is not None]
+    diffusing = [(p["run"], d) for p in runs for d in p["diffusion"]]
+    if dense or diffusing:
+        fig, (ax_rho, ax_d) = plt.subplots(1, 2, figsize=(9, 3.8))
+        names = [p["run"] for p in dense]
+        ax_rho.errorbar(
+            names, [p["density"] for p in dense], yerr=[p["density_ci"] for p in dense], fmt="o", capsize=4
+        )
+        ax_rho.set(ylabel="density (g/cm³), 95 % block interval", title="NPT density")
+        labels = [f"{run}\n{d['ion']}" for run, d in diffusing]
+        values = [d["d"] * 1e10 for _, d in diffusing]
+        errors = [2 * d["d_stderr"] * 1e10 for _, d in diffusing]
+        ax_d.errorbar(labels, values, yerr=errors, fmt="s", capsize=4)
+        ax_d.set(ylabel="D (10⁻¹⁰ m²/s), ±2 s.e. of the fit", title="self-diffusion (Einstein)")
+        caption = "Production densities and ion diffusion coefficients with their error bars."
+        out.append(_save(fig, folder / "properties.png", caption))
+    curves = [(p["run"], r) for p in runs for r in p["rdfs"]]
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for run, r in curves:
+            ax.plot(r["r"], r["g"], lw=1.3, label=f"{run}: {'-'.join(r['pair'])}")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set(xlabel="r (Å)", ylabel="g(r)")
+        ax.legend(frameon=False, fontsize=8)
+        out.append(_save(fig, folder / "rdf.png", "Radial distribution functions of the production runs."))
+    shares = [
+        (p["run"], key, p[key]) for p in runs for key in ("li_clusters", "tfsi_conformers", "pyr14_butyl")
+    ]
+    shares = [s for s in shares if s[2]]
+    if shares:
+        fig, axes = plt.subplots(1, len(shares), figsize=(3.2 * len(shares) + 0.5, 3.4), squeeze=False)
+        for ax, (run, key, population) in zip(axes[0], shares, strict=True):
+            ax.bar(list(population), list(population.values()))
+            ax.set(title=f"{run}: {key.replace('_', ' ')}", ylabel="fraction", ylim=(0, 1))
+        caption = "Populations: Li by TFSI in its first shell, TFSI conformer classes, PYR14 butyl tail."
+        out.append(_save(fig, folder / "populations.png", caption))
+    return out
+
+
 def _save(fig, path: Path, caption: str) -> Figure:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -152,7 +199,7 @@ def write_report(store, campaign: str, folder: Path) -> Path:
         for f in (deviation_figure(store, campaign, folder), learning_curve_figure(store, campaign, folder))
         if f is not None
     ]
-    figures += parity_figures(store, campaign, folder)
+    figures += parity_figures(store, campaign, folder) + property_figures(store, campaign, folder)
     page = folder / "report.html"
     page.write_text(_html(campaign, rows, figures, folder))
     return page

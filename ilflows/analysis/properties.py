@@ -85,3 +85,26 @@ def liquid_properties(
 
 def _fractions(values: np.ndarray) -> dict[str, float]:
     return {str(key): float(share) for key, share in conformers.cluster_population(values).items()}
+
+
+def observable_spreads(runs: dict[str, list[Properties | None]]) -> dict[str, float]:
+    """Relative spread (max - min) / |mean| over members of each run's density and each ion's D.
+
+    ``runs`` maps a run name to its Properties per member.  Empty when a member's run failed:
+    the members cannot be said to agree then.
+    """
+    out = {}
+    for name, members in runs.items():
+        if not members or any(p is None for p in members):
+            return {}
+        if all(p.density is not None for p in members):
+            out[f"{name} density"] = _spread([p.density for p in members])
+        for ion in sorted({d.ion for p in members for d in p.diffusion}):
+            values = [next((d.d for d in p.diffusion if d.ion == ion), np.nan) for p in members]
+            out[f"{name} D {ion}"] = _spread(values)
+    return out
+
+
+def _spread(values: list[float]) -> float:
+    values = np.asarray(values, dtype=float)
+    return float((values.max() - values.min()) / abs(values.mean()))

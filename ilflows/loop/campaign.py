@@ -38,6 +38,7 @@ from ilflows.schemas import (
     FrameOrigin,
     InitialSet,
     MDFrames,
+    Properties,
     SelectedFrame,
     SelectionRecord,
     TrainingRun,
@@ -108,6 +109,27 @@ def label_jobs(
     return jobs
 
 
+def observation_jobs(spec: CampaignSpec, iteration: int, type_map: list[str], trains: list[Job]) -> dict:
+    """Short runs of ``loop.observables``, each member driving: {run name: [md, props, md, props...]}."""
+    if not spec.loop.observables:
+        return {}
+    n_models = sum(family.n_models for family in spec.train)
+    out = {}
+    for run in spec.loop.observables.runs:
+        jobs = []
+        for k in range(n_models):
+            member_run = run.model_copy(update={"model": k, "name": f"{run.name}-it{iteration}-m{k}"})
+            md = produce(spec, member_run, iteration, type_map, [t.output for t in trains])
+            md.name = f"observe {member_run.name}"
+            md.update_config(TOLERANT)  # a crashed member's training: this run fails, the loop goes on
+            place(md, spec, "explore")
+            props = analyse(spec, member_run, md.output, md.uuid)
+            props.name = f"observed {member_run.name}"
+            jobs += [md, place(props, spec, "other")]
+        out[run.name] = jobs
+    return out
+
+
 def has_validation_set(spec: CampaignSpec) -> bool:
     """Whether the campaign holds labels out for validation (packed, MD or imported)."""
     val = spec.validation
@@ -148,6 +170,7 @@ def iteration_flow(
         check.name = f"validate it{iteration}"
         check.update_config(TOLERANT)  # a crashed member is left out
         validation.append(place(check, spec, "train"))
+    observed = observation_jobs(spec, iteration, type_map, trains)
     explorer = ExploreMaker(
         campaign=spec.name, spec=spec.explore, type_map=type_map, dispersion=spec.dispersion
     )
@@ -165,11 +188,12 @@ def iteration_flow(
         starts,
         start_ids,
         type_map,
+        {name: [j.output for j in jobs[1::2]] for name, jobs in observed.items()},
     )
     select.name = f"select it{iteration}"
     select.update_config(TOLERANT)
     place(select, spec, "other")
-    jobs = [*trains, *validation, *explores, select]
+    jobs = [*trains, *validation, *(j for pair in observed.values() for j in pair), *explores, select]
     for j in jobs:
         j.update_metadata({"campaign": spec.name, "iteration": iteration})
     return Flow([*new_labels, *waits_for, *jobs], output=select.output, name=f"iteration {iteration}")
@@ -393,13 +417,26 @@ def guard_candidates(
     return kept, flagged
 
 
+def _tolerance(spec: CampaignSpec, observable: str) -> float:
+    obs = spec.loop.observables
+    return obs.density_tolerance if observable.endswith(" density") else obs.diffusion_tolerance
+
+
 def select_frames(
-    spec: CampaignSpec, iteration: int, explorations: list[Exploration | None], training: TrainingRun | None
+    spec: CampaignSpec,
+    iteration: int,
+    explorations: list[Exploration | None],
+    training: TrainingRun | None,
+    observed: dict[str, list[Properties | None]] | None = None,
 ) -> tuple[SelectionRecord, list[tuple[Exploration, int]]]:
     """Classify explored frames, guard the candidates, choose, and decide whether the loop stops.
 
-    Returns the iteration record and the chosen (exploration, frame index) pairs.
+    The loop stops when enough frames are accurate or, with ``loop.observables``, when the
+    members' short runs (``observed``) agree within the tolerances.  Returns the iteration
+    record and the chosen (exploration, frame index) pairs.
     """
+    from ilflows.analysis.properties import observable_spreads
+
     done = [e for e in explorations if e is not None]
     deviations = (
         np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
@@ -412,10 +449,16 @@ def select_frames(
         SelectedFrame(walker=owner[i][0].walker, frame_index=owner[i][1], deviation=float(deviations[i]))
         for i in chosen
     ]
-    converged = bool(done) and window.accurate_ratio >= spec.loop.accurate_ratio
+    spreads = observable_spreads(observed or {})
+    agree = bool(spreads) and all(value <= _tolerance(spec, key) for key, value in spreads.items())
+    accurate = bool(done) and window.accurate_ratio >= spec.loop.accurate_ratio
+    converged = accurate or agree
     stop_reason = None
-    if converged:
+    if accurate:
         stop_reason = f"accurate ratio {window.accurate_ratio:.3f} >= {spec.loop.accurate_ratio}"
+    elif agree:
+        worst = max(spreads, key=spreads.get)
+        stop_reason = f"members agree on observables (largest spread: {worst} {spreads[worst]:.3g})"
     elif not done:
         stop_reason = "every exploration failed"
     elif iteration + 1 >= spec.loop.max_iterations:
@@ -439,6 +482,7 @@ def select_frames(
         n_failed_labels=training.n_failed_labels if training else 0,
         converged=converged,
         stop_reason=stop_reason,
+        observables=spreads,
     )
     return record, [owner[i] for i in chosen]
 
@@ -467,11 +511,12 @@ def select_and_continue(
     starts: list[Frame],
     start_ids: list[str],
     type_map: list[str],
+    observed: dict[str, list[Properties | None]] | None = None,
 ) -> Response:
     """Select frames for DFT, record the iteration, and queue the next one unless it stops."""
     from ilflows.systems import system_of
 
-    record, chosen = select_frames(spec, iteration, explorations, training)
+    record, chosen = select_frames(spec, iteration, explorations, training, observed)
     if record.stop_reason:
         production = production_flow(spec, iteration, type_map) if spec.production else None
         return Response(output=record, addition=production)

@@ -39,8 +39,13 @@ def run_molecules(spec: CampaignSpec, run: ProductionSpec) -> list[tuple[str, ra
 
 
 @ilflows_job(output_schema=Production, config=STORE_READER)
-def produce(spec: CampaignSpec, run: ProductionSpec, iteration: int, type_map: list[str]) -> Production:
-    """Run production MD ``run`` with the committee trained in ``iteration``."""
+def produce(
+    spec: CampaignSpec, run: ProductionSpec, iteration: int, type_map: list[str], after: list | None = None
+) -> Production:
+    """Run production MD ``run`` with the committee trained in ``iteration``.
+
+    ``after``: outputs of the training jobs, when they run in the same flow, so that this waits for them.
+    """
     from ilflows.explore import get_explorer
 
     n_models = sum(family.n_models for family in spec.train)

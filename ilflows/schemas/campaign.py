@@ -419,15 +419,6 @@ class WorkersSpec(_Section):
     )
 
 
-class LoopSpec(_Section):
-    """Stopping rule."""
-
-    max_iterations: int = Field(3, ge=1, description="Most training/exploration iterations.")
-    accurate_ratio: float = Field(
-        0.95, gt=0, le=1, description="Stop when this fraction of explored frames is accurate."
-    )
-
-
 class ProductionSpec(_Section):
     """One production MD run with the final models, and the liquid properties computed from it."""
 
@@ -475,6 +466,34 @@ class ProductionSpec(_Section):
                 "diffusion_window: diffusion is measured in NVT (a barostat perturbs it); set ensemble: nvt"
             )
         return self
+
+
+class ObservablesSpec(_Section):
+    """Stop when short runs driven by each committee member agree on density and diffusion.
+
+    Every run of ``runs`` is repeated once per member (that member driving); the loop stops
+    when, for every run, the members' densities (NPT) spread by at most ``density_tolerance``
+    and each ion's diffusion coefficient (runs with a ``diffusion_window``) by at most
+    ``diffusion_tolerance``, the spread being (max - min) / mean over the members.
+    """
+
+    runs: list[ProductionSpec] = Field(
+        min_length=1, description="Short runs repeated with each member driving."
+    )
+    density_tolerance: float = Field(0.02, gt=0, description="Largest relative spread of the densities.")
+    diffusion_tolerance: float = Field(0.3, gt=0, description="Largest relative spread of each ion's D.")
+
+
+class LoopSpec(_Section):
+    """Stopping rule."""
+
+    max_iterations: int = Field(3, ge=1, description="Most training/exploration iterations.")
+    accurate_ratio: float = Field(
+        0.95, gt=0, le=1, description="Stop when this fraction of explored frames is accurate."
+    )
+    observables: ObservablesSpec | None = Field(
+        None, description="Also stop when the members agree on liquid observables; none: accurate ratio only."
+    )
 
 
 class CampaignSpec(_Section):
@@ -551,33 +570,36 @@ class CampaignSpec(_Section):
         from ilflows.systems.packing import elements, species  # here: packing imports this module
 
         n_models = sum(family.n_models for family in self.train)
-        for k, run in enumerate(self.production):
+        observed = self.loop.observables.runs if self.loop.observables else []
+        entries = [(f"production.{k}", run) for k, run in enumerate(self.production)]
+        entries += [(f"loop.observables.runs.{k}", run) for k, run in enumerate(observed)]
+        for field, run in entries:
             if run.system >= len(self.system):
                 raise ValueError(
-                    f"production.{k}.system: {run.system}, but the campaign has {len(self.system)} (from 0)"
+                    f"{field}.system: {run.system}, but the campaign has {len(self.system)} (from 0)"
                 )
             if run.model >= n_models:
                 raise ValueError(
-                    f"production.{k}.model: {run.model} but the committee has {n_models} members (from 0)"
+                    f"{field}.model: {run.model} but the committee has {n_models} members (from 0)"
                 )
             if run.molecule is not None and run.molecule not in self.system[run.system].ions:
                 ions = ", ".join(self.system[run.system].ions)
                 raise ValueError(
-                    f"production.{k}.molecule: {run.molecule!r} is not an ion of the composition ({ions})"
+                    f"{field}.molecule: {run.molecule!r} is not an ion of the composition ({ions})"
                 )
             if run.molecule is not None and run.ensemble == "npt":
-                raise ValueError(f"production.{k}.ensemble: a single ion in vacuum runs in nvt")
+                raise ValueError(f"{field}.ensemble: a single ion in vacuum runs in nvt")
             known = set(elements(self.system[run.system]))
             atoms = [] if run.molecule else species(self.system[run.system])
             for pair in run.rdf_pairs:
                 if not set(pair) <= known:
                     raise ValueError(
-                        f"production.{k}.rdf_pairs: {list(pair)} names elements not in the composition "
+                        f"{field}.rdf_pairs: {list(pair)} names elements not in the composition "
                         f"({', '.join(sorted(known))})"
                     )
                 if pair[0] == pair[1] and atoms.count(pair[0]) < 2:
                     raise ValueError(
-                        f"production.{k}.rdf_pairs: {list(pair)} needs two {pair[0]} atoms, the box has "
+                        f"{field}.rdf_pairs: {list(pair)} needs two {pair[0]} atoms, the box has "
                         f"{atoms.count(pair[0])}; add ion pairs or drop the pair"
                     )
         return self

@@ -280,6 +280,11 @@ class SelectionRecord(BaseModel):
         description="True when the campaign stops here because accurate_ratio met its threshold."
     )
     stop_reason: str | None = Field(None, description="Why the loop stops here, if it does.")
+    observables: dict[str, float] = Field(
+        default_factory=dict,
+        description="Relative spread (max - min) / mean over the members of each observable of the short "
+        "runs (loop.observables), e.g. 'npt density'; empty without them or when a run failed.",
+    )
 
 
 class ErrorMetrics(BaseModel):

@@ -164,3 +164,43 @@ def test_report_renders_in_a_browser_with_every_figure(produced, chromium, tmp_p
     assert pngs == ["deviations.png", "learning_curves.png", "populations.png", "properties.png", "rdf.png"]
     assert len(page.images) == len(pngs) and all(loaded for _, loaded in page.images)
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_single_tfsi_in_vacuum_with_a_mace_committee_gives_conformer_populations(tmp_path):
+    from mace_models import write_committee
+
+    from ilflows.analysis.properties import liquid_properties
+    from ilflows.explore import get_explorer
+    from ilflows.loop.production import run_molecules, start_box
+    from ilflows.schemas import CampaignSpec, ModelFile, Production
+    from ilflows.schemas.campaign import ExploreSpec
+
+    run = {"name": "tfsi", "molecule": "TFSI", "ensemble": "nvt", "temperature": 298, "n_steps": 40}
+    spec = CampaignSpec(
+        name="vac",
+        system={"ions": {"PYR14": 1, "TFSI": 1}, "density": 1.0},
+        train={"engine": "mace"},
+        explore={"engine": "ase"},
+        production=[{**run, "frame_every": 4, "vacuum_box": 16.0}],
+    )
+    elements = ["H", "C", "N", "O", "F", "S"]
+    small = {"hidden_irreps": "8x0e+8x1o", "r_max": 4.0, "max_ell": 1, "correlation": 1}
+    models = [ModelFile.from_path(p) for p in write_committee(tmp_path, elements, 2, seed=1, **small)]
+    prod = spec.production[0]
+    start = start_box(spec, prod)
+    assert len(start.species) == 15 and start.cell[0][0] == 16.0
+    md = ExploreSpec(engine="ase", ensemble="nvt", temperature=298, n_steps=40, frame_every=4, timestep=0.5)
+    result = get_explorer("ase").explore(models, start, elements, md, 1, tmp_path)
+    production = Production(
+        **result.model_dump(),
+        campaign="vac",
+        iteration=0,
+        run="tfsi",
+        members=[0, 1],
+        model_sha256=["a", "b"],
+    )
+    props = liquid_properties(production, prod, run_molecules(spec, prod), "uuid")
+    assert props.n_frames == 9  # 11 frames, the first 20 % left out
+    assert set(props.tfsi_conformers) <= {"Cis", "aCis", "Trans", "aTrans"}
+    assert sum(props.tfsi_conformers.values()) == pytest.approx(1.0)
+    assert props.tfsi_conformers.get("aTrans", 0) > 0  # starts from the aTrans template, 40 steps at 298 K

@@ -33,6 +33,7 @@ PRODUCTION = [
         "n_steps": 200,
         "frame_every": 10,
         "diffusion_window": [0.01, 0.06],
+        "viscosity": 0.05,
     },
     {
         "name": "vacuum",
@@ -105,7 +106,7 @@ def test_production_is_linked_to_the_models_that_ran_it(produced):
 @pytest.mark.slow
 def test_nvt_run_gives_diffusion_per_ion(produced):
     _, store = produced
-    props = _record(store, "properties", "nvt")
+    props, md = _record(store, "properties", "nvt"), _record(store, "production", "nvt")
     assert [d["ion"] for d in props["diffusion"]] == ["BF4", "PYR14"]
     for d in props["diffusion"]:
         lags, msd = np.asarray(d["lags"]), np.asarray(d["msd"])
@@ -113,6 +114,9 @@ def test_nvt_run_gives_diffusion_per_ion(produced):
         inside = (lags >= 0.01) & (lags <= 0.06)
         slope = np.polyfit(lags[inside], msd[inside], 1)[0]
         assert d["d"] == pytest.approx(slope / 6 * 1e-8)
+        edge = np.cbrt(np.abs(np.linalg.det(np.asarray(md["trajectory"]["cells"])[4:])).mean())
+        kt_xi = 1.380649e-23 * 300 * 2.837297
+        assert d["d_corrected"] - d["d"] == pytest.approx(kt_xi / (6 * np.pi * 0.05 * edge * 1e-10))
     assert props["density"] is None  # NVT
 
 
@@ -125,6 +129,13 @@ def test_single_ion_in_vacuum_and_the_properties_query(produced):
     )
     props = _record(store, "properties", "vacuum")
     assert sum(props["pyr14_butyl"].values()) == pytest.approx(1.0) and not props["tfsi_conformers"]
+    r1, r2 = np.asarray(props["pyr14_distances"]).T  # one cation, 9 analysed frames
+    assert len(r2) == props["n_frames"] == 9 and (r1 > 1.0).all() and (r2 > 2.0).all()
+    anti = np.mean(r2 >= 6.0)
+    assert props["pyr14_butyl"].get("anti", 0.0) == pytest.approx(anti)
+    # the per-molecule series sit in the data store, not in the job document
+    doc = store.query_one({"output.kind": "properties", "output.run": "vacuum"}, load=False)["output"]
+    assert "blob_uuid" in doc["pyr14_distances"]
 
     rows = json.loads(ilflows(["query", "properties", "--json"], home).stdout)
     assert [r["run"] for r in rows] == ["npt", "nvt", "vacuum"]
@@ -161,7 +172,14 @@ def test_report_renders_in_a_browser_with_every_figure(produced, chromium, tmp_p
     assert not page.problems, page  # no console error, exception or failed request
     assert page.title == "ilflows campaign prod"
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["deviations.png", "learning_curves.png", "populations.png", "properties.png", "rdf.png"]
+    assert pngs == [
+        "deviations.png",
+        "learning_curves.png",
+        "populations.png",
+        "properties.png",
+        "rdf.png",
+        "shapes.png",
+    ]
     assert len(page.images) == len(pngs) and all(loaded for _, loaded in page.images)
     assert (tmp_path / "page.png").stat().st_size > 10_000
 

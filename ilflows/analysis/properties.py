@@ -55,12 +55,16 @@ def liquid_properties(
         for ion, atoms in sorted(by_ion.items()):
             com = liquid.centres_of_mass(positions, cells, traj.species, atoms)
             lags, msd = liquid.msd(com, dt)
-            fit = liquid.diffusion(lags, msd, run.diffusion_window)
+            edge = float(np.cbrt(np.abs(np.linalg.det(cells)).mean()))  # Å, the cubic box's edge
+            fit = liquid.diffusion(
+                lags, msd, run.diffusion_window, edge, production.temperature, run.viscosity
+            )
             out.diffusion.append(
                 DiffusionCoefficient(
                     ion=ion,
                     d=fit.d,
                     d_stderr=fit.d_stderr,
+                    d_corrected=fit.d_corrected,
                     window=fit.window,
                     lags=lags.tolist(),
                     msd=msd.tolist(),
@@ -73,9 +77,11 @@ def liquid_properties(
     if "TFSI" in by_ion:
         phi, psi = conformers.tfsi_angles(positions, cell, by_ion["TFSI"])
         out.tfsi_conformers = _fractions(conformers.classify_tfsi(phi, psi))
+        out.tfsi_angles = np.column_stack([np.ravel(phi), np.ravel(psi)]).tolist()
     if "PYR14" in by_ion:
-        _, r2 = conformers.pyr14_distances(positions, cell, by_ion["PYR14"])
+        r1, r2 = conformers.pyr14_distances(positions, cell, by_ion["PYR14"])
         out.pyr14_butyl = _fractions(conformers.butyl_state(r2))
+        out.pyr14_distances = np.column_stack([np.ravel(r1), np.ravel(r2)]).tolist()
     if "Li" in by_ion and "TFSI" in by_ion:
         li = [atoms[0] for atoms in by_ion["Li"]]
         counts = conformers.li_tfsi_counts(positions, cells, li, by_ion["TFSI"], cutoff=run.li_cutoff)

@@ -130,7 +130,7 @@ def parity_figures(store, campaign: str, folder: Path) -> list[Figure]:
 
 def property_figures(store, campaign: str, folder: Path) -> list[Figure]:
     """Production results: densities and diffusion coefficients with error bars, RDFs, populations."""
-    runs = sorted(_outputs(store, "properties", campaign), key=lambda p: p["run"])
+    runs = sorted(_outputs(store, "properties", campaign, load=True), key=lambda p: p["run"])
     if not runs:
         return []
     plt = _pyplot()
@@ -171,6 +171,31 @@ def property_figures(store, campaign: str, folder: Path) -> list[Figure]:
             ax.set(title=f"{run}: {key.replace('_', ' ')}", ylabel="fraction", ylim=(0, 1))
         caption = "Populations: Li by TFSI in its first shell, TFSI conformer classes, PYR14 butyl tail."
         out.append(_save(fig, folder / "populations.png", caption))
+    shapes = [(p["run"], p["tfsi_angles"], p["pyr14_distances"]) for p in runs]
+    shapes = [s for s in shapes if s[1] or s[2]]
+    if shapes:
+        fig, axes = plt.subplots(len(shapes), 2, figsize=(8, 3.6 * len(shapes)), squeeze=False)
+        for (run, angles, distances), (ax_t, ax_p) in zip(shapes, axes, strict=True):
+            if angles:
+                phi, psi = np.asarray(angles).T
+                ax_t.scatter(phi, psi, s=4)
+                ax_t.axvline(-90, color="grey", lw=0.8)
+                ax_t.axvline(90, color="grey", lw=0.8)
+                ax_t.plot([-180, 180], [-180, 180], color="grey", lw=0.8)  # psi = phi
+                ax_t.axhline(0, color="grey", lw=0.8)
+            ax_t.set(xlim=(-180, 180), ylim=(-180, 180), xlabel="phi, C-S-S-C (deg)", ylabel="psi, N (deg)")
+            ax_t.set_title(f"{run}: TFSI" + ("" if angles else " (none)"), fontsize=9)
+            if distances:
+                r1, r2 = np.asarray(distances).T
+                ax_p.scatter(r1, r2, s=4)
+                ax_p.axhline(6.0, color="grey", lw=0.8)
+            ax_p.set(xlabel="r1, butyl end to ring C (Å)", ylabel="r2, methyl C to butyl end (Å)")
+            ax_p.set_title(f"{run}: PYR14 (anti above 6 Å)" + ("" if distances else " (none)"), fontsize=9)
+        caption = (
+            "Dot distributions of the ion shapes (paper 1, Figures 7 and 9): TFSI classes are cut at "
+            "|phi| = 90 deg and by psi between 0 and phi (lines); PYR14 anti above r2 = 6 Å."
+        )
+        out.append(_save(fig, folder / "shapes.png", caption))
     return out
 
 

@@ -9,7 +9,7 @@ record.  The two are apart so that a failing analysis never costs the MD.
 
 from __future__ import annotations
 
-from jobflow import CURRENT_JOB, job
+from jobflow import CURRENT_JOB
 
 from ilflows.loop.steps import STORE_READER, _workdir, ilflows_job, previous_model
 from ilflows.schemas import CampaignSpec, Frame, Production, Properties
@@ -82,7 +82,7 @@ def produce(
     )
 
 
-@job(output_schema=Properties)
+@ilflows_job(output_schema=Properties)
 def analyse(
     spec: CampaignSpec, run: ProductionSpec, production: Production, production_uuid: str
 ) -> Properties:

@@ -454,6 +454,12 @@ class ProductionSpec(_Section):
         None, description="Lag-time window of the Einstein fit, ps (lo < hi); none: no diffusion."
     )
     li_cutoff: float = Field(6.0, gt=0, description="First shell of the Li-TFSI cluster count, Å (paper 1).")
+    viscosity: float | None = Field(
+        None,
+        gt=0,
+        description="Shear viscosity, Pa s, for the Yeh-Hummer finite-size correction of D (cubic box); "
+        "none: no correction.",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> ProductionSpec:

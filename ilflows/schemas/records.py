@@ -16,7 +16,15 @@ from pydantic import BaseModel, Field
 
 from ilflows.schemas.frames import Frame, FrameOrigin
 
-BIG_FIELDS = ["model_file", "trajectory", "md_labels", "parity"]
+BIG_FIELDS = [
+    "model_file",
+    "trajectory",
+    "md_labels",
+    "parity",
+    "density_series",
+    "tfsi_angles",
+    "pyr14_distances",
+]
 
 
 class DFTResult(BaseModel):
@@ -357,6 +365,9 @@ class DiffusionCoefficient(BaseModel):
     ion: str = Field(description="Ion name.")
     d: float = Field(description="Einstein-relation diffusion coefficient in the periodic box, m^2/s.")
     d_stderr: float = Field(description="Standard error of the fitted slope, m^2/s.")
+    d_corrected: float | None = Field(
+        None, description="With the Yeh-Hummer finite-size correction (given a viscosity), m^2/s."
+    )
     window: tuple[float, float] = Field(description="Lag-time window of the fit, ps.")
     lags: list[float] = Field(description="Lag times of the MSD, ps.")
     msd: list[float] = Field(description="Mean squared displacement of the ion centres of mass, Å^2.")
@@ -395,4 +406,10 @@ class Properties(BaseModel):
     pyr14_butyl: dict[str, float] = Field(
         default_factory=dict,
         description="Fraction of PYR14 with an anti or gauche butyl tail (r2 cut at 6 Å).",
+    )
+    tfsi_angles: list[tuple[float, float]] = Field(
+        default_factory=list, description="(phi, psi) of every TFSI in every analysed frame, degrees."
+    )
+    pyr14_distances: list[tuple[float, float]] = Field(
+        default_factory=list, description="(r1, r2) of every PYR14 in every analysed frame, Å."
     )

@@ -171,26 +171,26 @@ def property_figures(store, campaign: str, folder: Path) -> list[Figure]:
             ax.set(title=f"{run}: {key.replace('_', ' ')}", ylabel="fraction", ylim=(0, 1))
         caption = "Populations: Li by TFSI in its first shell, TFSI conformer classes, PYR14 butyl tail."
         out.append(_save(fig, folder / "populations.png", caption))
-    shapes = [(p["run"], p["tfsi_angles"], p["pyr14_distances"]) for p in runs]
-    shapes = [s for s in shapes if s[1] or s[2]]
-    if shapes:
-        fig, axes = plt.subplots(len(shapes), 2, figsize=(8, 3.6 * len(shapes)), squeeze=False)
-        for (run, angles, distances), (ax_t, ax_p) in zip(shapes, axes, strict=True):
-            if angles:
-                phi, psi = np.asarray(angles).T
-                ax_t.scatter(phi, psi, s=4)
-                ax_t.axvline(-90, color="grey", lw=0.8)
-                ax_t.axvline(90, color="grey", lw=0.8)
-                ax_t.plot([-180, 180], [-180, 180], color="grey", lw=0.8)  # psi = phi
-                ax_t.axhline(0, color="grey", lw=0.8)
-            ax_t.set(xlim=(-180, 180), ylim=(-180, 180), xlabel="phi, C-S-S-C (deg)", ylabel="psi, N (deg)")
-            ax_t.set_title(f"{run}: TFSI" + ("" if angles else " (none)"), fontsize=9)
-            if distances:
-                r1, r2 = np.asarray(distances).T
-                ax_p.scatter(r1, r2, s=4)
-                ax_p.axhline(6.0, color="grey", lw=0.8)
-            ax_p.set(xlabel="r1, butyl end to ring C (Å)", ylabel="r2, methyl C to butyl end (Å)")
-            ax_p.set_title(f"{run}: PYR14 (anti above 6 Å)" + ("" if distances else " (none)"), fontsize=9)
+    panels = [(p["run"], "TFSI", p["tfsi_angles"]) for p in runs if p["tfsi_angles"]]
+    panels += [(p["run"], "PYR14", p["pyr14_distances"]) for p in runs if p["pyr14_distances"]]
+    if panels:
+        rows = (len(panels) + 1) // 2
+        fig, axes = plt.subplots(rows, 2, figsize=(8, 3.6 * rows), squeeze=False)
+        for ax, (run, ion, points) in zip(axes.flat, panels, strict=False):
+            x, y = np.asarray(points).T
+            ax.scatter(x, y, s=4)
+            if ion == "TFSI":
+                for edge in (-90, 90):
+                    ax.axvline(edge, color="grey", lw=0.8)
+                ax.plot([-180, 180], [-180, 180], color="grey", lw=0.8)  # psi = phi
+                ax.axhline(0, color="grey", lw=0.8)
+                ax.set(xlim=(-180, 180), ylim=(-180, 180), xlabel="phi, C-S-S-C (deg)", ylabel="psi, N (deg)")
+            else:
+                ax.axhline(6.0, color="grey", lw=0.8)
+                ax.set(xlabel="r1, butyl end to ring C (Å)", ylabel="r2, methyl C to butyl end (Å)")
+            ax.set_title(f"{run}: {ion}", fontsize=9)
+        for ax in axes.flat[len(panels) :]:
+            ax.set_visible(False)
         caption = (
             "Dot distributions of the ion shapes (paper 1, Figures 7 and 9): TFSI classes are cut at "
             "|phi| = 90 deg and by psi between 0 and phi (lines); PYR14 anti above r2 = 6 Å."

@@ -53,3 +53,10 @@ def test_cap_keeps_all_when_few():
     d = np.array([0.01, 0.1, 0.2, 3.0])
     w = classify(d, 0.05, 1.5)
     assert choose_candidates(d, w.candidate, 10).tolist() == [1, 2]
+
+
+def test_deviation_in_chunks_equals_the_per_frame_definition():
+    forces = np.random.default_rng(3).normal(size=(4, 37, 11, 3))
+    per_frame = [np.linalg.norm(np.std(forces[:, f], axis=0), axis=-1).max() for f in range(37)]  # dp's way
+    for chunk_bytes in (1, 4 * 5 * 11 * 3 * 8, 1 << 30):  # one frame, 5 frames (a ragged last chunk), all
+        assert max_force_deviation(forces, chunk_bytes) == pytest.approx(per_frame, abs=1e-12)

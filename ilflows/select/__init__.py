@@ -7,15 +7,20 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def max_force_deviation(forces: np.ndarray) -> np.ndarray:
+def max_force_deviation(forces: np.ndarray, chunk_bytes: int = 1 << 21) -> np.ndarray:
     """Ensemble max force deviation per frame (DeePMD's ``max_devi_f``).
 
     For each frame, max over atoms i of ``sqrt(mean_k |F_ik - <F_i>|^2)``, with k over models.
+    Frames are taken in chunks of about ``chunk_bytes`` of forces, so that the mean, the spread
+    and its square stay in cache and the forces are read from memory once
+    (``benchmarks/deviation_scale.py``).
 
     Parameters
     ----------
     forces
         Forces of each model, shape (n_models, n_frames, n_atoms, 3), eV/Å.
+    chunk_bytes
+        Forces handled at once, bytes.
 
     Returns
     -------
@@ -25,9 +30,15 @@ def max_force_deviation(forces: np.ndarray) -> np.ndarray:
     forces = np.asarray(forces, dtype=float)
     if forces.ndim != 4 or forces.shape[-1] != 3:
         raise ValueError(f"forces must have shape (n_models, n_frames, n_atoms, 3), got {forces.shape}")
-    spread = forces - forces.mean(axis=0)
-    per_atom = np.sqrt(np.einsum("kfad,kfad->fa", spread, spread) / forces.shape[0])
-    return per_atom.max(axis=1)
+    n_models, n_frames = forces.shape[:2]
+    per_frame = max(forces[:, :1].nbytes, 1)
+    step = max(1, chunk_bytes // per_frame)
+    out = np.empty(n_frames)
+    for start in range(0, n_frames, step):
+        chunk = forces[:, start : start + step]
+        spread = chunk - chunk.mean(axis=0)
+        out[start : start + step] = np.einsum("kfad,kfad->fa", spread, spread).max(axis=1)
+    return np.sqrt(out / n_models)  # max and sqrt commute: one sqrt per frame, not per atom
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def _outputs(store, kind: str, iteration: int, load: bool = False) -> list[dict]
 @pytest.mark.slow
 @pytest.mark.parametrize("iteration", [0, 1])
 def test_both_families_train_on_the_same_labels(mixed_store, iteration):
-    runs = sorted(_outputs(mixed_store, "training", iteration), key=lambda t: t["member"])
+    runs = sorted(_outputs(mixed_store, "training", iteration, load=True), key=lambda t: t["member"])
     assert [(t["member"], t["engine"], t["seed"]) for t in runs] == [
         (0, "deepmd", 1),
         (1, "deepmd", 2),

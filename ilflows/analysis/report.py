@@ -78,7 +78,7 @@ def deviation_figure(store, campaign: str, folder: Path) -> Figure | None:
 def learning_curve_figure(store, campaign: str, folder: Path) -> Figure | None:
     """Training force RMSE (or loss) against step, one line per member, one panel per iteration."""
     fields = ["output.iteration", "output.member", "output.engine", "output.learning_curve"]
-    docs = store.query({"output.kind": "training", "output.campaign": campaign}, properties=fields)
+    docs = store.query({"output.kind": "training", "output.campaign": campaign}, properties=fields, load=True)
     runs = sorted((d["output"] for d in docs), key=lambda r: (r["iteration"], r["member"]))
     if not runs:
         return None

@@ -24,6 +24,8 @@ BIG_FIELDS = [
     "density_series",
     "tfsi_angles",
     "pyr14_distances",
+    "label_ids",  # 10^4 frame ids in a paper-scale training record
+    "learning_curve",  # 2,000 points for 2e6 DeePMD steps
 ]
 
 

@@ -1,10 +1,10 @@
 """Production MD with a campaign's final models, and the analysis of each run.
 
-Queued once the loop stops (:func:`ilflows.loop.campaign.production_flow`): one ``produce`` job
-per ``production`` entry of the spec (MD with
-the committee of the last iteration, the chosen member driving, the others recording the
-deviation), then one ``analyse`` job that turns its trajectory into a :class:`Properties`
-record.  The two are apart so that a failing analysis never costs the MD.
+Queued once the loop stops (:func:`ilflows.loop.campaign.production_flow`), and per iteration
+for ``loop.observables``: one ``produce`` job per run (MD with the committee of the iteration,
+the chosen member driving, the others recording the deviation), then one ``analyse`` job that
+turns its trajectory into a :class:`Properties` record.  The two are apart so that a failing
+analysis never costs the MD.
 """
 
 from __future__ import annotations

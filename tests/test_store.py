@@ -180,3 +180,16 @@ def test_a_refused_login_is_named_in_one_line_without_the_password():
     assert message.startswith("MongoDB at db.example.org:27017 refused user 'alice' on database 'ilflows'")
     assert "(AuthenticationFailed)" in message and "ILFLOWS_MONGO_PASSWORD" in message
     assert "s3cret" not in message and "\n" not in message
+
+
+def test_a_fresh_embedded_jobstore_has_its_tables_before_any_worker_writes(tmp_path):
+    import sqlite3
+
+    from ilflows.settings import IlflowsSettings
+    from ilflows.store import connect_jobstore
+
+    connect_jobstore(IlflowsSettings(home=tmp_path))
+    for name in ("outputs", "outputs_data"):  # two workers' first writes would race to make them
+        path = tmp_path / "jobstore/ilflows" / f"{name}.collection"
+        tables = sqlite3.connect(path).execute("select name from sqlite_master where type='table'").fetchall()
+        assert tables == [("documents",)]

@@ -8,13 +8,17 @@ import time
 from jobflow import Flow, job
 
 
-@job
-def nap(i: int, seconds: float) -> int:
-    """Sleep, then append ``i`` to the file named by ``TOY_LOG``: one line per finished run."""
+@job(data=["payload"])
+def nap(i: int, seconds: float) -> dict:
+    """Sleep, then append ``i`` to the file named by ``TOY_LOG``: one line per finished run.
+
+    The output has a field for the data store, as trajectories and models do, so that workers
+    starting together write their first blobs at once.
+    """
     time.sleep(seconds)
     with open(os.environ["TOY_LOG"], "a") as fh:
         fh.write(f"{i}\n")
-    return i
+    return {"i": i, "payload": list(range(100))}
 
 
 def queue_naps(n: int, seconds: float) -> None:

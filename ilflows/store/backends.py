@@ -225,11 +225,21 @@ def get_jobstore(settings: IlflowsSettings | None = None):
 
 
 def connect_jobstore(settings: IlflowsSettings | None = None):
-    """Return a connected JobStore, with ilflows' query indexes in place on MongoDB."""
+    """Return a connected JobStore: ilflows' query indexes on MongoDB, every table made on sqlite.
+
+    montydb creates a collection's sqlite table on its first write, so two workers writing
+    their first blobs at once raced ("no such table: documents", and a job document whose blob
+    was lost); the tables are made here, before any worker starts.
+    """
     settings = settings or get_settings()
     store = get_jobstore(settings)
     store.connect()
     if settings.backend == "mongodb":  # montydb has no indexes; it scans
         for key in JOBSTORE_INDEXES:
             store.docs_store.ensure_index(key)
+        return store
+    for part in (store.docs_store, *store.additional_stores.values()):
+        database = part._collection.database  # maggma exposes no public handle to it
+        if part.collection_name not in database.list_collection_names():
+            database.create_collection(part.collection_name)
     return store

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from debian import apt_install
 
 EXECUTABLE = "chromium"
 SRC_CHARS = 80
@@ -75,21 +76,7 @@ def ensure_chromium() -> str | None:
     str or None
         None when Chromium is there, otherwise a one-line reason to skip.
     """
-    if shutil.which(EXECUTABLE):
-        return None
-    if os.geteuid() != 0:
-        return "chromium is not installed and only root can apt-get install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # About 30 s on a warm mirror (some 100 MiB of packages); the timeout only guards against a hung apt.
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", EXECUTABLE]):
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"`{' '.join(cmd)}` failed: {exc}"
-        if proc.returncode:
-            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
-            return f"`{' '.join(cmd)}` failed with status {proc.returncode}: {last}"
-    return None if shutil.which(EXECUTABLE) else "chromium still not on PATH after apt-get install"
+    return apt_install(["chromium"], [EXECUTABLE])
 
 
 @pytest.fixture(scope="session")

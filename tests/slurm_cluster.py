@@ -12,7 +12,6 @@ Use it from a test module with ``pytest_plugins = ["slurm_cluster"]`` (``tests``
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from debian import apt_install
 
 TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "munged", "mungekey")
 PARTITION = "debug"
@@ -35,21 +35,7 @@ def ensure_slurm() -> str | None:
     str or None
         None when everything is there, otherwise a one-line reason to skip.
     """
-    if all(shutil.which(tool) for tool in TOOLS):
-        return None
-    if os.geteuid() != 0:
-        return "slurm-wlm/munge are not installed and only root can apt-get install them"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]):
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"`{' '.join(cmd)}` failed: {exc}"
-        if proc.returncode:
-            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
-            return f"`{' '.join(cmd)}` failed with status {proc.returncode}: {last}"
-    missing = [tool for tool in TOOLS if not shutil.which(tool)]
-    return f"still missing after apt-get install: {', '.join(missing)}" if missing else None
+    return apt_install(["slurm-wlm", "munge"], list(TOOLS))
 
 
 @dataclass

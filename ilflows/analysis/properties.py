@@ -52,10 +52,10 @@ def liquid_properties(
         estimate = liquid.block_average(series, run.density_blocks)
         out.density, out.density_ci, out.density_series = estimate.mean, estimate.half_width, series.tolist()
     if run.diffusion_window:
+        edge = float(np.cbrt(np.abs(np.linalg.det(cells)).mean()))  # Å, the cubic box's edge
         for ion, atoms in sorted(by_ion.items()):
             com = liquid.centres_of_mass(positions, cells, traj.species, atoms)
             lags, msd = liquid.msd(com, dt)
-            edge = float(np.cbrt(np.abs(np.linalg.det(cells)).mean()))  # Å, the cubic box's edge
             fit = liquid.diffusion(
                 lags, msd, run.diffusion_window, edge, production.temperature, run.viscosity
             )

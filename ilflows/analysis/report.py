@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ilflows.store.queries import format_value, iteration_table, table_rows
+from ilflows.store.queries import format_value, iteration_table, outputs, table_rows
 
 
 @dataclass
@@ -26,11 +26,6 @@ class Figure:
 
     file: str  # name of the PNG beside the page
     caption: str
-
-
-def _outputs(store, kind: str, campaign: str, load: bool = False) -> list[dict]:
-    docs = store.query({"output.kind": kind, "output.campaign": campaign}, properties=["output"], load=load)
-    return [d["output"] for d in docs]
 
 
 def _pyplot():
@@ -44,8 +39,8 @@ def _pyplot():
 
 def deviation_figure(store, campaign: str, folder: Path) -> Figure | None:
     """Histogram of the explored frames' max force deviation per iteration, trust window shaded."""
-    explorations = _outputs(store, "exploration", campaign)
-    selections = {s["iteration"]: s for s in _outputs(store, "selection", campaign)}
+    explorations = outputs(store, "exploration", campaign)
+    selections = {s["iteration"]: s for s in outputs(store, "selection", campaign)}
     if not explorations:
         return None
     plt = _pyplot()
@@ -77,9 +72,9 @@ def deviation_figure(store, campaign: str, folder: Path) -> Figure | None:
 
 def learning_curve_figure(store, campaign: str, folder: Path) -> Figure | None:
     """Training force RMSE (or loss) against step, one line per member, one panel per iteration."""
-    fields = ["output.iteration", "output.member", "output.engine", "output.learning_curve"]
-    docs = store.query({"output.kind": "training", "output.campaign": campaign}, properties=fields, load=True)
-    runs = sorted((d["output"] for d in docs), key=lambda r: (r["iteration"], r["member"]))
+    fields = ["iteration", "member", "engine", "learning_curve"]
+    runs = outputs(store, "training", campaign, fields=fields, load=True)
+    runs.sort(key=lambda r: (r["iteration"], r["member"]))
     if not runs:
         return None
     plt = _pyplot()
@@ -105,7 +100,7 @@ def parity_figures(store, campaign: str, folder: Path) -> list[Figure]:
     """Energy and force parity scatter of the ensemble mean and each member, per iteration."""
     plt = _pyplot()
     out = []
-    for v in sorted(_outputs(store, "validation", campaign, load=True), key=lambda v: v["iteration"]):
+    for v in sorted(outputs(store, "validation", campaign, load=True), key=lambda v: v["iteration"]):
         p = v["parity"]
         fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(9, 4.2))
         for name, e_pred, f_pred in zip(p["models"], p["energy_pred"], p["force_pred"], strict=True):
@@ -130,7 +125,7 @@ def parity_figures(store, campaign: str, folder: Path) -> list[Figure]:
 
 def property_figures(store, campaign: str, folder: Path) -> list[Figure]:
     """Production results: densities and diffusion coefficients with error bars, RDFs, populations."""
-    runs = sorted(_outputs(store, "properties", campaign, load=True), key=lambda p: p["run"])
+    runs = sorted(outputs(store, "properties", campaign, load=True), key=lambda p: p["run"])
     if not runs:
         return []
     plt = _pyplot()
@@ -216,7 +211,7 @@ def write_report(store, campaign: str, folder: Path) -> Path:
     """
     folder = Path(folder)
     rows = table_rows(iteration_table(store, campaign))
-    if not rows and not _outputs(store, "initial_set", campaign):
+    if not rows and not outputs(store, "initial_set", campaign):
         raise ValueError(f"campaign: no records of '{campaign}' in the store; see ilflows status")
     folder.mkdir(parents=True, exist_ok=True)
     figures = [

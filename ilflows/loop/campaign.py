@@ -44,7 +44,7 @@ from ilflows.schemas import (
     TrainingRun,
     Trajectory,
 )
-from ilflows.schemas.campaign import MDFramesSpec
+from ilflows.schemas.campaign import MDFramesSpec, ProductionSpec
 from ilflows.select import choose_candidates, classify
 
 # a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
@@ -113,21 +113,37 @@ def observation_jobs(spec: CampaignSpec, iteration: int, type_map: list[str], tr
     """Short runs of ``loop.observables``, each member driving: {run name: [md, props, md, props...]}."""
     if not spec.loop.observables:
         return {}
-    n_models = sum(family.n_models for family in spec.train)
     out = {}
     for run in spec.loop.observables.runs:
         jobs = []
-        for k in range(n_models):
+        for k in range(spec.n_models):
             member_run = run.model_copy(update={"model": k, "name": f"{run.name}-it{iteration}-m{k}"})
-            md = produce(spec, member_run, iteration, type_map, [t.output for t in trains])
-            md.name = f"observe {member_run.name}"
-            md.update_config(TOLERANT)  # a crashed member's training: this run fails, the loop goes on
-            place(md, spec, "explore")
-            props = analyse(spec, member_run, md.output, md.uuid)
-            props.name = f"observed {member_run.name}"
-            jobs += [md, place(props, spec, "other")]
+            after = [t.output for t in trains]
+            jobs += md_and_properties(spec, member_run, iteration, type_map, "observe", "observed", after)
         out[run.name] = jobs
     return out
+
+
+def md_and_properties(
+    spec: CampaignSpec,
+    run: ProductionSpec,
+    iteration: int,
+    type_map: list[str],
+    md_label: str,
+    props_label: str,
+    after: list | None = None,
+) -> list[Job]:
+    """Make the MD job of ``run`` and the job analysing it, named and placed in the campaign.
+
+    The MD is tolerant of a missing member model: its own failure then leaves the loop going.
+    """
+    md = produce(spec, run, iteration, type_map, after)
+    md.name = f"{md_label} {run.name}"
+    md.update_config(TOLERANT)
+    place(md, spec, "explore")
+    props = analyse(spec, run, md.output, md.uuid)
+    props.name = f"{props_label} {run.name}"
+    return [md, place(props, spec, "other")]
 
 
 def has_validation_set(spec: CampaignSpec) -> bool:
@@ -491,12 +507,7 @@ def production_flow(spec: CampaignSpec, iteration: int, type_map: list[str]) -> 
     """Production MD and its analysis for every ``production`` entry, with the models of ``iteration``."""
     jobs = []
     for run in spec.production:
-        md = produce(spec, run, iteration, type_map)
-        md.name = f"production {run.name}"
-        place(md, spec, "explore")
-        props = analyse(spec, run, md.output, md.uuid)
-        props.name = f"properties {run.name}"
-        jobs += [md, place(props, spec, "other")]
+        jobs += md_and_properties(spec, run, iteration, type_map, "production", "properties")
     for j in jobs:
         j.update_metadata({"campaign": spec.name, "iteration": iteration})
     return Flow(jobs, name="production")

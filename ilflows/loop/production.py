@@ -48,8 +48,7 @@ def produce(
     """
     from ilflows.explore import get_explorer
 
-    n_models = sum(family.n_models for family in spec.train)
-    order = [run.model, *(k for k in range(n_models) if k != run.model)]  # the chosen member drives
+    order = [run.model, *(k for k in range(spec.n_models) if k != run.model)]  # the chosen member drives
     found = [(k, previous_model(CURRENT_JOB.store, spec.name, iteration, k)) for k in order]
     members = [(k, model) for k, model in found if model is not None]
     if not members or members[0][0] != run.model:

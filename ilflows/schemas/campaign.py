@@ -532,6 +532,11 @@ class CampaignSpec(_Section):
         default_factory=list, description="Production runs with the final models once the loop stops."
     )
 
+    @property
+    def n_models(self) -> int:
+        """Members of the committee, all families together."""
+        return sum(family.n_models for family in self.train)
+
     @field_validator("train", "system", mode="before")
     @classmethod
     def _one_entry(cls, value):
@@ -539,7 +544,7 @@ class CampaignSpec(_Section):
 
     @model_validator(mode="after")
     def _committee(self) -> CampaignSpec:
-        n_models = sum(family.n_models for family in self.train)
+        n_models = self.n_models
         if n_models < 2:
             raise ValueError(
                 f"train: a committee needs at least 2 models in all, got {n_models}; raise train.n_models"
@@ -575,7 +580,7 @@ class CampaignSpec(_Section):
     def _production(self) -> CampaignSpec:
         from ilflows.systems.packing import elements, species  # here: packing imports this module
 
-        n_models = sum(family.n_models for family in self.train)
+        n_models = self.n_models
         observed = self.loop.observables.runs if self.loop.observables else []
         entries = [(f"production.{k}", run) for k, run in enumerate(self.production)]
         entries += [(f"loop.observables.runs.{k}", run) for k, run in enumerate(observed)]

@@ -7,12 +7,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
-def _outputs(store, kind: str, campaign: str | None, extra: dict | None = None, fields=None) -> list[dict]:
+def outputs(
+    store, kind: str, campaign: str | None, extra: dict | None = None, fields=None, load: bool = False
+) -> list[dict]:
+    """Return the outputs of one kind of record (``fields`` only, if given; ``load``: data-store ones too)."""
     criteria = {"output.kind": kind, **(extra or {})}
     if campaign is not None:
         criteria["output.campaign"] = campaign
     properties = None if fields is None else [f"output.{f}" for f in fields]
-    docs = store.query(criteria=criteria, properties=properties, load=False)
+    docs = store.query(criteria=criteria, properties=properties, load=load)
     if fields is None:
         return [d["output"] for d in docs]
     return [{f: d["output"].get(f) for f in fields} for d in docs]  # columns in the order asked
@@ -40,7 +43,7 @@ def labels(store, campaign: str | None = None, iteration: int | None = None) -> 
     """One row per DFT label: identity, origin, energy per atom and outcome."""
     extra = {} if iteration is None else {"output.iteration": iteration}
     rows = []
-    for out in _outputs(store, "dft_label", campaign, extra, LABEL_FIELDS):
+    for out in outputs(store, "dft_label", campaign, extra, LABEL_FIELDS):
         n_atoms = len(out["frame"]["species"])
         rows.append(
             {
@@ -71,14 +74,14 @@ def trainings(store, campaign: str | None = None) -> list[dict]:
         "rmse_force",
         "wall_time",
     ]
-    rows = _outputs(store, "training", campaign, fields=fields)
+    rows = outputs(store, "training", campaign, fields=fields)
     return sorted(rows, key=lambda r: (r["iteration"], r["member"]))
 
 
 def validations(store, campaign: str | None = None) -> list[dict]:
     """One row per iteration, model (members, then their mean) and subset (EQ, nEQ, all)."""
     rows = []
-    for out in _outputs(store, "validation", campaign, fields=["campaign", "iteration", "metrics"]):
+    for out in outputs(store, "validation", campaign, fields=["campaign", "iteration", "metrics"]):
         for m in out["metrics"]:
             rows.append(
                 {
@@ -122,7 +125,7 @@ def properties(store, campaign: str | None = None) -> list[dict]:
         "model_sha256",
     ]
     rows = []
-    for out in _outputs(store, "properties", campaign, fields=fields):
+    for out in outputs(store, "properties", campaign, fields=fields):
         row = {f: out[f] for f in fields[:10]}
         row["models"] = ",".join(sha[:12] for sha in out["model_sha256"])
         for d in out["diffusion"]:
@@ -146,7 +149,7 @@ def explorations(store, campaign: str | None = None) -> list[dict]:
         "wall_time",
     ]
     rows = []
-    for out in _outputs(store, "exploration", campaign, fields=fields):
+    for out in outputs(store, "exploration", campaign, fields=fields):
         dev = np.asarray(out.pop("deviations"), dtype=float)
         wall = out.pop("wall_time")
         out.update(
@@ -162,7 +165,7 @@ def frames_by_deviation(store, campaign: str | None, lo: float, hi: float) -> li
     """Explored frames with ``lo <= deviation < hi`` (eV/Å)."""
     fields = ["campaign", "iteration", "walker", "deviations", "frame_every"]
     rows = []
-    for out in _outputs(store, "exploration", campaign, fields=fields):
+    for out in outputs(store, "exploration", campaign, fields=fields):
         dev = np.asarray(out["deviations"], dtype=float)
         for index in np.flatnonzero((dev >= lo) & (dev < hi)):
             rows.append(
@@ -216,7 +219,7 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
         if (v["model"], v["subset"]) == ("mean", "all")
     }
     rows = []
-    for s in sorted(_outputs(store, "selection", campaign), key=lambda s: s["iteration"]):
+    for s in sorted(outputs(store, "selection", campaign), key=lambda s: s["iteration"]):
         pairs = np.asarray(rmse.get(s["iteration"], []), dtype=float).reshape(-1, 2)
         rows.append(
             IterationRow(

@@ -4,7 +4,7 @@ Synthetic forces of ``--frames`` frames x ``--atoms`` atoms x ``--models`` model
 10^5 x 350 x 4 is 3.4 GB) go through:
 
 1. the bound: numpy's plain sum over the same array, i.e. reading the forces once;
-2. ilflows: :func:`ilflows.select.max_force_deviation` (chunked so the forces are read once)
+2. ilflows: :func:`ilflows.select.max_force_deviation` (one BLAS projection per cache-sized chunk)
    then :func:`ilflows.select.classify` and :func:`ilflows.select.choose_candidates`;
 3. the reference: a ``dp model-devi``-style loop, one frame at a time (std over models, norm
    over xyz, max over atoms).

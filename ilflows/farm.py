@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -320,7 +321,8 @@ def run_worker(
         lp.on_progress = on_progress
         fworker = FWorker(category=category or "")
         with _quiet_fireworks(), _inside(settings.runs_dir), _workers_follow_this_process():
-            launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=timeout or FOREVER)
+            with _workers_wait_for_siblings():
+                launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=timeout or FOREVER)
     lp = get_launchpad(settings)  # as the workers left it
     if not settings.keep_workdirs:
         _remove_finished_runs(lp, settings.runs_dir)
@@ -410,6 +412,51 @@ def _inside(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(here)
+
+
+# A job whose worker died stays in flight on the LaunchPad; after this long with no live worker
+# (FireWorks' ping thread clears a dead one) its siblings stop waiting for it.
+SILENT_JOB_S = 60.0
+
+
+@contextmanager
+def _workers_wait_for_siblings() -> Iterator[None]:
+    """Make FireWorks' multi-process workers wait while a sibling is in a job.
+
+    FireWorks' worker stops when it finds no ready or waiting job and sees no sibling running
+    one; but a sibling clears its running mark before it completes its job, and a jobflow job
+    adds the next jobs (its Response) only when it completes.  So a worker that looked in that
+    gap stopped for good, and a campaign ran on one worker.  Here a worker stops only when no
+    job checked out through the shared LaunchPad is still in flight.
+    """
+    from fireworks.features import multi_launcher
+
+    rapidfire = multi_launcher.rapidfire
+
+    def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):
+        start = time.monotonic()
+        while True:
+            left = timeout - (time.monotonic() - start)
+            rapidfire(launchpad, fworker, *args, sleep_time=sleep_time, timeout=left, **kwargs)
+            if left <= 0 or not (_siblings_busy(launchpad) or launchpad.run_exists(fworker)):
+                return
+            time.sleep(sleep_time)
+
+    multi_launcher.rapidfire = rapidfire_while_siblings_work
+    try:
+        yield
+    finally:
+        multi_launcher.rapidfire = rapidfire
+
+
+def _siblings_busy(launchpad) -> bool:
+    from fireworks.fw_config import FWData
+
+    running = set(FWData().Running_IDs.values())
+    return any(
+        launch_id in running or seconds < SILENT_JOB_S
+        for launch_id, seconds in launchpad.launches_in_flight().items()
+    )
 
 
 _runner_pid: int | None = None

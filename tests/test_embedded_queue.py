@@ -24,13 +24,22 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _queue_naps(home: Path, n: int, seconds: float) -> None:
-    cmd = [sys.executable, "-c", f"from toy_jobs import queue_naps; queue_naps({n}, {seconds})"]
+    _queue(home, f"queue_naps({n}, {seconds})")
+
+
+def _queue(home: Path, call: str) -> None:
+    cmd = [sys.executable, "-c", f"from toy_jobs import *; {call}"]
     subprocess.run(cmd, env=cli_env(home, **_env(home)), check=True, cwd=ROOT)
 
 
-def _runs(home: Path) -> Counter:
+def _log(home: Path) -> list[tuple[str, str]]:
+    """(job, worker pid) per finished nap."""
     log = home / "log"
-    return Counter(log.read_text().split()) if log.exists() else Counter()
+    return [tuple(line.split()) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _runs(home: Path) -> Counter:
+    return Counter(job for job, _ in _log(home))
 
 
 def _states(home: Path) -> Counter:
@@ -48,7 +57,52 @@ def test_two_workers_run_each_job_once(tmp_path):
     assert len(re.findall(r"jobs done\s+nap\s+COMPLETED", proc.stdout)) == 8  # a line per job
     assert _runs(tmp_path) == Counter({str(i): 1 for i in range(8)})
     assert _states(tmp_path) == Counter({"COMPLETED": 8})
+    assert len({pid for _, pid in _log(tmp_path)}) == 2
     assert wall < 8 + 6  # two at a time: 8 one-second jobs take about 4 s plus start-up
+
+
+class _Queue:
+    """The shared LaunchPad as a worker sees it: nothing ready; a sibling's job in flight."""
+
+    def __init__(self, in_flight: dict[int, float]):
+        self.in_flight = in_flight
+        self.looks = 0
+
+    def launches_in_flight(self) -> dict[int, float]:
+        return dict(self.in_flight)
+
+    def run_exists(self, fworker) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "running", "looks"),
+    [
+        ({7: 0.5}, {}, 2),  # a sibling completing its job (running mark cleared): look again
+        ({7: 900.0}, {123: 7}, 2),  # a sibling in a long job: look again
+        ({7: 900.0}, {}, 1),  # silent for long, no live worker: its worker died; stop
+        ({}, {}, 1),  # nothing in flight, nothing ready: stop
+    ],
+)
+def test_a_worker_stops_only_when_no_sibling_may_add_jobs(monkeypatch, in_flight, running, looks):
+    from fireworks.features import multi_launcher
+    from fireworks.fw_config import FWData
+
+    from ilflows import farm
+
+    queue = _Queue(in_flight)
+
+    def rapidfire(launchpad, fworker, *args, **kwargs):  # finds nothing to run, as FireWorks' does
+        launchpad.looks += 1
+        if launchpad.looks == 2:
+            launchpad.in_flight.clear()  # the sibling is done by the second look
+
+    monkeypatch.setattr(multi_launcher, "rapidfire", rapidfire)
+    monkeypatch.setattr(FWData(), "Running_IDs", running, raising=False)
+    monkeypatch.setattr(farm.time, "sleep", lambda s: None)
+    with farm._workers_wait_for_siblings():
+        multi_launcher.rapidfire(queue, fworker=None, sleep_time=1.0, timeout=60.0)
+    assert queue.looks == looks
 
 
 def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):

@@ -10,19 +10,23 @@ from jobflow import Flow, job
 
 @job(data=["payload"])
 def nap(i: int, seconds: float) -> dict:
-    """Sleep, then append ``i`` to the file named by ``TOY_LOG``: one line per finished run.
+    """Sleep, then append ``i`` and the worker's pid to the file named by ``TOY_LOG``: one line per run.
 
     The output has a field for the data store, as trajectories and models do, so that workers
     starting together write their first blobs at once.
     """
     time.sleep(seconds)
     with open(os.environ["TOY_LOG"], "a") as fh:
-        fh.write(f"{i}\n")
+        fh.write(f"{i} {os.getpid()}\n")
     return {"i": i, "payload": list(range(100))}
 
 
 def queue_naps(n: int, seconds: float) -> None:
     """Add ``n`` independent naps to the configured queue, as a campaign named "naps"."""
+    _queue(Flow([nap(i, seconds) for i in range(n)], name="naps"), "naps")
+
+
+def _queue(flow: Flow, campaign: str) -> None:
     from ilflows.store import initialize_queue, open_queue, prepare_fireworks
 
     prepare_fireworks()
@@ -30,10 +34,4 @@ def queue_naps(n: int, seconds: float) -> None:
 
     with open_queue() as lp:
         initialize_queue(lp)
-        lp.add_wf(
-            flow_to_workflow(
-                Flow([nap(i, seconds) for i in range(n)], name="naps"),
-                store=None,
-                metadata={"campaign": "naps"},
-            )
-        )
+        lp.add_wf(flow_to_workflow(flow, store=None, metadata={"campaign": campaign}))

@@ -10,6 +10,7 @@ import functools
 import inspect
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,10 @@ class IlflowsLaunchPad(LaunchPad):
 
     on_progress: Callable[[Progress], None] | None = None
 
+    def __init__(self, *args, **kwargs):
+        self._in_flight: dict[int, float] = {}
+        super().__init__(*args, **kwargs)
+
     @classmethod
     def from_dict(cls, d):
         """Build from a LaunchPad file's mapping (FireWorks' own ``from_dict`` makes a plain LaunchPad)."""
@@ -51,16 +56,35 @@ class IlflowsLaunchPad(LaunchPad):
         keys += ("wf_user_indices", "authsource", "uri_mode", "mongoclient_kwargs")
         return cls(d["host"], **{key: d[key] for key in keys if key in d})
 
+    def checkout_fw(self, *args, **kwargs):
+        """Check out a ready job; it is in flight until :meth:`complete_launch` has queued its additions."""
+        fw, launch_id = super().checkout_fw(*args, **kwargs)
+        if launch_id is not None:
+            self._in_flight[launch_id] = time.monotonic()
+        return fw, launch_id
+
     def complete_launch(self, launch_id, action=None, state="COMPLETED"):
         """Complete the launch, first dropping additions and detours already in the queue."""
-        if action is not None:
-            action.additions = [wf for wf in action.additions if not self._queued(wf)]
-            action.detours = [wf for wf in action.detours if not self._queued(wf)]
-        launch = super().complete_launch(launch_id, action, state)
+        self._in_flight[launch_id] = time.monotonic()  # completing: its additions are not queued yet
+        try:
+            if action is not None:
+                action.additions = [wf for wf in action.additions if not self._queued(wf)]
+                action.detours = [wf for wf in action.detours if not self._queued(wf)]
+            launch = super().complete_launch(launch_id, action, state)
+        finally:
+            self._in_flight.pop(launch_id, None)
         if self.on_progress is not None:
             self._commit()  # a job reported done is done on disk
             self.on_progress(self._progress(launch_id))
         return launch
+
+    def launches_in_flight(self) -> dict[int, float]:
+        """Jobs checked out here and not completed yet.
+
+        Returns launch id -> seconds since the job's checkout or since its completion began.
+        """
+        now = time.monotonic()
+        return {launch_id: now - since for launch_id, since in self._in_flight.items()}
 
     def _commit(self) -> None:
         """Make the changes so far durable (MongoDB already has them)."""
@@ -130,6 +154,7 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
 
     def __init__(self, path: Path, writable: bool):
         self._lock = threading.RLock()  # before LaunchPad.__init__, which may call public methods
+        self._in_flight = {}
         self._depth = 0
         self._wrote = False
         self._path = path

@@ -31,15 +31,17 @@ from ilflows.store import (
 def preflight(spec: CampaignSpec) -> list[str]:
     """Refuse a campaign that cannot run here, before anything is queued; return notes to show.
 
-    Checks the executables of its engines and reads every imported data set (its elements must
-    be the campaign's).  The notes are the import reports: oddities a chemist should see.
+    Checks the executables of its engines, reads every imported data set (its elements must
+    be the campaign's) and every walker start file (its molecules must be a composition's).
+    The notes are the import reports: oddities a chemist should see.
 
     Raises
     ------
     EngineError
         An executable is missing.
     SpecError
-        An import cannot be read or holds elements the campaign's models do not have.
+        An import cannot be read or holds elements the campaign's models do not have, or a
+        start file is not a box of one of the compositions.
     """
     from ilflows.dft import get_engine
     from ilflows.execute import require_executable
@@ -74,6 +76,14 @@ def preflight(spec: CampaignSpec) -> list[str]:
                 f"({', '.join(sorted(elements))}); import data of the same liquid"
             )
         notes.append(f"{field} ({entry.path.name}):\n{imported.report.summary()}")
+    if spec.explore.starts:
+        from ilflows.systems.starts import read_start
+
+        for k, path in enumerate(spec.explore.starts):
+            try:
+                read_start(path, spec)
+            except ValueError as err:
+                raise SpecError(f"explore.starts.{k}: {err}") from err
     return notes
 
 
@@ -317,15 +327,18 @@ def run_worker(
         recovered = lp.recover_lost_runs() if settings.backend == "embedded" else []
         connect_jobstore(settings)  # creates the indexes on MongoDB
         SETTINGS.JOB_STORE = get_jobstore(settings)  # unconnected: each worker connects its own
-        settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        workdir = settings.scratch / f"ilflows-{os.getpid()}" if settings.scratch else settings.runs_dir
+        workdir.mkdir(parents=True, exist_ok=True)
         lp.on_progress = on_progress
         fworker = FWorker(category=category or "")
-        with _quiet_fireworks(), _inside(settings.runs_dir), _workers_follow_this_process():
+        with _quiet_fireworks(), _inside(workdir), _workers_follow_this_process():
             with _workers_wait_for_siblings():
                 launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=timeout or FOREVER)
     lp = get_launchpad(settings)  # as the workers left it
     if not settings.keep_workdirs:
-        _remove_finished_runs(lp, settings.runs_dir)
+        _remove_finished_runs(lp, workdir)
+    if workdir != settings.runs_dir:
+        _move_runs(workdir, settings.runs_dir)
     if spec is not None:
         counts = campaign_progress(lp, spec.name)
     else:
@@ -485,6 +498,14 @@ def _workers_follow_this_process() -> Iterator[None]:
         yield
     finally:
         _runner_pid = None
+
+
+def _move_runs(scratch: Path, runs_dir: Path) -> None:
+    """Move the run folders left in ``scratch`` (failed jobs, or all with keep_workdirs) to ``runs_dir``."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for folder in scratch.glob("launcher_*"):
+        shutil.move(folder, runs_dir / folder.name)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _remove_finished_runs(lp, runs_dir: Path) -> None:

@@ -78,6 +78,13 @@ class IlflowsSettings(BaseSettings):
         "(failed ones are always kept).",
     )
 
+    scratch: Path | None = Field(
+        None,
+        description="Folder for the job run folders (engine inputs, outputs and scratch files) instead "
+        "of home/runs: a node-local disk such as $TMPDIR on a cluster node keeps them off the shared "
+        "file system.  Failed jobs' folders are moved to home/runs when the worker ends.",
+    )
+
     @property
     def runs_dir(self) -> Path:
         """Parent of the per-job run folders."""

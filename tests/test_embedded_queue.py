@@ -61,6 +61,16 @@ def test_two_workers_run_each_job_once(tmp_path):
     assert wall < 8 + 6  # two at a time: 8 one-second jobs take about 4 s plus start-up
 
 
+def test_run_folders_on_scratch_and_failed_ones_on_the_shared_disk(tmp_path):
+    scratch = tmp_path / "node-local"
+    _queue(tmp_path, "queue_naps(2, 0.0, trips=1)")
+    proc = ilflows(["worker"], tmp_path, **_env(tmp_path), ILFLOWS_SCRATCH=str(scratch))
+    assert "queue: 2/3 jobs completed, 1 fizzled" in proc.stdout, proc.stdout
+    assert list(scratch.iterdir()) == []  # the runner's scratch folder is gone
+    (failed,) = (tmp_path / "runs").glob("launcher_*")
+    assert json.loads((failed / "FW.json").read_text())["name"] == "trip"
+
+
 class _Queue:
     """The shared LaunchPad as a worker sees it: nothing ready; a sibling's job in flight."""
 

@@ -21,9 +21,15 @@ def nap(i: int, seconds: float) -> dict:
     return {"i": i, "payload": list(range(100))}
 
 
-def queue_naps(n: int, seconds: float) -> None:
-    """Add ``n`` independent naps to the configured queue, as a campaign named "naps"."""
-    _queue(Flow([nap(i, seconds) for i in range(n)], name="naps"), "naps")
+@job
+def trip() -> None:
+    """Fail."""
+    raise RuntimeError("the toy job failed")
+
+
+def queue_naps(n: int, seconds: float, trips: int = 0) -> None:
+    """Add ``n`` independent naps (and ``trips`` failing jobs) to the queue, as a campaign named "naps"."""
+    _queue(Flow([nap(i, seconds) for i in range(n)] + [trip() for _ in range(trips)], name="naps"), "naps")
 
 
 def _queue(flow: Flow, campaign: str) -> None:

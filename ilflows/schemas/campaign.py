@@ -308,7 +308,16 @@ class ExploreSpec(_Section):
     timestep: float = Field(0.5, gt=0, description="Time step, fs.")
     frame_every: int = Field(25, gt=0, description="Steps between written frames and deviation records.")
     n_walkers: int = Field(
-        2, ge=1, description="Independent MD runs per iteration and composition, started from packed boxes."
+        2,
+        ge=1,
+        description="Independent MD runs per iteration and composition, started from packed boxes "
+        "(with starts: one per file).",
+    )
+    starts: list[Path] = Field(
+        default_factory=list,
+        description="Structure files to start the walkers from instead of packed boxes, one walker "
+        "per file (any periodic format ASE reads: POSCAR, extxyz, CIF; relative to the spec's folder); "
+        "each must hold the molecules of one composition, in any atom order.",
     )
     temperature_ramp: Ramp | None = Field(
         None, description="Thermostat temperature over the run, K, in place of temperature (ase, nvt)."
@@ -322,6 +331,17 @@ class ExploreSpec(_Section):
         description="Stop a walker at the first recorded frame whose deviation reaches this, eV/Å "
         "(learning on the fly's stopping criterion; ase only).",
     )
+
+    @model_validator(mode="after")
+    def _walkers(self) -> ExploreSpec:
+        if self.starts and "n_walkers" in self.model_fields_set and self.n_walkers != len(self.starts):
+            raise ValueError(
+                f"n_walkers: {self.n_walkers} but explore.starts lists {len(self.starts)} files; "
+                "drop n_walkers (one walker per file)"
+            )
+        if self.starts:
+            self.n_walkers = len(self.starts)
+        return self
 
     @model_validator(mode="after")
     def _modifiers(self) -> ExploreSpec:
@@ -664,6 +684,9 @@ def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
     for entry in (raw.get("initial") or {}).get("imports") or []:
         if isinstance(entry, dict) and "path" in entry:  # relative to the spec, absolute for workers
             entry["path"] = str((path.parent / str(entry["path"])).resolve())
+    explore = raw.get("explore")
+    if isinstance(explore, dict) and isinstance(explore.get("starts"), list):
+        explore["starts"] = [str((path.parent / str(start)).resolve()) for start in explore["starts"]]
     try:
         spec = CampaignSpec.model_validate(raw)
     except ValidationError as err:

@@ -53,7 +53,7 @@ class FrameOrigin(BaseModel):
     )
     method: str = Field(
         description="How it was made: 'packmol', 'rattle', 'md' (xTB or model MD), "
-        "'aimd' (MD with the DFT engine)."
+        "'aimd' (MD with the DFT engine), 'file' (a walker's start from explore.starts)."
     )
     equilibrated: bool = Field(
         False, description="True for EQ structures (from MD), False for nEQ (packed, rattled)."

@@ -274,13 +274,20 @@ def n_initial_frames(spec: CampaignSpec) -> int:
 
 
 def start_frames(spec: CampaignSpec, workdir: Path) -> list[tuple[Frame, FrameOrigin]]:
-    """Pack ``explore.n_walkers`` boxes per composition, at its density, to start the MD walkers from.
+    """Pack ``explore.n_walkers`` boxes per composition for the walkers, or read ``explore.starts``.
 
     Their indices continue after the initial set (``n_initial_frames(spec) + i``), so their
     frame_ids and seeds never collide with those of :func:`initial_frames`; calling this again
     with the same spec returns the same boxes under the same ids.
     """
     index = n_initial_frames(spec)
+    if spec.explore.starts:
+        from ilflows.systems.starts import read_start
+
+        read = [read_start(path, spec) for path in spec.explore.starts]
+        return [
+            (frame, _origin(spec, index + i, method="file", system=k)) for i, (k, frame) in enumerate(read)
+        ]
     frames = []
     for k, system in enumerate(spec.system):
         for _ in range(spec.explore.n_walkers):

@@ -1,0 +1,101 @@
+"""Walkers' starting structures read from files, their atoms put in a composition's order.
+
+ilflows lists a frame's atoms as its packed boxes do (the composition's ions in library order,
+each ion's atoms as in its template); the guards and the analyses rely on that order.  A
+structure made elsewhere (a POSCAR, the last frame of a classical MD run) lists them in any
+order, so its molecules are found by covalent bonds (minimum image), each is matched to an ion
+template by its bond graph, and the atoms are reordered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import networkx as nx  # element-labelled graph isomorphism: which file atom is which template atom
+import numpy as np
+from ase.data import covalent_radii
+from ase.neighborlist import neighbor_list
+
+from ilflows.schemas.campaign import CampaignSpec, SystemSpec
+from ilflows.schemas.frames import Frame
+from ilflows.systems.guards import NON_BONDING, template_bonds
+from ilflows.systems.ions import load_ion
+from ilflows.systems.packing import ordered_ions, species
+
+BOND_FACTOR = 1.2  # covalent radii sum x this is a bond, as in the guards' templates
+
+
+def read_start(path: Path, spec: CampaignSpec) -> tuple[int, Frame]:
+    """Read a starting structure; return the index of its composition in ``spec.system`` and the frame.
+
+    Raises
+    ------
+    ValueError
+        One line: the file cannot be read, has no cell, matches no composition, or holds a
+        molecule that is not one of its composition's ions.
+    """
+    import ase.io
+
+    try:
+        atoms = ase.io.read(path)
+    except Exception as err:  # ASE raises many kinds for a file it cannot parse
+        raise ValueError(f"cannot read {path} with ASE ({type(err).__name__}: {err})") from err
+    if atoms.cell.rank < 3:
+        raise ValueError(f"{path} has no periodic cell; write it in a format with one (POSCAR, extxyz)")
+    atoms.pbc = True
+    formula = Counter(atoms.get_chemical_symbols())
+    for k, system in enumerate(spec.system):
+        if formula == Counter(species(system)):
+            try:
+                order = composition_order(atoms, system)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from err
+            return k, Frame.from_ase(atoms[order])
+    compositions = "; ".join(", ".join(f"{n} {ion}" for ion, n in s.ions.items()) for s in spec.system)
+    raise ValueError(
+        f"{path} ({atoms.get_chemical_formula()}) matches no composition of system ({compositions})"
+    )
+
+
+def composition_order(atoms, system: SystemSpec) -> list[int]:
+    """Return the indices of ``atoms`` in the order of a box packed for ``system``."""
+    symbols = atoms.get_chemical_symbols()
+    cutoffs = BOND_FACTOR * covalent_radii[atoms.get_atomic_numbers()]
+    i, j = neighbor_list("ij", atoms, cutoffs)
+    bonding = ~np.isin(symbols, NON_BONDING)
+    graph = nx.Graph()
+    graph.add_nodes_from((n, {"element": s}) for n, s in enumerate(symbols))
+    graph.add_edges_from((a, b) for a, b in zip(i, j, strict=True) if bonding[a] and bonding[b])
+    molecules = [graph.subgraph(c) for c in nx.connected_components(graph)]
+    order: list[int] = []
+    for name, count in ordered_ions(system):
+        template = _template_graph(name)
+        found = 0
+        for molecule in list(molecules):
+            if found == count:
+                break
+            matcher = nx.isomorphism.GraphMatcher(
+                template, molecule, node_match=lambda a, b: a["element"] == b["element"]
+            )
+            if matcher.is_isomorphic():
+                order += [matcher.mapping[t] for t in range(len(template))]
+                molecules.remove(molecule)
+                found += 1
+        if found < count:
+            raise ValueError(f"{count} {name} expected, {found} found bonded as in its template")
+    if molecules:
+        left = molecules[0]
+        formula = "".join(f"{s}{n}" for s, n in sorted(Counter(symbols[a] for a in left).items()))
+        raise ValueError(
+            f"a molecule {formula} (atom {min(left) + 1}) is bonded as no ion of the composition"
+        )
+    return order
+
+
+def _template_graph(name: str) -> nx.Graph:
+    pairs, _ = template_bonds(name, BOND_FACTOR)
+    graph = nx.Graph()
+    graph.add_nodes_from((n, {"element": s}) for n, s in enumerate(load_ion(name).get_chemical_symbols()))
+    graph.add_edges_from(map(tuple, pairs))
+    return graph

@@ -148,9 +148,14 @@ def check_connection(lp) -> None:
 
 
 def initialize_queue(lp) -> None:
-    """Create FireWorks' id counters in an empty LaunchPad database (never touches a used one)."""
+    """Create FireWorks' id counters in an empty LaunchPad database (never touches a used one).
+
+    Also indexes the job uuids, which the LaunchPad looks up for every job that adds jobs
+    (``IlflowsLaunchPad._queued``); FireWorks indexes only its own fields.
+    """
     if lp.fw_id_assigner.count_documents({}) == 0:
         lp.reset("", require_password=False)
+    lp.fireworks.create_index("spec._tasks.job.uuid")
 
 
 @contextmanager

@@ -86,6 +86,19 @@ class IlflowsLaunchPad(LaunchPad):
         now = time.monotonic()
         return {launch_id: now - since for launch_id, since in self._in_flight.items()}
 
+    def _upsert_fws(self, fws, reassign_all=False):
+        """Insert new Fireworks with one ``insert_many`` (FireWorks upserts them one by one)."""
+        fresh = sorted((fw for fw in fws if fw.fw_id < 0), key=lambda fw: fw.fw_id)
+        if reassign_all or not fresh:
+            return super()._upsert_fws(fws, reassign_all)
+        old_new = super()._upsert_fws([fw for fw in fws if fw.fw_id >= 0])
+        first = self.get_new_fw_id(quantity=len(fresh))
+        for new_id, fw in enumerate(fresh, start=first):
+            old_new[fw.fw_id] = new_id
+            fw.fw_id = new_id
+        self.fireworks.insert_many([fw.to_db_dict() for fw in fresh])
+        return old_new
+
     def _commit(self) -> None:
         """Make the changes so far durable (MongoDB already has them)."""
 
@@ -192,18 +205,6 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
         """
         _, lost, _ = self.detect_lostruns(expiration_secs=0, rerun=True, query=query)
         return sorted(self.fireworks.find_one({"fw_id": fw_id}, {"name": 1})["name"] for fw_id in lost)
-
-    def _upsert_fws(self, fws, reassign_all=False):
-        fresh = sorted((fw for fw in fws if fw.fw_id < 0), key=lambda fw: fw.fw_id)
-        if reassign_all or not fresh:
-            return super()._upsert_fws(fws, reassign_all)
-        old_new = super()._upsert_fws([fw for fw in fws if fw.fw_id >= 0])
-        first = self.get_new_fw_id(quantity=len(fresh))
-        for new_id, fw in enumerate(fresh, start=first):
-            old_new[fw.fw_id] = new_id
-            fw.fw_id = new_id
-        self.fireworks.insert_many([fw.to_db_dict() for fw in fresh])
-        return old_new
 
     def ping_launch(self, launch_id, ptime=None, checkpoint=None) -> None:
         """Do nothing: the embedded queue has no lost-run timer (see :meth:`recover_lost_runs`)."""

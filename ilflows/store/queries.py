@@ -18,7 +18,14 @@ def outputs(
     docs = store.query(criteria=criteria, properties=properties, load=load)
     if fields is None:
         return [d["output"] for d in docs]
-    return [{f: d["output"].get(f) for f in fields} for d in docs]  # columns in the order asked
+    return [{f: _field(d["output"], f) for f in fields} for d in docs]  # columns in the order asked
+
+
+def _field(doc: dict, dotted: str):
+    """``doc``'s value at a dotted path ('frame.species'), None where it is missing."""
+    for key in dotted.split("."):
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
 
 
 def campaigns(store) -> list[str]:
@@ -35,7 +42,7 @@ LABEL_FIELDS = [
     "engine",
     "wall_time",
     "origin",
-    "frame",
+    "frame.species",  # the atom count, without the positions
 ]
 
 
@@ -44,7 +51,7 @@ def labels(store, campaign: str | None = None, iteration: int | None = None) -> 
     extra = {} if iteration is None else {"output.iteration": iteration}
     rows = []
     for out in outputs(store, "dft_label", campaign, extra, LABEL_FIELDS):
-        n_atoms = len(out["frame"]["species"])
+        n_atoms = len(out["frame.species"])
         rows.append(
             {
                 "frame_id": out["frame_id"],

@@ -87,7 +87,11 @@ class IlflowsLaunchPad(LaunchPad):
         return {launch_id: now - since for launch_id, since in self._in_flight.items()}
 
     def _upsert_fws(self, fws, reassign_all=False):
-        """Insert new Fireworks with one ``insert_many`` (FireWorks upserts them one by one)."""
+        """Insert new Fireworks with one ``insert_many``.
+
+        FireWorks upserts appended jobs one by one: a round trip each on MongoDB (5,415 calls to
+        queue 1,000 labels), two scans of the collection each on mongomock.
+        """
         fresh = sorted((fw for fw in fws if fw.fw_id < 0), key=lambda fw: fw.fw_id)
         if reassign_all or not fresh:
             return super()._upsert_fws(fws, reassign_all)
@@ -160,9 +164,6 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
     writable (:func:`ilflows.store.open_queue`); FireWorks' ``launch_multiprocess`` serves that
     one object to its workers.  A read-only pad reloads the file when it has changed and
     refuses writes.
-
-    mongomock has no indexes, and FireWorks appends dynamic jobs with one upsert per Firework,
-    each scanning the whole collection twice; new Fireworks go in with one ``insert_many``.
     """
 
     def __init__(self, path: Path, writable: bool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -50,14 +51,16 @@ def max_force_deviation(forces: np.ndarray, chunk_bytes: int = 3 << 17) -> np.nd
     return np.sqrt(out / n_models)  # max and sqrt commute: one sqrt per frame, not per atom
 
 
+@cache  # the committee calls the deviation once per recorded frame
 def _zero_sum_basis(n_models: int) -> np.ndarray:
     """Rows: an orthonormal basis of the vectors over models that sum to zero, (n_models - 1, n_models).
 
     ``sum_k (F_k - <F>)^2`` equals the squared length of F's projection onto this basis.
     """
     centring = np.eye(n_models) - 1.0 / n_models
-    basis = np.linalg.qr(centring)[0][:, : n_models - 1]
-    return np.ascontiguousarray(basis.T)
+    basis = np.ascontiguousarray(np.linalg.qr(centring)[0][:, : n_models - 1].T)
+    basis.setflags(write=False)
+    return basis
 
 
 @dataclass(frozen=True)

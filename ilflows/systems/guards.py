@@ -37,6 +37,8 @@ Topology = Sequence[tuple[str, range]]
 # Li+ is a bare ion: its 1.9-2.1 Å contacts to TFSI oxygens are within covalent-radius range
 # (1.28 + 0.66 Å) but are not bonds, so such elements neither bond nor fuse.
 NON_BONDING = ("Li",)
+# Two atoms closer than this times the sum of their covalent radii are bonded.
+BOND_FACTOR = 1.2
 # Reasons listed per check; the rest are counted in one more line.
 MAX_REASONS = 5
 
@@ -55,7 +57,7 @@ class FrameCheck(BaseModel):
 
 @cache
 def template_bonds(
-    name: str, bond_factor: float = 1.2, non_bonding: tuple[str, ...] = NON_BONDING
+    name: str, bond_factor: float = BOND_FACTOR, non_bonding: tuple[str, ...] = NON_BONDING
 ) -> tuple[np.ndarray, np.ndarray]:
     """Covalent bonds of ion ``name``'s template geometry.
 
@@ -148,7 +150,7 @@ def _capped(kind: str, found: list[tuple[float, str]], worst_first: bool) -> lis
 
 
 def broken_bonds(
-    frame: Frame, topology: Topology, *, bond_factor: float = 1.2, max_stretch: float = 1.5
+    frame: Frame, topology: Topology, *, bond_factor: float = BOND_FACTOR, max_stretch: float = 1.5
 ) -> list[str]:
     """Template bonds longer than ``max_stretch`` times their template length in ``frame``.
 
@@ -350,7 +352,7 @@ def check_frame(
     topology: Topology,
     *,
     reference_density: float | None = None,
-    bond_factor: float = 1.2,
+    bond_factor: float = BOND_FACTOR,
     max_stretch: float = 1.5,
     fuse_factor: float = 1.1,
     non_bonding: tuple[str, ...] = NON_BONDING,

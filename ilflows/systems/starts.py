@@ -19,11 +19,9 @@ from ase.neighborlist import neighbor_list
 
 from ilflows.schemas.campaign import CampaignSpec, SystemSpec
 from ilflows.schemas.frames import Frame
-from ilflows.systems.guards import NON_BONDING, template_bonds
+from ilflows.systems.guards import BOND_FACTOR, NON_BONDING, template_bonds
 from ilflows.systems.ions import load_ion
 from ilflows.systems.packing import ordered_ions, species
-
-BOND_FACTOR = 1.2  # covalent radii sum x this is a bond, as in the guards' templates
 
 
 def read_start(path: Path, spec: CampaignSpec) -> tuple[int, Frame]:
@@ -94,7 +92,7 @@ def composition_order(atoms, system: SystemSpec) -> list[int]:
 
 
 def _template_graph(name: str) -> nx.Graph:
-    pairs, _ = template_bonds(name, BOND_FACTOR)
+    pairs, _ = template_bonds(name)
     graph = nx.Graph()
     graph.add_nodes_from((n, {"element": s}) for n, s in enumerate(load_ion(name).get_chemical_symbols()))
     graph.add_edges_from(map(tuple, pairs))

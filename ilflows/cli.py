@@ -109,22 +109,24 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _labels_stored_or_queued(iterations: list[dict]) -> int:
+    """DFT labels of a campaign up to its latest selection: trained on, failed, and sent on to DFT."""
+    if not iterations:
+        return 0
+    last = iterations[-1]
+    sent_on = last["selected"] if last["stop_reason"] is None else 0  # a stopped loop labels none
+    return last["trained_on"] + last["failed_labels"] + sent_on
+
+
 def cmd_status(args) -> int:
     """Per-iteration table and queue state of each campaign."""
     from ilflows.farm import archive_file, campaign_progress, queue_health
-    from ilflows.store import connect_jobstore, get_launchpad
+    from ilflows.store import connect_jobstore, embedded_limit_notes, get_launchpad
     from ilflows.store.queries import campaigns, iteration_table, table_rows
 
     store = connect_jobstore()
     lp = get_launchpad()
     settings = get_settings()
-    live, limit = lp.fireworks.count_documents({}), settings.embedded_job_limit
-    if settings.backend == "embedded" and live > limit and not args.json:
-        print(
-            f"note: the embedded queue holds {live} jobs (limit {limit}): each job costs "
-            "seconds of queue saves; `ilflows archive CAMPAIGN` the finished campaigns or move to MongoDB "
-            "(README: Where the embedded store ends)\n"
-        )
     queued = [n for n in lp.workflows.distinct("metadata.campaign") if n]
     names = [args.campaign] if args.campaign else sorted(set(campaigns(store)) | set(queued))
     report = {}
@@ -142,6 +144,9 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
+    labels = sum(_labels_stored_or_queued(r["iterations"]) for r in report.values())
+    for note in embedded_limit_notes(lp.fireworks.count_documents({}), labels, settings):
+        print(f"note: {note} (README: Where the embedded store ends)\n")
     if not names:
         print("no campaigns in the store")
     for name, r in report.items():

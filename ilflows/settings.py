@@ -56,6 +56,13 @@ class IlflowsSettings(BaseSettings):
         "each state change rewrites the whole queue (about 1 s per job at 3,000 jobs, "
         "benchmarks/store_scaling.py).",
     )
+    embedded_label_limit: int = Field(
+        3000,
+        ge=1,
+        description="DFT labels (stored or queued) past which `ilflows status` advises MongoDB: every "
+        "results lookup scans all stored documents (about 1 s per label write or query at 3,000 labels, "
+        "benchmarks/store_scaling.py).",
+    )
     packmol_cmd: str = Field("packmol", description="Packmol executable that packs the boxes.")
     cp2k_cmd: str = Field("cp2k.psmp", description="CP2K executable (Debian: cp2k.psmp).")
     vasp_cmd: str = Field(

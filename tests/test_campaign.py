@@ -66,6 +66,13 @@ def test_campaign_runs_two_iterations_and_prints_the_table(tiny_campaign):
     assert it0["trained_on"] == 4 and 1 <= it0["selected"] <= 3
     assert it1["trained_on"] == 4 + it0["selected"] - it1["failed_labels"]
     assert it1["stop_reason"].startswith("max_iterations")
+    labels = len(_query(home, "labels"))
+    near = _ilflows(["status"], home, ILFLOWS_EMBEDDED_LABEL_LIMIT=str(labels + 1)).stdout
+    assert (
+        f"note: the embedded results store holds or awaits {labels} DFT labels (limit {labels + 1})" in near
+    )
+    far = _ilflows(["status"], home, ILFLOWS_EMBEDDED_LABEL_LIMIT=str(2 * labels)).stdout
+    assert "note:" not in far
 
 
 @pytest.mark.slow

@@ -59,4 +59,7 @@ def test_deviation_in_chunks_equals_the_per_frame_definition():
     forces = np.random.default_rng(3).normal(size=(4, 37, 11, 3))
     per_frame = [np.linalg.norm(np.std(forces[:, f], axis=0), axis=-1).max() for f in range(37)]  # dp's way
     for chunk_bytes in (1, 4 * 5 * 11 * 3 * 8, 1 << 30):  # one frame, 5 frames (a ragged last chunk), all
-        assert max_force_deviation(forces, chunk_bytes) == pytest.approx(per_frame, abs=1e-12)
+        for threads in (1, 3):  # 3: parts of 12, 12 and 13 frames
+            deviation = max_force_deviation(forces, chunk_bytes, threads)
+            assert deviation == pytest.approx(per_frame, abs=1e-12)
+    assert max_force_deviation(forces[:, :0]).shape == (0,)

@@ -193,3 +193,16 @@ def test_a_fresh_embedded_jobstore_has_its_tables_before_any_worker_writes(tmp_p
         path = tmp_path / "jobstore/ilflows" / f"{name}.collection"
         tables = sqlite3.connect(path).execute("select name from sqlite_master where type='table'").fetchall()
         assert tables == [("documents",)]
+
+
+def test_embedded_limit_notes_start_at_four_fifths_of_each_limit_and_never_on_mongodb():
+    from ilflows.settings import IlflowsSettings
+    from ilflows.store import embedded_limit_notes
+
+    embedded = IlflowsSettings(embedded_job_limit=100, embedded_label_limit=1000)
+    assert embedded_limit_notes(79, 799, embedded) == []
+    (jobs,) = embedded_limit_notes(80, 799, embedded)
+    assert jobs.startswith("the embedded queue holds 80 jobs (limit 100)")
+    (labels,) = embedded_limit_notes(79, 800, embedded)
+    assert labels.startswith("the embedded results store holds or awaits 800 DFT labels (limit 1000)")
+    assert embedded_limit_notes(10**6, 10**6, embedded.model_copy(update={"backend": "mongodb"})) == []

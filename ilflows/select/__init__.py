@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
 
-def max_force_deviation(forces: np.ndarray, chunk_bytes: int = 3 << 17) -> np.ndarray:
+def max_force_deviation(
+    forces: np.ndarray, chunk_bytes: int = 1 << 21, threads: int | None = None
+) -> np.ndarray:
     """Ensemble max force deviation per frame (DeePMD's ``max_devi_f``).
 
     For each frame, max over atoms i of ``sqrt(mean_k |F_ik - <F_i>|^2)``, with k over models.
     The spread about the mean is the length of the forces projected onto an orthonormal basis
     of the zero-sum vectors over models (one BLAS product, no mean, no cancellation), and frames
     go in chunks of about ``chunk_bytes`` of forces, so that the forces are read from memory once
-    and the rest stays in cache (``benchmarks/deviation_scale.py``).
+    and the rest stays in cache.  Arrays of several chunks are split over ``threads`` threads
+    (numpy and BLAS release the GIL): one core computes more slowly than memory delivers
+    (``benchmarks/deviation_scale.py``).
 
     Parameters
     ----------
     forces
         Forces of each model, shape (n_models, n_frames, n_atoms, 3), eV/Å.
     chunk_bytes
-        Forces handled at once, bytes.
+        Forces handled at once by one thread, bytes.
+    threads
+        Threads for large arrays; default: the cores this process may use.
 
     Returns
     -------
@@ -32,23 +40,40 @@ def max_force_deviation(forces: np.ndarray, chunk_bytes: int = 3 << 17) -> np.nd
     forces = np.asarray(forces, dtype=float)
     if forces.ndim != 4 or forces.shape[-1] != 3:
         raise ValueError(f"forces must have shape (n_models, n_frames, n_atoms, 3), got {forces.shape}")
-    n_models, n_frames, n_atoms = forces.shape[:3]
-    contrasts = _zero_sum_basis(n_models)
+    n_frames = forces.shape[1]
     step = max(1, chunk_bytes // max(forces[:, :1].nbytes, 1))
-    projected = np.empty((n_models - 1, min(step, n_frames) * n_atoms * 3))
-    squares = np.empty(projected.shape[1])
-    per_atom = np.empty(projected.shape[1] // 3)
+    threads = max(1, min(threads or len(os.sched_getaffinity(0)), -(-n_frames // step)))
     out = np.empty(n_frames)
-    for start in range(0, n_frames, step):
-        chunk = forces[:, start : start + step]
-        n = chunk.shape[1]
-        y, sq, atom = projected[:, : n * n_atoms * 3], squares[: n * n_atoms * 3], per_atom[: n * n_atoms]
-        np.matmul(contrasts, chunk.reshape(n_models, -1), out=y)
-        np.einsum("ck,ck->k", y, y, out=sq)
-        xyz = sq.reshape(-1, 3)
-        np.add(np.add(xyz[:, 0], xyz[:, 1], out=atom), xyz[:, 2], out=atom)
-        atom.reshape(n, n_atoms).max(axis=1, out=out[start : start + n])
-    return np.sqrt(out / n_models)  # max and sqrt commute: one sqrt per frame, not per atom
+    bounds = np.linspace(0, n_frames, threads + 1).astype(int)
+    parts = [(forces[:, a:b], out[a:b], step) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if threads == 1:
+        _squared_spread_max(*parts[0])
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda part: _squared_spread_max(*part), parts))
+    return np.sqrt(out / forces.shape[0])  # max and sqrt commute: one sqrt per frame, not per atom
+
+
+def _squared_spread_max(forces: np.ndarray, out: np.ndarray, step: int) -> None:
+    """Per frame, max over atoms of ``sum_k |F_ik - <F_i>|^2`` into ``out``; ``step`` frames at once."""
+    n_models, n_frames, n_atoms = forces.shape[:3]
+    if n_frames == 0:
+        return
+    step = min(step, n_frames)  # one frame of the committee gets buffers of one frame
+    whole = n_frames - n_frames % step
+    if whole < n_frames:  # the ragged end with its own buffers, so that the loop below reuses fixed views
+        _squared_spread_max(forces[:, whole:], out[whole:], n_frames - whole)
+    contrasts = _zero_sum_basis(n_models)
+    projected = np.empty((n_models - 1, step * n_atoms * 3))
+    squares = np.empty(step * n_atoms * 3)
+    per_atom = np.empty((step, n_atoms))
+    x, y, z = squares.reshape(-1, 3).T
+    atoms = per_atom.reshape(-1)
+    for start in range(0, whole, step):
+        np.matmul(contrasts, forces[:, start : start + step].reshape(n_models, -1), out=projected)
+        np.einsum("ck,ck->k", projected, projected, out=squares)
+        np.add(np.add(x, y, out=atoms), z, out=atoms)
+        per_atom.max(axis=1, out=out[start : start + step])
 
 
 @cache  # the committee calls the deviation once per recorded frame

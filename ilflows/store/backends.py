@@ -28,6 +28,7 @@ from ilflows.settings import IlflowsSettings, get_settings
 
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
 JOBSTORE_INDEXES = ["output.kind", "output.campaign", "output.iteration", "output.frame_id"]
+NEAR_LIMIT = 0.8  # fraction of an embedded limit at which `ilflows status` starts warning
 
 
 class StoreBusyError(RuntimeError):
@@ -210,6 +211,36 @@ def queue_holder(settings: IlflowsSettings | None = None) -> str | None:
             return fh.read().strip() or "another process"
         fcntl.flock(fh, fcntl.LOCK_UN)
     return None
+
+
+def embedded_limit_notes(jobs: int, labels: int, settings: IlflowsSettings) -> list[str]:
+    """Return notes for ``ilflows status`` when the embedded store nears the sizes where it slows down.
+
+    Parameters
+    ----------
+    jobs
+        Jobs in the queue, any state.
+    labels
+        DFT labels stored or queued.
+    settings
+        Its ``embedded_job_limit`` and ``embedded_label_limit`` (README: Where the embedded store ends).
+    """
+    if settings.backend != "embedded":
+        return []
+    notes = []
+    if jobs >= NEAR_LIMIT * settings.embedded_job_limit:
+        notes.append(
+            f"the embedded queue holds {jobs} jobs (limit {settings.embedded_job_limit}): each job state "
+            "change rewrites the whole queue, seconds per job past the limit; `ilflows archive CAMPAIGN` "
+            "the finished campaigns or move to MongoDB"
+        )
+    if labels >= NEAR_LIMIT * settings.embedded_label_limit:
+        notes.append(
+            f"the embedded results store holds or awaits {labels} DFT labels (limit "
+            f"{settings.embedded_label_limit}): every write and query scans all of them, seconds each "
+            "past the limit; move to MongoDB (ILFLOWS_BACKEND=mongodb)"
+        )
+    return notes
 
 
 def get_jobstore(settings: IlflowsSettings | None = None):

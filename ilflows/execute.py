@@ -6,11 +6,19 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
 
 from ilflows.settings import get_settings
+
+_GUARD = str(Path(__file__).with_name("engine_guard.py"))
+
+
+def guarded(args: list[str]) -> list[str]:
+    """Return ``args`` behind :mod:`ilflows.engine_guard`: the program dies with this process."""
+    return [sys.executable, "-I", _GUARD, str(os.getpid()), *args]
 
 
 class EngineError(RuntimeError):
@@ -46,7 +54,8 @@ def require_executable(command: str, setting: str) -> str:
 def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: Path | None = None) -> float:
     """Run ``command`` in ``workdir`` with stdout/stderr to ``log_name``; return wall time in s.
 
-    ``stdin`` names a file given as standard input (a real file: Packmol rewinds it).
+    ``stdin`` names a file given as standard input (a real file: Packmol rewinds it).  The
+    program dies with this process (:func:`guarded`).
 
     Raises
     ------
@@ -58,7 +67,7 @@ def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: P
     start = time.perf_counter()
     with open(log, "w") as out, open(stdin or os.devnull) as source:
         proc = subprocess.run(
-            args, cwd=workdir, stdin=source, stdout=out, stderr=subprocess.STDOUT, env=engine_env()
+            guarded(args), cwd=workdir, stdin=source, stdout=out, stderr=subprocess.STDOUT, env=engine_env()
         )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -105,6 +114,9 @@ def run_custodian(
 
 
 def pinned_command(command: str) -> list[str]:
-    """Return ``command`` behind ``env`` with ilflows' thread settings (custodian starts it)."""
+    """Return ``command`` behind ``env`` with ilflows' thread settings, dying with this process.
+
+    Custodian starts it in this process, so :func:`guarded` applies as to :func:`run_command`.
+    """
     pins = [f"{k}={v}" for k, v in engine_env().items() if os.environ.get(k) != v]
-    return ["env", *pins, *shlex.split(command)]
+    return guarded(["env", *pins, *shlex.split(command)])

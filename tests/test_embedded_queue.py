@@ -42,6 +42,19 @@ def _runs(home: Path) -> Counter:
     return Counter(job for job, _ in _log(home))
 
 
+def _engines_of(home: Path) -> list[str]:
+    """Command lines of the live processes started for the queue in ``home`` (their TOY_LOG)."""
+    mark = f"TOY_LOG={home / 'log'}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if mark in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone, or not ours
+            continue
+    return found
+
+
 def _states(home: Path) -> Counter:
     queue = json.loads((home / "launchpad.json").read_text())  # plain JSON: readable at any time
     return Counter(fw["state"] for _, fw in queue["ilflows"]["fireworks"]["documents"])  # (_id, doc)
@@ -135,6 +148,10 @@ def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
         runner.send_signal(signal.SIGKILL)
     finally:
         runner.wait()
+    deadline = time.time() + 1.0
+    while _engines_of(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _engines_of(tmp_path) == []  # the workers' `sleep`s died with them: no orphans on the node
     time.sleep(3.5)  # as long as a job
     # its workers died with it: no worker finishes a job later, and the queue is free
     assert sum(_runs(tmp_path).values()) == 2

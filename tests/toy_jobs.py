@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
-import time
+from pathlib import Path
 
 from jobflow import Flow, job
+
+from ilflows.execute import run_command
 
 
 @job(data=["payload"])
 def nap(i: int, seconds: float) -> dict:
     """Sleep, then append ``i`` and the worker's pid to the file named by ``TOY_LOG``: one line per run.
 
-    The output has a field for the data store, as trajectories and models do, so that workers
-    starting together write their first blobs at once.
+    The sleep is an external program started as engines are.  The output has a field for the
+    data store, as trajectories and models do, so that workers starting together write their
+    first blobs at once.
     """
-    time.sleep(seconds)
+    run_command(["sleep", str(seconds)], Path.cwd(), "sleep.log")
     with open(os.environ["TOY_LOG"], "a") as fh:
         fh.write(f"{i} {os.getpid()}\n")
     return {"i": i, "payload": list(range(100))}

@@ -330,13 +330,12 @@ def run_worker(
         workdir = settings.scratch / f"ilflows-{os.getpid()}" if settings.scratch else settings.runs_dir
         workdir.mkdir(parents=True, exist_ok=True)
         lp.on_progress = on_progress
+        lp.remove_completed_runs = not settings.keep_workdirs
         fworker = FWorker(category=category or "")
         with _quiet_fireworks(), _inside(workdir), _workers_follow_this_process():
             with _workers_wait_for_siblings():
                 launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=timeout or FOREVER)
     lp = get_launchpad(settings)  # as the workers left it
-    if not settings.keep_workdirs:
-        _remove_finished_runs(lp, workdir)
     if workdir != settings.runs_dir:
         _move_runs(workdir, settings.runs_dir)
     if spec is not None:
@@ -506,11 +505,3 @@ def _move_runs(scratch: Path, runs_dir: Path) -> None:
     for folder in scratch.glob("launcher_*"):
         shutil.move(folder, runs_dir / folder.name)
     shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _remove_finished_runs(lp, runs_dir: Path) -> None:
-    """Delete the run folders of completed jobs (failed ones stay for a look)."""
-    folders = [str(path) for path in Path(runs_dir).resolve().glob("launcher_*")]
-    finished = lp.launches.find({"launch_dir": {"$in": folders}, "state": "COMPLETED"}, {"launch_dir": 1})
-    for launch in finished:
-        shutil.rmtree(launch["launch_dir"], ignore_errors=True)

@@ -81,8 +81,8 @@ class IlflowsSettings(BaseSettings):
     threads: int = Field(1, ge=1, description="OpenMP/TensorFlow threads given to each engine run.")
     keep_workdirs: bool = Field(
         False,
-        description="Keep each job's run folder under home/runs after it succeeds "
-        "(failed ones are always kept).",
+        description="Keep each job's run folder after it succeeds (otherwise removed as the job "
+        "completes; failed ones are always kept).",
     )
 
     scratch: Path | None = Field(

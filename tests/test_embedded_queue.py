@@ -155,6 +155,9 @@ def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
     time.sleep(3.5)  # as long as a job
     # its workers died with it: no worker finishes a job later, and the queue is free
     assert sum(_runs(tmp_path).values()) == 2
+    # completed jobs' run folders went as each completed (the runner never reached its end)
+    killed = sorted((tmp_path / "runs").glob("launcher_*"))
+    assert [json.loads((f / "FW.json").read_text())["name"] for f in killed] == ["nap", "nap"]
     status = ilflows(["status"], tmp_path, ILFLOWS_EMBEDDED_JOB_LIMIT="5")
     assert "note: the embedded queue holds 6 jobs (limit 5)" in status.stdout
     assert status.stdout.count("  lost     nap: its worker stopped") == 2  # nobody holds the queue
@@ -163,6 +166,7 @@ def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
     assert "put back 2 jobs a killed worker left running: nap, nap" in proc.stdout
     assert _runs(tmp_path) == Counter({str(i): 1 for i in range(6)})
     assert _states(tmp_path) == Counter({"COMPLETED": 6})
+    assert sorted((tmp_path / "runs").glob("launcher_*")) == killed  # the killed attempts stay for a look
 
 
 def test_nothing_else_writes_the_queue_while_workers_run(tmp_path):

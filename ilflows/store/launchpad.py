@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -40,10 +41,13 @@ class IlflowsLaunchPad(LaunchPad):
 
     ``on_progress``, when set, is called with a :class:`Progress` after each job completes or
     fizzles, in the process that holds the LaunchPad (FireWorks' DataServer when several
-    workers share it).
+    workers share it).  With ``remove_completed_runs`` a job's run folder is deleted as soon as
+    the job completes (its worker does nothing more there), so that a long-lived worker does not
+    fill its disk with CP2K restart files; failed jobs keep theirs.
     """
 
     on_progress: Callable[[Progress], None] | None = None
+    remove_completed_runs: bool = False
 
     def __init__(self, *args, **kwargs):
         self._in_flight: dict[int, float] = {}
@@ -73,6 +77,10 @@ class IlflowsLaunchPad(LaunchPad):
             launch = super().complete_launch(launch_id, action, state)
         finally:
             self._in_flight.pop(launch_id, None)
+        if state == "COMPLETED" and self.remove_completed_runs and launch.get("launch_dir"):
+            folder = Path(launch["launch_dir"])
+            if folder.name.startswith("launcher_"):  # FireWorks' run folder, never anything above it
+                shutil.rmtree(folder, ignore_errors=True)
         if self.on_progress is not None:
             self._commit()  # a job reported done is done on disk
             self.on_progress(self._progress(launch_id))

@@ -288,7 +288,7 @@ class WorkerResult:
     completed: int
     fizzled: int
     total: int
-    recovered: list[str]  # jobs left RUNNING by a killed worker, put back before starting
+    recovered: list[str]  # jobs left RUNNING by a killed worker, put back (before starting or later)
 
 
 # FireWorks' workers must give up some time: launch_multiprocess fails on timeout=None when one
@@ -310,8 +310,10 @@ def run_worker(
     The workers are FireWorks' multi-process launcher: one LaunchPad served to N processes that
     each run one job at a time.  On the embedded queue this process holds the queue throughout,
     jobs left RUNNING by a killed worker are put back first, and every state change is on disk
-    when it happens; workers die with this process.  ``on_progress`` gets a
-    :class:`ilflows.store.launchpad.Progress` per finished job.  Counts are the campaign's jobs,
+    when it happens; workers die with this process.  A job whose worker died under it while this
+    process lived (the out-of-memory killer) is put back when the workers stop, and they start
+    again; a job whose worker dies twice fizzles, so that it cannot loop.  ``on_progress`` gets
+    a :class:`ilflows.store.launchpad.Progress` per finished job.  Counts are the campaign's jobs,
     or the whole queue's when no spec is given.  With a ``category`` the workers run only jobs of
     that category (``spec.workers``), e.g. "cpu".  After ``timeout`` seconds no new job starts.
     """
@@ -330,11 +332,24 @@ def run_worker(
         workdir = settings.scratch / f"ilflows-{os.getpid()}" if settings.scratch else settings.runs_dir
         workdir.mkdir(parents=True, exist_ok=True)
         lp.on_progress = on_progress
-        lp.remove_completed_runs = not settings.keep_workdirs
         fworker = FWorker(category=category or "")
+        lp.remove_completed_runs = not settings.keep_workdirs
+        deadline = time.monotonic() + (timeout or FOREVER)
+        died: set[int] = set()  # fw ids whose worker died under them in this run
         with _quiet_fireworks(), _inside(workdir), _workers_follow_this_process():
             with _workers_wait_for_siblings():
-                launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=timeout or FOREVER)
+                while True:
+                    left = deadline - time.monotonic()
+                    launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=left)
+                    if settings.backend != "embedded":
+                        break
+                    lp.reload()  # the workers' LaunchPad lived in FireWorks' server process
+                    running = {fw["fw_id"] for fw in lp.fireworks.find({"state": "RUNNING"}, {"fw_id": 1})}
+                    back = lp.recover_lost_runs(give_up=frozenset(died))
+                    died |= running
+                    recovered += back
+                    if not back or deadline - time.monotonic() <= 0:
+                        break
     lp = get_launchpad(settings)  # as the workers left it
     if workdir != settings.runs_dir:
         _move_runs(workdir, settings.runs_dir)

@@ -169,6 +169,27 @@ def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
     assert sorted((tmp_path / "runs").glob("launcher_*")) == killed  # the killed attempts stay for a look
 
 
+def test_a_job_whose_worker_died_runs_again_in_the_same_run(tmp_path):
+    _queue(tmp_path, "queue_killer(1)")
+    proc = ilflows(["worker"], tmp_path, **_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "put back 1 jobs a killed worker left running: kill_worker" in proc.stdout
+    assert "queue: 2/2 jobs completed, 0 fizzled" in proc.stdout
+    assert _runs(tmp_path) == Counter({"1": 1})  # the nap ran after it, on its output
+
+
+def test_a_job_that_kills_its_worker_twice_fizzles_and_its_children_wait(tmp_path):
+    _queue(tmp_path, "queue_killer(5)")
+    proc = ilflows(["worker"], tmp_path, **_env(tmp_path))
+    assert proc.returncode == 1
+    assert "queue: 0/2 jobs completed, 1 fizzled" in proc.stdout, proc.stdout
+    assert (tmp_path / "kills").read_text().split() == ["killed", "killed"]  # no third try
+    status = ilflows(["status"], tmp_path).stdout
+    assert "fizzled  kill_worker: WorkerDied: its worker died again while running it" in status
+    assert "1 jobs wait on them" in status
+    assert _runs(tmp_path) == Counter()
+
+
 def test_nothing_else_writes_the_queue_while_workers_run(tmp_path):
     _queue_naps(tmp_path, 2, 4.0)
     runner = subprocess.Popen(

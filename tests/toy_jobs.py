@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 from jobflow import Flow, job
@@ -28,6 +29,27 @@ def nap(i: int, seconds: float) -> dict:
 def trip() -> None:
     """Fail."""
     raise RuntimeError("the toy job failed")
+
+
+@job
+def kill_worker(times: int) -> int:
+    """Kill the worker running it, as the out-of-memory killer would, on its first ``times`` runs.
+
+    The runs are tallied in the file ``kills`` beside ``TOY_LOG``; returns the tally.
+    """
+    tally = Path(os.environ["TOY_LOG"]).with_name("kills")
+    kills = len(tally.read_text().split()) if tally.exists() else 0
+    if kills < times:
+        with open(tally, "a") as fh:
+            fh.write("killed\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return kills
+
+
+def queue_killer(times: int) -> None:
+    """Queue a :func:`kill_worker` job and a nap that waits on it, as a campaign named "killer"."""
+    killer = kill_worker(times)
+    _queue(Flow([killer, nap(killer.output, 0.0)], name="killer"), "killer")
 
 
 def queue_naps(n: int, seconds: float, trips: int = 0) -> None:

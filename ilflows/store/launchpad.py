@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bson.json_util
-from fireworks import LaunchPad
+from fireworks import FWAction, LaunchPad
+
+WORKER_DIED = "WorkerDied"  # the error of a job whose worker died under it twice
 
 
 @dataclass
@@ -206,14 +208,32 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
         os.replace(tmp, self._path)
         self._mtime = self._path.stat().st_mtime_ns
 
-    def recover_lost_runs(self, query: dict | None = None) -> list[str]:
+    def recover_lost_runs(
+        self, query: dict | None = None, give_up: frozenset[int] = frozenset()
+    ) -> list[str]:
         """Put back the RUNNING jobs (matching ``query``): with the queue held, none has a live worker.
 
-        A worker killed mid-job leaves its job RUNNING on disk (it was saved at checkout).
+        A worker killed mid-job leaves its job RUNNING on disk (it was saved at checkout).  Jobs
+        in ``give_up`` (fw ids) fizzle instead, with an error saying their worker died again.
         Returns the names of the jobs put back.
         """
-        _, lost, _ = self.detect_lostruns(expiration_secs=0, rerun=True, query=query)
-        return sorted(self.fireworks.find_one({"fw_id": fw_id}, {"name": 1})["name"] for fw_id in lost)
+        _, lost, _ = self.detect_lostruns(expiration_secs=0, query=query)
+        back = []
+        for fw_id in lost:
+            fw = self.fireworks.find_one({"fw_id": fw_id}, {"name": 1, "launches": 1})
+            if fw_id in give_up:
+                error = f"{WORKER_DIED}: its worker died again while running it (killed, e.g. out of memory)"
+                action = FWAction(stored_data={"_exception": {"_stacktrace": error}})
+                self.complete_launch(fw["launches"][-1], action, state="FIZZLED")
+            else:
+                self.rerun_fw(fw_id)
+                back.append(fw["name"])
+        return sorted(back)
+
+    def reload(self) -> None:
+        """Read the queue from its file again: FireWorks' worker server, another process, saved it."""
+        with self._lock:
+            self._connect()
 
     def ping_launch(self, launch_id, ptime=None, checkpoint=None) -> None:
         """Do nothing: the embedded queue has no lost-run timer (see :meth:`recover_lost_runs`)."""

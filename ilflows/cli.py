@@ -317,13 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     from ilflows.execute import EngineError
     from ilflows.farm import CampaignError
     from ilflows.schemas import SpecError
+    from ilflows.settings import SettingsError
     from ilflows.store import StoreBusyError, StoreConfigError, prepare_fireworks
 
     args = parser().parse_args(argv)
     try:
         prepare_fireworks()
         return args.func(args)
-    except (SpecError, StoreBusyError, StoreConfigError, EngineError, CampaignError) as err:
+    except (SettingsError, SpecError, StoreBusyError, StoreConfigError, EngineError, CampaignError) as err:
         print(f"ilflows: error: {err}", file=sys.stderr)
         return 2
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONFIG_FILE = Path("~/.ilflows.yaml").expanduser()
@@ -19,6 +19,10 @@ def _venv_tool(name: str) -> str:
     """Prefer the tool installed beside this Python (the venv's dp, lmp), else the PATH's."""
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names it, where it came from, and what it needs."""
 
 
 class IlflowsSettings(BaseSettings):
@@ -92,6 +96,13 @@ class IlflowsSettings(BaseSettings):
         "file system.  Failed jobs' folders are moved to home/runs when the worker ends.",
     )
 
+    @field_validator("home", "scratch", mode="before")
+    @classmethod
+    def _not_empty(cls, value):
+        if isinstance(value, str) and not value.strip():  # e.g. ILFLOWS_SCRATCH=$TMPDIR with TMPDIR unset
+            raise ValueError("is empty (a variable that was not set?); give a folder, or unset it")
+        return value
+
     @property
     def runs_dir(self) -> Path:
         """Parent of the per-job run folders."""
@@ -107,4 +118,12 @@ def get_settings() -> IlflowsSettings:
     file_values = yaml.safe_load(path.read_text()) if path.exists() else {}
     env_names = {k[len("ILFLOWS_") :].lower() for k in os.environ if k.startswith("ILFLOWS_")}
     file_values = {k: v for k, v in (file_values or {}).items() if k not in env_names}
-    return IlflowsSettings(**file_values)
+    try:
+        return IlflowsSettings(**file_values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ".".join(str(part) for part in first["loc"])
+        source = f"ILFLOWS_{name.upper()}" if name in env_names else f"'{name}' in {path}"
+        raise SettingsError(
+            f"setting {name} = {first['input']!r} ({source}): {first['msg']}".replace("Value error, ", "")
+        ) from None

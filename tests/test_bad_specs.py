@@ -206,3 +206,24 @@ def test_a_missing_executable_is_refused_at_submit_time(home, capsys, monkeypatc
         f"or set {variable} to its path\n"
     )
     assert not (home / "home" / "launchpad.json").exists()  # refused before anything was queued
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("ILFLOWS_HOME", "", "setting home = '' (ILFLOWS_HOME): is empty (a variable that was not set?)"),
+        ("ILFLOWS_THREADS", "0", "setting threads = '0' (ILFLOWS_THREADS): Input should be greater than"),
+        (
+            "ILFLOWS_BACKEND",
+            "sql",
+            "setting backend = 'sql' (ILFLOWS_BACKEND): Input should be 'embedded' or",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_and_where_it_came_from(tmp_path, variable, value, expected):
+    from cli_runs import ilflows
+
+    proc = ilflows(["status"], tmp_path, **{variable: value})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"ilflows: error: {expected}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "launchpad.json").exists()

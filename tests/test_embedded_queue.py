@@ -176,6 +176,8 @@ def test_a_job_whose_worker_died_runs_again_in_the_same_run(tmp_path):
     assert "put back 1 jobs a killed worker left running: kill_worker" in proc.stdout
     assert "queue: 2/2 jobs completed, 0 fizzled" in proc.stdout
     assert _runs(tmp_path) == Counter({"1": 1})  # the nap ran after it, on its output
+    launches = json.loads((tmp_path / "launchpad.json").read_text())["ilflows"]["launches"]["documents"]
+    assert Counter(launch["state"] for _, launch in launches) == Counter({"COMPLETED": 2, "FIZZLED": 1})
 
 
 def test_a_job_that_kills_its_worker_twice_fizzles_and_its_children_wait(tmp_path):

@@ -149,6 +149,7 @@ READERS = frozenset(
         "get_wf_summary_dict",
         "log_message",
         "ping_launch",  # a no-op on the embedded queue
+        "reload",
         "run_exists",
         "to_db_dict",
         "to_dict",
@@ -221,11 +222,14 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
         back = []
         for fw_id in lost:
             fw = self.fireworks.find_one({"fw_id": fw_id}, {"name": 1, "launches": 1})
-            if fw_id in give_up:
-                error = f"{WORKER_DIED}: its worker died again while running it (killed, e.g. out of memory)"
-                action = FWAction(stored_data={"_exception": {"_stacktrace": error}})
+            again = fw_id in give_up
+            died = "died again" if again else "died"
+            error = f"{WORKER_DIED}: its worker {died} while running it (killed, e.g. out of memory)"
+            action = FWAction(stored_data={"_exception": {"_stacktrace": error}})
+            if again:  # a failure like any other: reported, its children wait
                 self.complete_launch(fw["launches"][-1], action, state="FIZZLED")
-            else:
+            else:  # the launch ends as FireWorks ends a lost one, quietly: the job runs again
+                LaunchPad.complete_launch(self, fw["launches"][-1], action, state="FIZZLED")
                 self.rerun_fw(fw_id)
                 back.append(fw["name"])
         return sorted(back)

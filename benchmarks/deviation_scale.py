@@ -91,11 +91,11 @@ def main() -> None:
     )
     bound = min(times["np.sum, one core"], times[f"np.sum, {cores} cores"])
     ours, devi = times[f"ilflows deviation, {cores} cores"], results[f"ilflows deviation, {cores} cores"]
-    selection = {"selection": lambda: choose_candidates(devi, classify(devi, 0.05, 1.5).candidate, 1000)}
-    (select_time,), (chosen,) = (d.values() for d in best_of(args.repeats, selection))
-    (reference,), (expected,) = (
-        d.values() for d in best_of(1, {"loop": lambda: per_frame_reference(forces)})
-    )
+    selection = {"select": lambda: choose_candidates(devi, classify(devi, 0.05, 1.5).candidate, 1000)}
+    select_times, chosen = best_of(args.repeats, selection)
+    loop_times, expected = best_of(1, {"loop": lambda: per_frame_reference(forces)})
+    select_time, chosen = select_times["select"], chosen["select"]
+    reference, expected = loop_times["loop"], expected["loop"]
     difference = float(np.abs(devi - expected).max())
 
     print(f"{'':34s}{'s':>9s}{'GB/s':>9s}{'x bound':>9s}   (bound: the faster np.sum)")

@@ -335,7 +335,6 @@ def run_worker(
         fworker = FWorker(category=category or "")
         lp.remove_completed_runs = not settings.keep_workdirs
         deadline = time.monotonic() + (timeout or FOREVER)
-        died: set[int] = set()  # fw ids whose worker died under them in this run
         with _quiet_fireworks(), _inside(workdir), _workers_follow_this_process():
             with _workers_wait_for_siblings():
                 while True:
@@ -344,11 +343,9 @@ def run_worker(
                     if settings.backend != "embedded":
                         break
                     lp.reload()  # the workers' LaunchPad lived in FireWorks' server process
-                    running = {fw["fw_id"] for fw in lp.fireworks.find({"state": "RUNNING"}, {"fw_id": 1})}
-                    back = lp.recover_lost_runs(give_up=frozenset(died))
-                    died |= running
+                    back = lp.recover_lost_runs()  # a job put back before fizzles now
                     recovered += back
-                    if not back or deadline - time.monotonic() <= 0:
+                    if not back or time.monotonic() >= deadline:
                         break
     lp = get_launchpad(settings)  # as the workers left it
     if workdir != settings.runs_dir:

@@ -124,6 +124,5 @@ def get_settings() -> IlflowsSettings:
         first = err.errors()[0]
         name = ".".join(str(part) for part in first["loc"])
         source = f"ILFLOWS_{name.upper()}" if name in env_names else f"'{name}' in {path}"
-        raise SettingsError(
-            f"setting {name} = {first['input']!r} ({source}): {first['msg']}".replace("Value error, ", "")
-        ) from None
+        reason = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's message
+        raise SettingsError(f"setting {name} = {first['input']!r} ({source}): {reason}") from None

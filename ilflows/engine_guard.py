@@ -29,6 +29,7 @@ def _end_group(group: int, signum: int) -> None:
 
 
 def main() -> None:
+    """Run ``sys.argv[2:]`` under the guard of worker ``sys.argv[1]``; exit as it exits."""
     parent, program = int(sys.argv[1]), sys.argv[2:]
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
     if prctl is None:  # no parent-death signal: run the program in place

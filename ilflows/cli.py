@@ -47,6 +47,13 @@ def _print_recovered(result) -> None:
     if result.recovered:
         names = ", ".join(result.recovered)
         print(f"put back {len(result.recovered)} jobs a killed worker left running: {names}")
+    if result.stopped_by:
+        names = ", ".join(result.interrupted) or "none"
+        print(
+            f"stopped by {result.stopped_by}: {len(result.interrupted)} interrupted jobs are back in the "
+            f"queue, ready ({names}); run the same command again to go on",
+            flush=True,
+        )
 
 
 def cmd_run(args) -> int:
@@ -327,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, SpecError, StoreBusyError, StoreConfigError, EngineError, CampaignError) as err:
         print(f"ilflows: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before or after the workers ran: nothing was left half done
+        print("ilflows: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -37,11 +37,16 @@ def main() -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # a signal the guard catches: it ends the group first
     if os.getppid() != parent:  # the worker died before prctl: nobody waits for the program
         sys.exit(f"engine_guard: parent {parent} gone before {program[0]} started")
+    # A worker ignores the terminal's SIGINT and SIGHUP (its runner stops it): so does its guard.
+    # SIGTERM is always passed on: custodian ends a program with it.
+    passed = [s for s in FORWARDED if s == signal.SIGTERM or signal.getsignal(s) != signal.SIG_IGN]
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)  # no signal between fork and handlers
     child = os.fork()
     if child == 0:
         os.setpgid(0, 0)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the guard itself killed: the program goes too
+        for signum in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
+            signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         try:
             os.execvp(program[0], program)
@@ -53,7 +58,7 @@ def main() -> None:
         # the worker gone: no one will read the program's output, so nothing may outlive it
         _end_group(child, signal.SIGKILL if os.getppid() != parent else signum)
 
-    for signum in FORWARDED:
+    for signum in passed:
         signal.signal(signum, forward)
     try:
         os.setpgid(child, child)  # also here, so the group exists before any signal is forwarded

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,14 @@ def guarded(args: list[str]) -> list[str]:
 
 class EngineError(RuntimeError):
     """An external program failed; the message names it, its folder and the end of its log."""
+
+
+class EngineKilledError(RuntimeError):
+    """An external program was killed by a signal: no result of the engine's, so the job fails.
+
+    Not an :class:`EngineError`, which engines turn into a failed label: a CP2K killed by the
+    out-of-memory killer or by a batch system's SIGTERM says nothing about its frame.
+    """
 
 
 def engine_env() -> dict[str, str]:
@@ -61,6 +70,8 @@ def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: P
     ------
     EngineError
         When the program exits non-zero; the message carries the last lines of its log.
+    EngineKilledError
+        When the program was killed by a signal.
     """
     args = shlex.split(command) if isinstance(command, str) else list(command)
     log = Path(workdir) / log_name
@@ -70,6 +81,9 @@ def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: P
             guarded(args), cwd=workdir, stdin=source, stdout=out, stderr=subprocess.STDOUT, env=engine_env()
         )
     wall = time.perf_counter() - start
+    if proc.returncode < 0:
+        signame = signal.Signals(-proc.returncode).name
+        raise EngineKilledError(f"{args[0]} was killed by {signame} in {workdir}; the job can run again")
     if proc.returncode != 0:
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
         raise EngineError(f"{args[0]} exited {proc.returncode} in {workdir}: {tail}")

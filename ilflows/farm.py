@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
 import shutil
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ilflows.schemas import CampaignSpec
@@ -25,6 +23,12 @@ from ilflows.store import (
     initialize_queue,
     open_queue,
     queue_holder,
+)
+from ilflows.worker_processes import (
+    Stop,
+    stop_on_signals,
+    workers_follow_this_process,
+    workers_wait_for_siblings,
 )
 
 
@@ -289,6 +293,8 @@ class WorkerResult:
     fizzled: int
     total: int
     recovered: list[str]  # jobs left RUNNING by a killed worker, put back (before starting or later)
+    stopped_by: str = ""  # the signal that stopped the workers, e.g. "SIGTERM" ("": none)
+    interrupted: list[str] = field(default_factory=list)  # jobs that signal stopped, put back READY
 
 
 # FireWorks' workers must give up some time: launch_multiprocess fails on timeout=None when one
@@ -322,7 +328,7 @@ def run_worker(
     from jobflow import SETTINGS
 
     settings = settings or get_settings()
-    with open_queue(settings) as lp:
+    with open_queue(settings) as lp, stop_on_signals() as stop:
         if settings.backend == "mongodb":
             check_connection(lp)
         queued = spec is not None and _queue(lp, spec)
@@ -335,18 +341,22 @@ def run_worker(
         fworker = FWorker(category=category or "")
         lp.remove_completed_runs = not settings.keep_workdirs
         deadline = time.monotonic() + (timeout or FOREVER)
-        with _quiet_fireworks(), _inside(workdir), _workers_follow_this_process():
-            with _workers_wait_for_siblings():
-                while True:
+        with _quiet_fireworks(), _inside(workdir), workers_follow_this_process():
+            with workers_wait_for_siblings(IDLE_POLL):
+                while stop.signum is None:
                     left = deadline - time.monotonic()
                     launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=left)
                     if settings.backend != "embedded":
                         break
                     lp.reload()  # the workers' LaunchPad lived in FireWorks' server process
+                    if stop.signum is not None:
+                        break
                     back = lp.recover_lost_runs()  # a job put back before fizzles now
                     recovered += back
                     if not back or time.monotonic() >= deadline:
                         break
+        # still holding the queue, with the workers gone: no runner starts beside them
+        interrupted = _put_back_interrupted(lp, stop, settings) if stop.signum is not None else []
     lp = get_launchpad(settings)  # as the workers left it
     if workdir != settings.runs_dir:
         _move_runs(workdir, settings.runs_dir)
@@ -355,7 +365,16 @@ def run_worker(
     else:
         states = [fw["state"] for fw in lp.fireworks.find({}, {"state": 1})]
         counts = states.count("COMPLETED"), states.count("FIZZLED"), len(states)
-    return WorkerResult(queued, *counts, recovered)
+    return WorkerResult(queued, *counts, recovered, stop.name, interrupted)
+
+
+def _put_back_interrupted(lp, stop: Stop, settings: IlflowsSettings) -> list[str]:
+    """Put back the jobs the stopped workers were running, and those the signal made fizzle."""
+    # the embedded queue is this process's alone: every RUNNING job was its workers'
+    held = {"state": "RUNNING"} if settings.backend == "embedded" else {"launches": {"$in": stop.launches}}
+    running = [fw["fw_id"] for fw in lp.fireworks.find(held, {"fw_id": 1})]
+    since = datetime.fromtimestamp(stop.since, UTC).replace(tzinfo=None)  # FireWorks' clock
+    return lp.put_back_interrupted(running, since)
 
 
 def queue_launch(
@@ -436,79 +455,6 @@ def _inside(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(here)
-
-
-# A job whose worker died stays in flight on the LaunchPad; after this long with no live worker
-# (FireWorks' ping thread clears a dead one) its siblings stop waiting for it.
-SILENT_JOB_S = 60.0
-
-
-@contextmanager
-def _workers_wait_for_siblings() -> Iterator[None]:
-    """Make FireWorks' multi-process workers wait while a sibling is in a job.
-
-    FireWorks' worker stops when it finds no ready or waiting job and sees no sibling running
-    one; but a sibling clears its running mark before it completes its job, and a jobflow job
-    adds the next jobs (its Response) only when it completes.  So a worker that looked in that
-    gap stopped for good, and a campaign ran on one worker.  Here a worker stops only when no
-    job checked out through the shared LaunchPad is still in flight.
-    """
-    from fireworks.features import multi_launcher
-
-    rapidfire = multi_launcher.rapidfire
-
-    def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):
-        start = time.monotonic()
-        while True:
-            left = timeout - (time.monotonic() - start)
-            rapidfire(launchpad, fworker, *args, sleep_time=sleep_time, timeout=left, **kwargs)
-            if left <= 0 or not (_siblings_busy(launchpad) or launchpad.run_exists(fworker)):
-                return
-            time.sleep(sleep_time)
-
-    multi_launcher.rapidfire = rapidfire_while_siblings_work
-    try:
-        yield
-    finally:
-        multi_launcher.rapidfire = rapidfire
-
-
-def _siblings_busy(launchpad) -> bool:
-    from fireworks.fw_config import FWData
-
-    running = set(FWData().Running_IDs.values())
-    return any(
-        launch_id in running or seconds < SILENT_JOB_S
-        for launch_id, seconds in launchpad.launches_in_flight().items()
-    )
-
-
-_runner_pid: int | None = None
-
-
-def _die_with_runner() -> None:
-    """In a process forked by the runner: be killed when the runner dies (Linux), or exit now.
-
-    Orphaned workers would keep the queue's lock and save a queue nobody watches.
-    """
-    if _runner_pid is None or os.getppid() != _runner_pid or not sys.platform.startswith("linux"):
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != _runner_pid:  # the runner died before prctl
-        os._exit(1)
-
-
-os.register_at_fork(after_in_child=_die_with_runner)
-
-
-@contextmanager
-def _workers_follow_this_process() -> Iterator[None]:
-    global _runner_pid
-    _runner_pid = os.getpid()
-    try:
-        yield
-    finally:
-        _runner_pid = None
 
 
 def _move_runs(scratch: Path, runs_dir: Path) -> None:

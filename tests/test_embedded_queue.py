@@ -111,7 +111,7 @@ def test_a_worker_stops_only_when_no_sibling_may_add_jobs(monkeypatch, in_flight
     from fireworks.features import multi_launcher
     from fireworks.fw_config import FWData
 
-    from ilflows import farm
+    from ilflows import worker_processes
 
     queue = _Queue(in_flight)
 
@@ -122,8 +122,8 @@ def test_a_worker_stops_only_when_no_sibling_may_add_jobs(monkeypatch, in_flight
 
     monkeypatch.setattr(multi_launcher, "rapidfire", rapidfire)
     monkeypatch.setattr(FWData(), "Running_IDs", running, raising=False)
-    monkeypatch.setattr(farm.time, "sleep", lambda s: None)
-    with farm._workers_wait_for_siblings():
+    monkeypatch.setattr(worker_processes.time, "sleep", lambda s: None)
+    with worker_processes.workers_wait_for_siblings(idle_poll=1.0):
         multi_launcher.rapidfire(queue, fworker=None, sleep_time=1.0, timeout=60.0)
     assert queue.looks == looks
 
@@ -274,3 +274,45 @@ def test_qlaunch_refuses_what_cannot_work(tmp_path, args, message):
     proc = ilflows(["qlaunch", str(tmp_path / "missing.yaml"), *args], tmp_path)
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("signum", "group"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGHUP, True)],
+)
+def test_a_stop_signal_puts_running_jobs_back_and_frees_the_queue_last(tmp_path, signum, group):
+    """Ctrl-C (the whole group, or the runner alone), walltime's SIGTERM, a closed terminal."""
+    _queue_naps(tmp_path, 6, 3.0)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "ilflows.cli", "worker", "--workers", "2"],
+        env=cli_env(tmp_path, **_env(tmp_path)),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a group of its own, as a shell's foreground job
+    )
+    try:
+        for line in runner.stdout:
+            if re.search(r"\s2/6\s+jobs done", line):
+                break
+        deadline = time.time() + 2.0
+        while _states(tmp_path)["RUNNING"] < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        (os.killpg if group else os.kill)(runner.pid, signum)
+        start = time.time()
+        out, err = runner.communicate(timeout=30)
+        stopped_in = time.time() - start
+    finally:
+        runner.kill()
+    assert runner.returncode == 0, err[-2000:]
+    assert stopped_in < 10
+    assert "Traceback" not in err
+    assert f"stopped by {signal.Signals(signum).name}: 2 interrupted jobs are back in the queue, ready (nap, nap)" in out
+    assert _engines_of(tmp_path) == []  # gone before the runner let go of the queue
+    assert _states(tmp_path) == Counter({"COMPLETED": 2, "READY": 4})  # none fizzled, none lost
+    status = ilflows(["status"], tmp_path)
+    assert "lost" not in status.stdout and "fizzled  nap" not in status.stdout
+    proc = ilflows(["worker", "--workers", "2"], tmp_path, **_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _runs(tmp_path) == Counter({str(i): 1 for i in range(6)})  # each job finished once

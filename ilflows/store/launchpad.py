@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import bson.json_util
 from fireworks import FWAction, LaunchPad
 
 WORKER_DIED = "WorkerDied"  # the error of a launch whose worker died under it
+INTERRUPTED = "Interrupted: its worker was stopped by a signal; the job runs again"
 
 
 @dataclass
@@ -112,6 +114,32 @@ class IlflowsLaunchPad(LaunchPad):
             fw.fw_id = new_id
         self.fireworks.insert_many([fw.to_db_dict() for fw in fresh])
         return old_new
+
+    def put_back_interrupted(self, running: list[int], since: datetime) -> list[str]:
+        """Put back, READY, the jobs that a stop signal interrupted; return their names.
+
+        ``running`` are the fw ids the stopped workers were running; jobs that fizzled at or
+        after ``since`` (naive UTC, FireWorks' clock) fizzled because the signal also reached
+        their engine.  An interruption is not a failure: nothing is counted against the job.
+        """
+        query = {"state": "FIZZLED", "fw_id": {"$nin": running}}
+        fizzled = [
+            fw["fw_id"]
+            for fw in self.fireworks.find(query, {"fw_id": 1, "launches": 1})
+            if fw["launches"]
+            and self.launches.count_documents({"launch_id": fw["launches"][-1], "time_end": {"$gte": since}})
+        ]
+        names = []
+        for fw_id in [*running, *fizzled]:
+            fw = self.fireworks.find_one({"fw_id": fw_id}, {"name": 1, "launches": 1, "state": 1})
+            if fw is None or fw["state"] not in ("RUNNING", "FIZZLED"):
+                continue
+            if fw["state"] == "RUNNING":  # its launch ends as FireWorks ends a lost one, then it runs again
+                action = FWAction(stored_data={"_exception": {"_stacktrace": INTERRUPTED}})
+                LaunchPad.complete_launch(self, fw["launches"][-1], action, state="FIZZLED")
+            self.rerun_fw(fw_id)
+            names.append(fw["name"])
+        return sorted(names)
 
     def _commit(self) -> None:
         """Make the changes so far durable (MongoDB already has them)."""

@@ -1,0 +1,167 @@
+"""The runner's worker processes (FireWorks' multi-process launcher): how they wait, die and stop.
+
+* A worker looks for work until no sibling may still add jobs (:func:`workers_wait_for_siblings`).
+* Workers die with the runner (Linux: the kernel kills them when it dies), so an orphaned worker
+  never keeps the queue's lock or saves a queue nobody watches.
+* A stop signal (SIGINT from Ctrl-C, SIGTERM from SLURM or PBS at walltime, SIGHUP when the
+  terminal goes) is the runner's alone: workers ignore it, and the runner kills its workers
+  (their engines die with them, :mod:`ilflows.engine_guard`) and returns while it still holds
+  the queue, so that it can put their jobs back and no second runner starts beside them
+  (:func:`stop_on_signals`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# A job whose worker died stays in flight on the LaunchPad; after this long with no live worker
+# (FireWorks' ping thread clears a dead one) its siblings stop waiting for it.
+SILENT_JOB_S = 60.0
+
+
+@dataclass
+class Stop:
+    """A stop signal the runner received, and the workers it ends."""
+
+    signum: int | None = None
+    since: float = 0.0  # time.time() of the signal
+    workers: list = field(default_factory=list)  # multiprocessing.Process of the current launch
+    launches: list[int] = field(default_factory=list)  # launch ids the workers were running
+
+    @property
+    def name(self) -> str:
+        """The signal's name, e.g. "SIGINT"."""
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    def end_workers(self) -> None:
+        """Kill the workers now (a worker that lived on could record its job as failed).
+
+        First note the launches they run, from FireWorks' table that its workers keep.
+        """
+        from fireworks.fw_config import FWData
+
+        if self.workers and not self.launches:
+            self.launches = [i for i in FWData().Running_IDs.values() if i is not None]
+        for process in self.workers:
+            if process.is_alive():
+                process.kill()
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[Stop]:
+    """Catch the stop signals in this process while the block runs, and end the workers on one.
+
+    Yields the :class:`Stop` that records the signal; launches made in the block register
+    their workers there.  Later signals do nothing more: the first one is already being acted on.
+    """
+    from fireworks.features import multi_launcher
+
+    stop = Stop()
+
+    def on_signal(signum, _frame) -> None:
+        if stop.signum is None:
+            stop.signum, stop.since = signum, time.time()
+        stop.end_workers()
+
+    start_rockets = multi_launcher.start_rockets
+
+    def start_registered_rockets(*args, **kwargs):
+        stop.workers = start_rockets(*args, **kwargs)
+        if stop.signum is not None:  # the signal came while they started
+            stop.end_workers()
+        return stop.workers
+
+    before = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    multi_launcher.start_rockets = start_registered_rockets
+    try:
+        yield stop
+    finally:
+        multi_launcher.start_rockets = start_rockets
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
+    """Make FireWorks' multi-process workers wait while a sibling is in a job.
+
+    FireWorks' worker stops when it finds no ready or waiting job and sees no sibling running
+    one; but a sibling clears its running mark before it completes its job, and a jobflow job
+    adds the next jobs (its Response) only when it completes.  So a worker that looked in that
+    gap stopped for good, and a campaign ran on one worker.  Here a worker stops only when no
+    job checked out through the shared LaunchPad is still in flight; it looks every
+    ``idle_poll`` s meanwhile.
+    """
+    from fireworks.features import multi_launcher
+
+    rapidfire = multi_launcher.rapidfire
+
+    def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):
+        start = time.monotonic()
+        while True:
+            left = timeout - (time.monotonic() - start)
+            rapidfire(launchpad, fworker, *args, sleep_time=sleep_time, timeout=left, **kwargs)
+            if left <= 0 or not (siblings_busy(launchpad) or launchpad.run_exists(fworker)):
+                return
+            time.sleep(idle_poll)
+
+    multi_launcher.rapidfire = rapidfire_while_siblings_work
+    try:
+        yield
+    finally:
+        multi_launcher.rapidfire = rapidfire
+
+
+def siblings_busy(launchpad) -> bool:
+    """Whether a job checked out through ``launchpad`` may still add jobs."""
+    from fireworks.fw_config import FWData
+
+    running = set(FWData().Running_IDs.values())
+    return any(
+        launch_id in running or seconds < SILENT_JOB_S
+        for launch_id, seconds in launchpad.launches_in_flight().items()
+    )
+
+
+_runner_pid: int | None = None
+
+
+def _follow_runner() -> None:
+    """In a process forked by the runner: die with it (Linux), and leave stop signals to it.
+
+    Orphaned workers would keep the queue's lock and save a queue nobody watches; a worker that
+    took a Ctrl-C itself would record its job as failed (KeyboardInterrupt) instead of leaving it
+    to be put back.
+    """
+    if _runner_pid is None or os.getppid() != _runner_pid:
+        return
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != _runner_pid:  # the runner died before prctl
+        os._exit(1)
+
+
+os.register_at_fork(after_in_child=_follow_runner)
+
+
+@contextmanager
+def workers_follow_this_process() -> Iterator[None]:
+    """Make processes forked in the block die with this one and ignore stop signals."""
+    global _runner_pid
+    _runner_pid = os.getpid()
+    try:
+        yield
+    finally:
+        _runner_pid = None

@@ -308,7 +308,8 @@ def test_a_stop_signal_puts_running_jobs_back_and_frees_the_queue_last(tmp_path,
     assert runner.returncode == 0, err[-2000:]
     assert stopped_in < 10
     assert "Traceback" not in err
-    assert f"stopped by {signal.Signals(signum).name}: 2 interrupted jobs are back in the queue, ready (nap, nap)" in out
+    name = signal.Signals(signum).name
+    assert f"stopped by {name}: 2 interrupted jobs are back in the queue, ready (nap, nap)" in out
     assert _engines_of(tmp_path) == []  # gone before the runner let go of the queue
     assert _states(tmp_path) == Counter({"COMPLETED": 2, "READY": 4})  # none fizzled, none lost
     status = ilflows(["status"], tmp_path)

@@ -44,6 +44,11 @@ def _progress_printer():
 
 
 def _print_recovered(result) -> None:
+    if result.stored:
+        print(
+            f"note: the campaign was not in the queue, but the store held {result.stored} of its results: "
+            "it was queued again from the spec, and jobs whose result was stored returned it unrun"
+        )
     if result.recovered:
         names = ", ".join(result.recovered)
         print(f"put back {len(result.recovered)} jobs a killed worker left running: {names}")

@@ -295,6 +295,7 @@ class WorkerResult:
     recovered: list[str]  # jobs left RUNNING by a killed worker, put back (before starting or later)
     stopped_by: str = ""  # the signal that stopped the workers, e.g. "SIGTERM" ("": none)
     interrupted: list[str] = field(default_factory=list)  # jobs that signal stopped, put back READY
+    stored: int = 0  # results already in the JobStore of a campaign queued afresh (its queue was lost)
 
 
 # FireWorks' workers must give up some time: launch_multiprocess fails on timeout=None when one
@@ -333,7 +334,9 @@ def run_worker(
             check_connection(lp)
         queued = spec is not None and _queue(lp, spec)
         recovered = lp.recover_lost_runs() if settings.backend == "embedded" else []
-        connect_jobstore(settings)  # creates the indexes on MongoDB
+        results = connect_jobstore(settings)  # creates the indexes on MongoDB
+        # a campaign queued afresh whose results are stored: its queue was lost (jobs return them unrun)
+        stored = results.count({"output.campaign": spec.name}) if queued else 0
         SETTINGS.JOB_STORE = get_jobstore(settings)  # unconnected: each worker connects its own
         workdir = settings.scratch / f"ilflows-{os.getpid()}" if settings.scratch else settings.runs_dir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -365,7 +368,7 @@ def run_worker(
     else:
         states = [fw["state"] for fw in lp.fireworks.find({}, {"state": 1})]
         counts = states.count("COMPLETED"), states.count("FIZZLED"), len(states)
-    return WorkerResult(queued, *counts, recovered, stop.name, interrupted)
+    return WorkerResult(queued, *counts, recovered, stop.name, interrupted, stored)
 
 
 def _put_back_interrupted(lp, stop: Stop, settings: IlflowsSettings) -> list[str]:

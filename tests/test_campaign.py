@@ -246,3 +246,21 @@ def test_a_selection_run_twice_queues_no_job_twice(tiny_campaign, tmp_path):
     counts = json.loads(proc.stdout.splitlines()[-1])
     assert counts["guarded"] == counts["before"] < counts["unguarded"] and counts["labels"]
     assert len(counts["labels"]) == len(set(counts["labels"]))  # each frame labelled by one job
+
+
+@pytest.mark.slow
+def test_a_lost_queue_is_rebuilt_without_running_any_engine_again(tiny_campaign, tmp_path):
+    home = shutil.copytree(tiny_campaign[0], tmp_path / "home")
+    before = _query(home, "labels")
+    trainings = _query(home, "trainings")  # wall times and errors: a member trained again differs
+    (home / "launchpad.json").unlink()  # the queue is gone; the results store is whole
+    # any CP2K, dp or LAMMPS run would fail (and change a record): none may start
+    no_engines = {f"ILFLOWS_{tool}_CMD": "false" for tool in ("CP2K", "DP", "LMP")}
+    proc = _ilflows(["run", str(home / "tiny.yaml")], home, timeout=900, **no_engines)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(
+        r"note: the campaign was not in the queue, but the store held \d+ of its results", proc.stdout
+    )
+    assert re.search(r"queued and ran tiny: (\d+)/\1 jobs completed, 0 fizzled", proc.stdout)
+    assert _query(home, "labels") == before  # the same records, wall times included: none computed again
+    assert _query(home, "trainings") == trainings

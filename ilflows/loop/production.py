@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from jobflow import CURRENT_JOB
 
-from ilflows.loop.steps import STORE_READER, _workdir, ilflows_job, previous_model
+from ilflows.loop.steps import _workdir, ilflows_job, previous_model
 from ilflows.schemas import CampaignSpec, Frame, Production, Properties
 from ilflows.schemas.campaign import ExploreSpec, ProductionSpec
 
@@ -38,7 +38,7 @@ def run_molecules(spec: CampaignSpec, run: ProductionSpec) -> list[tuple[str, ra
     return [(run.molecule, range(len(load_ion(run.molecule))))]
 
 
-@ilflows_job(output_schema=Production, config=STORE_READER)
+@ilflows_job(output_schema=Production)
 def produce(
     spec: CampaignSpec, run: ProductionSpec, iteration: int, type_map: list[str], after: list | None = None
 ) -> Production:

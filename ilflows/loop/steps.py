@@ -7,8 +7,8 @@ Big fields (``model_file``, ``trajectory``) go to the JobStore's ``data`` store.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from jobflow import JobConfig, Maker, job
@@ -26,9 +26,42 @@ from ilflows.schemas import (
 )
 from ilflows.schemas.campaign import DFTSpec, DispersionSpec, ExploreSpec, TrainSpec
 
-ilflows_job = partial(job, data=BIG_FIELDS)
-# jobs that read earlier records (older labels, explored frames) from the JobStore
-STORE_READER = JobConfig(expose_store=True)
+
+def ilflows_job(output_schema: type):
+    """Make a function a job that runs an engine: its output document is ``output_schema``.
+
+    Its big fields go to the JobStore's ``data`` store, it may read the JobStore (older labels,
+    explored frames), and it runs once (:func:`stored_or_run`).
+    """
+
+    def decorate(function):
+        once = stored_or_run(function)
+        return job(once, data=BIG_FIELDS, output_schema=output_schema, config=JobConfig(expose_store=True))
+
+    return decorate
+
+
+def stored_or_run(function):
+    """Wrap a job's function: when the JobStore already holds this job's output, return it unrun.
+
+    A job's output is stored before the queue records the job as done, so a worker killed in
+    between, a lost queue rebuilt from the spec (job uuids come from the campaign and the job's
+    name) or a job queued again never runs its engine twice: it returns what its first run stored.
+    """
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        from jobflow import CURRENT_JOB
+
+        current = CURRENT_JOB.job
+        if current is not None and CURRENT_JOB.store is not None:
+            criteria = {"uuid": current.uuid, "index": current.index}
+            doc = CURRENT_JOB.store.query_one(criteria=criteria, properties=["output"], load=True)
+            if doc is not None and doc.get("output") is not None:
+                return doc["output"]
+        return function(*args, **kwargs)
+
+    return run
 
 
 def _workdir(name: str) -> Path:
@@ -50,7 +83,7 @@ class LabelMaker(Maker):
     campaign: str = ""
     spec: DFTSpec = field(default_factory=DFTSpec)
 
-    @ilflows_job(output_schema=DFTLabel, config=STORE_READER)
+    @ilflows_job(output_schema=DFTLabel)
     def make(self, origin: FrameOrigin, iteration: int, frame: Frame | None = None) -> DFTLabel:
         """Run the engine on the frame and return the label with the frame's provenance.
 
@@ -98,7 +131,7 @@ class TrainMaker(Maker):
     type_map: list[str] = field(default_factory=list)
     dispersion: DispersionSpec | None = None
 
-    @ilflows_job(output_schema=TrainingRun, config=STORE_READER)
+    @ilflows_job(output_schema=TrainingRun)
     def make(self, after: list, iteration: int, member: int, seed: int) -> TrainingRun:
         """Train committee member ``member`` with ``seed`` on every label so far.
 
@@ -149,7 +182,7 @@ def previous_model(store, campaign: str, iteration: int, member: int) -> ModelFi
     return ModelFile.model_validate(doc["output"]["model_file"]) if doc else None
 
 
-@ilflows_job(output_schema=Validation, config=STORE_READER)
+@ilflows_job(output_schema=Validation)
 def validate_models(
     campaign: str,
     iteration: int,

@@ -99,6 +99,9 @@ def test_each_selected_frame_has_exactly_one_label_linked_to_its_source(tiny_cam
         assert label["output"]["frame"]["positions"] == explo["trajectory"]["positions"][s["frame_index"]]
         assert label["output"]["origin"]["md_step"] == explo["trajectory"]["steps"][s["frame_index"]]
         assert explo["deviations"][s["frame_index"]] == s["deviation"]
+    docs = store.query({"output.kind": "dft_label"}, properties=["output.frame_hash"])
+    prints = [d["output"]["frame_hash"] for d in docs]
+    assert len(prints) == len(set(prints)) == len(_query(home, "labels"))  # no frame labelled twice
     # iteration 1 trained on the initial labels plus those of iteration 0, no more, no fewer
     trainings = _query(home, "trainings", "--iteration", "1")
     assert len(trainings) == 4 and {t["seed"] for t in trainings} == {1, 2, 3, 4}

@@ -76,7 +76,10 @@ def test_loop_stops_when_every_candidate_is_flagged(frames):
     spec = CampaignSpec.model_validate(SPEC)
     record, chosen = select_frames(spec, 0, [exploration(frames, [0.01, 0.3, 0.01, 0.01])], None)
     assert chosen == [] and record.n_flagged == 1
-    assert record.stop_reason == "no candidate frames left in the trust window (1 flagged by the guards)"
+    assert (
+        record.stop_reason
+        == "no candidate frames left in the trust window (1 flagged by the guards, 0 labelled before)"
+    )
 
 
 def test_loop_stops_when_accurate_and_when_every_walker_failed(frames):
@@ -98,3 +101,22 @@ def test_hot_md_stops_at_the_first_flagged_frame_and_eq_md_skips_it(frames):
     keep, flagged = guard_md_frames(spec, run, equilibrated=False)
     assert keep == [0, 1] and list(flagged) == [2]
     assert any(r.startswith("broken:") for r in flagged[2])
+
+
+def test_a_frame_labelled_before_is_not_selected_again(frames):
+    spec = CampaignSpec.model_validate({**SPEC, "guards": {"enabled": False}})
+    explored = exploration(frames, [0.3, 0.4, 0.2, 0.5])  # frames 0, 2 and 3 are the same box
+    intact, broken = frames
+    record, chosen = select_frames(spec, 1, [explored], None)
+    assert [i for _, i in chosen] == [0, 1] and record.n_repeated == 2  # the box once, in this iteration
+    # a walker starting again from a labelled box: its first frame is that box, moved by a cell vector
+    shifted = intact.model_copy(
+        update={"positions": (np.asarray(intact.positions) + intact.cell[0]).tolist()}
+    )
+    record, chosen = select_frames(spec, 1, [explored], None, labelled={shifted.fingerprint()})
+    assert [i for _, i in chosen] == [1] and record.n_repeated == 3
+    assert record.n_candidate == 4  # still counted in the window: the committee has not learnt them
+    record, chosen = select_frames(
+        spec, 1, [explored], None, labelled={intact.fingerprint(), broken.fingerprint()}
+    )
+    assert chosen == [] and record.stop_reason.startswith("no candidate frames left")

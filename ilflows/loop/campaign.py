@@ -24,10 +24,10 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-from jobflow import Flow, Job, Maker, OnMissing, Response, job
+from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response, job
 
 from ilflows.loop.production import analyse, produce
-from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker, validate_models
+from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker, labelled_fingerprints, validate_models
 from ilflows.schemas import (
     BIG_FIELDS,
     CampaignSpec,
@@ -45,7 +45,7 @@ from ilflows.schemas import (
     Trajectory,
 )
 from ilflows.schemas.campaign import MDFramesSpec, ProductionSpec
-from ilflows.select import choose_candidates, classify
+from ilflows.select import choose_candidates, classify, unseen
 
 # a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
 TOLERANT = {"on_missing_references": OnMissing.NONE}
@@ -444,8 +444,12 @@ def select_frames(
     explorations: list[Exploration | None],
     training: TrainingRun | None,
     observed: dict[str, list[Properties | None]] | None = None,
+    labelled: set[str] = frozenset(),
 ) -> tuple[SelectionRecord, list[tuple[Exploration, int]]]:
     """Classify explored frames, guard the candidates, choose, and decide whether the loop stops.
+
+    Candidates the campaign has labelled already (their fingerprints are in ``labelled``) are
+    left out and counted, and so are repeats within this iteration.
 
     The loop stops when enough frames are accurate or, with ``loop.observables``, when the
     members' short runs (``observed``) agree within the tolerances.  Returns the iteration
@@ -459,7 +463,11 @@ def select_frames(
     )
     owner = [(e, i) for e in done for i in range(len(e.deviations))]
     window = classify(deviations, spec.select.trust_lo, spec.select.trust_hi)
-    candidate, flagged = guard_candidates(spec, owner, deviations, window.candidate)
+    in_window = np.flatnonzero(window.candidate)
+    prints = [owner[i][0].trajectory.frame(owner[i][1]).fingerprint() for i in in_window]
+    new = window.candidate.copy()
+    new[in_window] = unseen(prints, labelled)
+    candidate, flagged = guard_candidates(spec, owner, deviations, new)
     chosen = choose_candidates(deviations, candidate, spec.select.max_candidates)
     selected = [
         SelectedFrame(walker=owner[i][0].walker, frame_index=owner[i][1], deviation=float(deviations[i]))
@@ -480,7 +488,11 @@ def select_frames(
     elif iteration + 1 >= spec.loop.max_iterations:
         stop_reason = f"max_iterations ({spec.loop.max_iterations}) reached"
     elif not selected:
-        stop_reason = f"no candidate frames left in the trust window ({len(flagged)} flagged by the guards)"
+        repeated = int(window.candidate.sum() - new.sum())
+        stop_reason = (
+            f"no candidate frames left in the trust window ({len(flagged)} flagged by the guards, "
+            f"{repeated} labelled before)"
+        )
     record = SelectionRecord(
         campaign=spec.name,
         iteration=iteration,
@@ -493,6 +505,7 @@ def select_frames(
         accurate_ratio=window.accurate_ratio,
         n_flagged=len(flagged),
         flagged=flagged,
+        n_repeated=int(window.candidate.sum() - new.sum()),
         selected=selected,
         n_labels=training.n_frames if training else 0,
         n_failed_labels=training.n_failed_labels if training else 0,
@@ -513,7 +526,7 @@ def production_flow(spec: CampaignSpec, iteration: int, type_map: list[str]) -> 
     return Flow(jobs, name="production")
 
 
-@job(output_schema=SelectionRecord)
+@job(output_schema=SelectionRecord, config=JobConfig(expose_store=True))
 def select_and_continue(
     spec: CampaignSpec,
     iteration: int,
@@ -525,9 +538,12 @@ def select_and_continue(
     observed: dict[str, list[Properties | None]] | None = None,
 ) -> Response:
     """Select frames for DFT, record the iteration, and queue the next one unless it stops."""
+    from jobflow import CURRENT_JOB
+
     from ilflows.systems import system_of
 
-    record, chosen = select_frames(spec, iteration, explorations, training, observed)
+    labelled = labelled_fingerprints(CURRENT_JOB.store, spec.name)
+    record, chosen = select_frames(spec, iteration, explorations, training, observed, labelled)
     if record.stop_reason:
         production = production_flow(spec, iteration, type_map) if spec.production else None
         return Response(output=record, addition=production)

@@ -229,6 +229,22 @@ def validate_models(
     )
 
 
+def labelled_fingerprints(store, campaign: str) -> set[str]:
+    """Fingerprints (``Frame.fingerprint``) of every frame ``campaign`` has labelled, validation included.
+
+    Reads the stored prints; only records older than them are read whole.
+    """
+    criteria = {"output.kind": "dft_label", "output.campaign": campaign}
+    outs = [d["output"] for d in store.query(criteria, properties=["output.frame_hash", "output.frame_id"])]
+    prints = {out["frame_hash"] for out in outs if out.get("frame_hash")}
+    older = [out["frame_id"] for out in outs if not out.get("frame_hash")]
+    if older:
+        criteria["output.frame_id"] = {"$in": older}
+        for doc in store.query(criteria, properties=["output.frame"]):
+            prints.add(Frame.model_validate(doc["output"]["frame"]).fingerprint())
+    return prints
+
+
 def earlier_labels(store, campaign: str, before_iteration: int) -> list[DFTLabel]:
     """Training labels of ``campaign`` queued before ``before_iteration`` (initial set: -1).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import numpy as np
@@ -24,6 +25,21 @@ class Frame(BaseModel):
     def volume(self) -> float:
         """Cell volume, Å^3."""
         return float(abs(np.linalg.det(np.asarray(self.cell))))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of species, cell (to 1e-4 Å) and fractional positions wrapped into the cell.
+
+        The fractional coordinates are wrapped, rounded to 1e-6 (1e-5 Å in a 10 Å box) and wrapped again, so
+        the same configuration however written (a walker's first frame and the box it started
+        from, an atom at 0 or at the far face) gives the same print; frames of an MD run differ
+        far more.
+        """
+        cell = np.asarray(self.cell, dtype=float)
+        fractional = np.linalg.solve(cell.T, np.asarray(self.positions, dtype=float).T).T
+        digest = hashlib.sha256(" ".join(self.species).encode())
+        digest.update((np.round(cell, 4) + 0.0).tobytes())  # + 0.0: -0.0 becomes 0.0
+        digest.update((np.round(fractional % 1.0, 6) % 1.0 + 0.0).tobytes())  # 0.9999999 -> 1.0 -> 0.0
+        return digest.hexdigest()
 
     def to_ase(self):
         """Return the frame as a periodic :class:`ase.Atoms`."""

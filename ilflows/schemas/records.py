@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from ilflows.schemas.frames import Frame, FrameOrigin
 
@@ -54,6 +54,15 @@ class DFTLabel(DFTResult):
     frame_id: str = Field(description="Identity of the labelled frame, see FrameOrigin.frame_id.")
     frame: Frame = Field(description="The labelled configuration.")
     origin: FrameOrigin = Field(description="How the frame was made.")
+    frame_hash: str = Field(
+        "", description="Frame.fingerprint() of the frame (filled in when empty): no frame is labelled twice."
+    )
+
+    @model_validator(mode="after")
+    def _fingerprint(self) -> DFTLabel:
+        if not self.frame_hash:
+            self.frame_hash = self.frame.fingerprint()
+        return self
 
 
 class ModelFile(BaseModel):
@@ -281,6 +290,9 @@ class SelectionRecord(BaseModel):
     n_candidate: int = Field(description="Frames with trust_lo <= deviation < trust_hi.")
     n_failed: int = Field(description="Frames with deviation >= trust_hi.")
     accurate_ratio: float = Field(description="n_accurate / n_frames.")
+    n_repeated: int = Field(
+        0, description="Candidates left out because the campaign had labelled the same frame already."
+    )
     n_flagged: int = Field(description="Candidates left out by the structure guards.")
     flagged: list[FlaggedFrame] = Field(description="Those candidates and why.")
     selected: list[SelectedFrame] = Field(description="Candidates sent to DFT.")

@@ -128,3 +128,19 @@ def choose_candidates(deviations: np.ndarray, candidate: np.ndarray, max_candida
     ranked = idx[np.argsort(np.asarray(deviations)[idx], kind="stable")]
     ranks = np.unique(np.round(np.linspace(0, ranked.size - 1, max_candidates)).astype(int))
     return np.sort(ranked[ranks])
+
+
+def unseen(fingerprints: list[str], seen: set[str]) -> np.ndarray:
+    """Mask of the frames whose fingerprint is not in ``seen`` nor earlier in ``fingerprints``.
+
+    ``seen``: the fingerprints of the frames the campaign has labelled (``Frame.fingerprint``).
+    A walker that starts each iteration from the same box writes that box again as its first
+    frame; it is labelled once.
+    """
+    fresh = np.zeros(len(fingerprints), dtype=bool)
+    taken = set(seen)
+    for i, print_ in enumerate(fingerprints):
+        if print_ not in taken:
+            fresh[i] = True
+            taken.add(print_)
+    return fresh

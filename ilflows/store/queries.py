@@ -201,6 +201,7 @@ class IterationRow:
     failed: int
     accurate_ratio: float
     flagged: int
+    repeated: int  # candidates labelled before (e.g. a walker's start box again): left out
     selected: int
     rmse_e_meV_atom: float | None
     rmse_f_eV_A: float | None
@@ -239,6 +240,7 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
                 failed=s["n_failed"],
                 accurate_ratio=s["accurate_ratio"],
                 flagged=s["n_flagged"],
+                repeated=s.get("n_repeated", 0),
                 selected=len(s["selected"]),
                 rmse_e_meV_atom=float(pairs[:, 0].mean() * 1000) if pairs.size else None,
                 rmse_f_eV_A=float(pairs[:, 1].mean()) if pairs.size else None,

@@ -23,10 +23,17 @@ def _spec(args):
 
 
 def _print_iterations(store, campaign: str) -> None:
-    from ilflows.store.queries import format_table, iteration_table, table_rows
+    from ilflows.store.queries import format_table, iteration_table, outputs, table_rows
 
-    print(f"\ncampaign {campaign}: per-iteration results")
+    print(
+        f"\ncampaign {campaign}: per-iteration results (errors: the ensemble mean's, on every label of a set)"
+    )
     print(format_table(table_rows(iteration_table(store, campaign))))
+    for s in sorted(
+        outputs(store, "selection", campaign, fields=["iteration", "notes"]), key=lambda s: s["iteration"]
+    ):
+        for note in s.get("notes") or []:
+            print(f"note (iteration {s['iteration']}): {note}")
 
 
 def _progress_printer():
@@ -127,7 +134,7 @@ def _labels_stored_or_queued(iterations: list[dict]) -> int:
         return 0
     last = iterations[-1]
     sent_on = last["selected"] if last["stop_reason"] is None else 0  # a stopped loop labels none
-    return last["trained_on"] + last["failed_labels"] + sent_on
+    return last["trained_on"] + last["held_out"] + last["failed_labels"] + sent_on
 
 
 def cmd_status(args) -> int:

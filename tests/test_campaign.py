@@ -58,13 +58,26 @@ def test_campaign_runs_two_iterations_and_prints_the_table(tiny_campaign):
     home, out = tiny_campaign
     assert "jobs done" in out  # progress lines
     table = out[out.index("per-iteration results") :].splitlines()
-    assert table[1].split()[:3] == ["iteration", "trained_on", "failed_labels"]
+    assert table[1].split()[:4] == ["iteration", "trained_on", "held_out", "failed_labels"]
     assert [row.split()[0] for row in table[2:4]] == ["0", "1"]
     status = json.loads(_ilflows(["status", "--json"], home).stdout)["tiny"]
     assert status["jobs"]["completed"] == status["jobs"]["total"] and status["jobs"]["fizzled"] == 0
     it0, it1 = status["iterations"]
     assert it0["trained_on"] == 4 and 1 <= it0["selected"] <= 3
-    assert it1["trained_on"] == 4 + it0["selected"] - it1["failed_labels"]
+    assert it1["trained_on"] + it1["held_out"] == 4 + it0["selected"] - it1["failed_labels"]
+    scores = _query(home, "validation")  # the ensemble mean on every label it trained on, each iteration
+    for it in (it0, it1):
+        train = [
+            r
+            for r in scores
+            if (r["iteration"], r["label_set"], r["model"], r["subset"])
+            == (it["iteration"], "training", "mean", "all")
+        ]
+        assert (
+            train[0]["n_frames"] == it["trained_on"]
+            and it["train_rmse_f_eV_A"] == train[0]["force_rmse_eV_A"]
+        )
+        assert it["devi_floor_eV_A"] > 0 and it["devi_median_eV_A"] > 0
     assert it1["stop_reason"].startswith("max_iterations")
     labels = len(_query(home, "labels"))
     near = _ilflows(["status"], home, ILFLOWS_EMBEDDED_LABEL_LIMIT=str(labels + 1)).stdout
@@ -106,7 +119,7 @@ def test_each_selected_frame_has_exactly_one_label_linked_to_its_source(tiny_cam
     trainings = _query(home, "trainings", "--iteration", "1")
     assert len(trainings) == 4 and {t["seed"] for t in trainings} == {1, 2, 3, 4}
     converged = [lab for lab in _query(home, "labels") if lab["converged"]]
-    assert {t["n_frames"] for t in trainings} == {len(converged)}
+    assert {t["n_frames"] + t["n_held_out"] for t in trainings} == {len(converged)}
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from jobflow import JobStore, run_locally
 from mace_models import write_committee
 from maggma.stores import MemoryStore
 
-from ilflows.analysis.validation import error_metrics, parity, predict
-from ilflows.loop.steps import validate_models
+from ilflows.analysis.validation import error_metrics, is_held_out, parity, predict
+from ilflows.loop.steps import score_models
 from ilflows.schemas import DFTLabel, ModelFile, Parity, Validation
 
 SMALL = {"hidden_irreps": "8x0e+8x1o", "r_max": 5.0, "max_ell": 2, "correlation": 2}
@@ -88,26 +88,58 @@ def test_members_are_scored_against_their_own_predictions(committee, peer_labels
     assert got["mean", "all"].force_rmse == pytest.approx(np.sqrt(np.mean(mean_error**2)))
 
 
-def test_validation_job_reads_held_out_labels_and_skips_a_crashed_member(committee, peer_labels, tmp_path):
+def test_scoring_reads_each_label_set_and_skips_a_crashed_member(committee, peer_labels, tmp_path):
     labels = peer_labels[:4]
     energies, forces = predict(committee, labels)
-    held_out = _as_validation(labels, energies, forces)
-    held_out[3] = held_out[3].model_copy(update={"converged": False, "energy": None, "forces": None})
-    training = peer_labels[5].model_copy(update={"campaign": "val"})  # not validation: never read
+    validation = _as_validation(labels, energies, forces)
+    validation[3] = validation[3].model_copy(update={"converged": False, "energy": None, "forces": None})
+    # the campaign's own labels, referenced to member 0 too: frame ids decide which are held out
+    own_ids = [f"val/initial/{i}" for i in range(12)]
+    held = [i for i, frame_id in enumerate(own_ids) if is_held_out(frame_id, 0.25)]
+    assert 0 < len(held) < 12  # both sides of the split are filled
+    frames = [peer_labels[i % 20] for i in range(12)]
+    own_e, own_f = predict(committee, frames)
+    own = [
+        lab.model_copy(
+            update={
+                "campaign": "val",
+                "frame_id": frame_id,
+                "energy": float(own_e[0, i]),
+                "forces": own_f[i][0].tolist(),
+            }
+        )
+        for i, (lab, frame_id) in enumerate(zip(frames, own_ids, strict=True))
+    ]
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
     store.connect()
-    for k, label in enumerate([*held_out, training]):
+    for k, label in enumerate([*validation, *own]):
         store.update({"uuid": f"label-{k}", "index": 1, "output": label.model_dump()}, key=["uuid", "index"])
     models = [ModelFile.from_path(committee[0]), None, ModelFile.from_path(committee[2])]
 
-    job = validate_models("val", 0, models)
+    job = score_models("val", 0, models, holdout_fraction=0.25)
     run_locally(job, store=store, root_dir=tmp_path, ensure_success=True)
     result = Validation.model_validate(store.query_one({"uuid": job.uuid}, load=True)["output"])
     assert result.members == [0, 2] and result.n_failed_labels == 1
     assert result.parity.models == ["m0", "m2", "mean"] and len(result.parity.frame_ids) == 3
-    got = {(m.model, m.subset): m for m in result.metrics}
-    assert got["m0", "all"].force_rmse < 1e-12 and got["m2", "all"].force_rmse > 1e-3
-    assert got["m0", "EQ"].n_frames == 2 and got["m0", "nEQ"].n_frames == 1
+    assert result.held_out_parity.frame_ids == [own_ids[i] for i in held]
+    got = {(m.label_set, m.model, m.subset): m for m in result.metrics}
+    assert (
+        got["validation", "m0", "all"].force_rmse < 1e-12 and got["validation", "m2", "all"].force_rmse > 1e-3
+    )
+    assert got["validation", "m0", "EQ"].n_frames == 2 and got["validation", "m0", "nEQ"].n_frames == 1
+    assert got["training", "m0", "all"].n_frames == 12 - len(held)
+    assert got["held_out", "mean", "all"].n_frames == len(held)
+    # calibration, by hand: the members' spread, and the mean's distance from member 0 (the reference)
+    c = result.calibration
+    for i, frame_id in zip(held, c.frame_ids, strict=True):
+        f = own_f[i][[0, 2]]
+        spread = np.sqrt(((f - f.mean(axis=0)) ** 2).sum(axis=2).mean(axis=0)).max()
+        error = np.linalg.norm(f.mean(axis=0) - f[0], axis=1).max()
+        k = c.frame_ids.index(frame_id)
+        assert c.deviation[k] == pytest.approx(spread, rel=1e-9) and c.error[k] == pytest.approx(
+            error, rel=1e-9
+        )
+    assert len(result.training_deviation) == 12 - len(held) and min(result.training_deviation) > 0
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +159,8 @@ def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(validated_cam
     tmp_path = validated_campaign
 
     rows = json.loads(ilflows(["query", "validation", "--json"], tmp_path).stdout)
+    assert {r["label_set"] for r in rows} >= {"training", "validation"}
+    rows = [r for r in rows if r["label_set"] == "validation"]
     models = {(r["model"], r["subset"]) for r in rows}
     assert models == {(m, s) for m in ("m0", "m1", "mean") for s in ("nEQ", "all")}  # packed boxes: nEQ
     assert all(r["n_frames"] == 2 and r["iteration"] == 0 for r in rows)
@@ -134,7 +168,7 @@ def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(validated_cam
     mean = next(r for r in rows if (r["model"], r["subset"]) == ("mean", "all"))
     table = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["val"]["iterations"]
     assert table[0]["val_rmse_f_eV_A"] == pytest.approx(mean["force_rmse_eV_A"])
-    assert table[0]["trained_on"] == 2  # the validation labels were not trained on
+    assert table[0]["trained_on"] + table[0]["held_out"] == 2  # the validation labels were not trained on
 
 
 @pytest.mark.slow
@@ -145,8 +179,8 @@ def test_report_page_shows_the_table_and_every_figure(validated_campaign, tmp_pa
     assert proc.stdout.strip() == f"campaign val: report written to {page}"
     text = page.read_text()
     pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
-    assert pngs == ["deviations.png", "learning_curves.png", "parity_it0.png"]
-    assert text.count('<img src="data:image/png;base64,') == 3  # the page alone carries its figures
+    assert pngs == ["calibration.png", "deviations.png", "learning_curves.png", "parity_it0.png"]
+    assert text.count('<img src="data:image/png;base64,') == 4  # the page alone carries its figures
     assert "<th>val_rmse_f_eV_A</th>" in text and text.count("<tr><td>") == 1  # one iteration
     missing = ilflows(["report", "nosuch"], validated_campaign)
     assert missing.returncode == 2 and "no records of 'nosuch'" in missing.stderr

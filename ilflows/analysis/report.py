@@ -90,18 +90,28 @@ def learning_curve_figure(store, campaign: str, folder: Path) -> Figure | None:
                 ax.plot(steps, y, lw=1.2, label=f"m{r['member']} {r['engine']} ({key})")
         ax.set(yscale="log", xlabel="step (DeePMD) / epoch (MACE)", title=f"iteration {iteration}")
         ax.legend(frameon=False, fontsize=7)
-    axes[0][0].set_ylabel("training force RMSE (eV/Å) or loss")
+    axes[0][0].set_ylabel("trainer's force RMSE (eV/Å) or loss")
     return _save(
-        fig, folder / "learning_curves.png", "Learning curves of every ensemble member per iteration."
+        fig,
+        folder / "learning_curves.png",
+        "Learning curves of every ensemble member per iteration, as the trainers report them (DeePMD's "
+        "RMSE is of one training batch; the table's errors are on every label).",
     )
 
 
 def parity_figures(store, campaign: str, folder: Path) -> list[Figure]:
-    """Energy and force parity scatter of the ensemble mean and each member, per iteration."""
+    """Energy and force parity scatter of the ensemble mean and each member, per iteration.
+
+    On the validation set when the campaign has one, else on its held-out labels.
+    """
     plt = _pyplot()
     out = []
     for v in sorted(outputs(store, "validation", campaign, load=True), key=lambda v: v["iteration"]):
-        p = v["parity"]
+        label_set, p = (
+            ("validation", v["parity"]) if v.get("parity") else ("held_out", v.get("held_out_parity"))
+        )
+        if not p:
+            continue
         fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(9, 4.2))
         for name, e_pred, f_pred in zip(p["models"], p["energy_pred"], p["force_pred"], strict=True):
             style = {"s": 10, "zorder": 3, "color": "black"} if name == "mean" else {"s": 5, "alpha": 0.5}
@@ -111,16 +121,55 @@ def parity_figures(store, campaign: str, folder: Path) -> list[Figure]:
             lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
             ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, zorder=1)  # y = x over both axes' ranges
             ax.set(xlabel=f"DFT ({unit})", ylabel=f"model ({unit})")
-        mean = next(m for m in v["metrics"] if (m["model"], m["subset"]) == ("mean", "all"))
+        mean = next(
+            m
+            for m in v["metrics"]
+            if (m.get("label_set", "validation"), m["model"], m["subset"]) == (label_set, "mean", "all")
+        )
         ax_e.set_title(f"energy per atom: RMSE {mean['energy_rmse'] * 1000:.3g} meV/atom (mean)", fontsize=9)
         ax_f.set_title(f"force components: RMSE {mean['force_rmse']:.3g} eV/Å (mean)", fontsize=9)
         ax_e.legend(frameon=False, fontsize=7)
+        what = "validation" if label_set == "validation" else "held-out (never trained on)"
         caption = (
-            f"Iteration {v['iteration']}: parity of the {len(p['frame_ids'])} held-out validation frames, "
+            f"Iteration {v['iteration']}: parity of the {len(p['frame_ids'])} {what} frames, "
             "each member and the ensemble mean (black)."
         )
         out.append(_save(fig, folder / f"parity_it{v['iteration']}.png", caption))
     return out
+
+
+def calibration_figure(store, campaign: str, folder: Path) -> Figure | None:
+    """Committee deviation against the true force error of each held-out frame, per iteration."""
+    scored = [v for v in outputs(store, "validation", campaign, load=True) if v.get("calibration")]
+    if not scored:
+        return None
+    window = next(iter(outputs(store, "selection", campaign)), None)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for v in sorted(scored, key=lambda v: v["iteration"]):
+        c = v["calibration"]
+        ax.scatter(c["deviation"], c["error"], s=12, label=f"iteration {v['iteration']}")
+    values = [x for v in scored for key in ("deviation", "error") for x in v["calibration"][key] if x > 0]
+    lo, hi = min(values, default=1e-3) / 1.5, max(values, default=1.0) * 1.5
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, label="error = deviation")
+    if window:
+        ax.axvline(window["trust_lo"], color="tab:green", lw=1, ls="--", label="trust_lo")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(lo, hi),
+        ylim=(lo, hi),
+        xlabel="committee max force deviation (eV/Å)",
+        ylabel="true max force error of the mean (eV/Å)",
+    )
+    ax.legend(frameon=False, fontsize=7)
+    return _save(
+        fig,
+        folder / "calibration.png",
+        "What the deviation means: each held-out frame's committee deviation against the true error of "
+        "the ensemble mean's forces (max over atoms).  Frames left of trust_lo count as accurate; points "
+        "above the grey line are worse than the committee says.",
+    )
 
 
 def property_figures(store, campaign: str, folder: Path) -> list[Figure]:
@@ -216,7 +265,11 @@ def write_report(store, campaign: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     figures = [
         f
-        for f in (deviation_figure(store, campaign, folder), learning_curve_figure(store, campaign, folder))
+        for f in (
+            deviation_figure(store, campaign, folder),
+            learning_curve_figure(store, campaign, folder),
+            calibration_figure(store, campaign, folder),
+        )
         if f is not None
     ]
     figures += parity_figures(store, campaign, folder) + property_figures(store, campaign, folder)

@@ -1,19 +1,31 @@
-"""Energy and force errors of a committee on held-out DFT labels (paper 1's validation).
+"""Energy and force errors of a committee on DFT labels (paper 1's validation), and its calibration.
 
 :func:`predict` evaluates every member on every label (the only part that needs the models);
-:func:`parity` and :func:`error_metrics` are pure: per member and for the ensemble mean, on
-the EQ frames, the nEQ frames and all of them, RMSE and MAE of the energy per atom and of the
-force components.
+the rest is pure: :func:`is_held_out` splits a campaign's labels by frame id, :func:`parity` and
+:func:`error_metrics` give per member and for the ensemble mean, on the EQ frames, the nEQ frames
+and all of them, RMSE and MAE of the energy per atom and of the force components, and
+:func:`calibration` sets each frame's committee deviation beside its true force error.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ilflows.schemas import DFTLabel, ErrorMetrics, Parity
+from ilflows.schemas import Calibration, DFTLabel, ErrorMetrics, Parity
+from ilflows.select import max_force_deviation
+
+
+def is_held_out(frame_id: str, fraction: float) -> bool:
+    """Whether the label of ``frame_id`` is held out of training: a fixed ``fraction`` of frame ids.
+
+    The frame id's SHA-256 read as a number in [0, 1): the same frames are held out in every
+    iteration, on every machine, whatever else the campaign labels.
+    """
+    return int(hashlib.sha256(frame_id.encode()).hexdigest()[:12], 16) / 16**12 < fraction
 
 
 def predict(model_paths: Sequence[Path], labels: Sequence[DFTLabel]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -49,7 +61,7 @@ def parity(
     )
 
 
-def error_metrics(data: Parity) -> list[ErrorMetrics]:
+def error_metrics(data: Parity, label_set: str = "validation") -> list[ErrorMetrics]:
     """RMSE and MAE of every prediction row on the EQ, nEQ and all frames (empty subsets left out)."""
     e_ref = np.asarray(data.energy_ref)
     f_ref = np.asarray(data.force_ref)
@@ -65,6 +77,7 @@ def error_metrics(data: Parity) -> list[ErrorMetrics]:
             df = np.asarray(f_pred)[components] - f_ref[components]
             out.append(
                 ErrorMetrics(
+                    label_set=label_set,
                     model=name,
                     subset=subset,
                     n_frames=int(frames.sum()),
@@ -75,3 +88,22 @@ def error_metrics(data: Parity) -> list[ErrorMetrics]:
                 )
             )
     return out
+
+
+def deviations(forces: list[np.ndarray]) -> np.ndarray:
+    """Committee max force deviation of each frame (``max_force_deviation``), eV/Å.
+
+    ``forces``: one (n_models, n_atoms, 3) array per frame, as :func:`predict` returns them.
+    """
+    return np.array([max_force_deviation(f[:, None])[0] for f in forces])
+
+
+def calibration(labels: Sequence[DFTLabel], forces: list[np.ndarray]) -> Calibration:
+    """Each frame's committee deviation beside the true error of the ensemble mean's forces, eV/Å."""
+    errors = [
+        float(np.linalg.norm(f.mean(axis=0) - np.asarray(label.forces), axis=1).max())
+        for label, f in zip(labels, forces, strict=True)
+    ]
+    return Calibration(
+        frame_ids=[label.frame_id for label in labels], deviation=deviations(forces).tolist(), error=errors
+    )

@@ -19,6 +19,7 @@ vmapping them saves no arithmetic; what the members do share is the graph.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -239,6 +240,7 @@ def _deepmd_terms(model, atoms: Atoms, periodic: bool) -> tuple[float, np.ndarra
 def _load(path: str | Path):
     """Load a member: a DeePMD ``.pb`` as a DeepPot, else a pickled MACE module on the CPU in float64."""
     if Path(path).suffix == ".pb":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no warning per graph op
         from deepmd.infer import DeepPot  # TensorFlow loads only for DeePMD members
 
         return DeepPot(str(path))

@@ -27,7 +27,7 @@ import numpy as np
 from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response, job
 
 from ilflows.loop.production import analyse, produce
-from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker, labelled_fingerprints, validate_models
+from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker, labelled_fingerprints, score_models
 from ilflows.schemas import (
     BIG_FIELDS,
     CampaignSpec,
@@ -43,6 +43,7 @@ from ilflows.schemas import (
     SelectionRecord,
     TrainingRun,
     Trajectory,
+    Validation,
 )
 from ilflows.schemas.campaign import MDFramesSpec, ProductionSpec
 from ilflows.select import choose_candidates, classify, unseen
@@ -146,13 +147,6 @@ def md_and_properties(
     return [md, place(props, spec, "other")]
 
 
-def has_validation_set(spec: CampaignSpec) -> bool:
-    """Whether the campaign holds labels out for validation (packed, MD or imported)."""
-    val = spec.validation
-    imported = any(entry.stage == "validation" for entry in spec.initial.imports)
-    return val.boxes_per_density > 0 or bool(val.md) or imported
-
-
 def iteration_flow(
     spec: CampaignSpec,
     iteration: int,
@@ -173,19 +167,26 @@ def iteration_flow(
     labels = [j.output for j in [*new_labels, *waits_for]]
     trains = []
     for family in spec.train:  # members are numbered across families, seeds within each
-        trainer = TrainMaker(campaign=spec.name, spec=family, type_map=type_map, dispersion=spec.dispersion)
+        trainer = TrainMaker(
+            campaign=spec.name,
+            spec=family,
+            type_map=type_map,
+            dispersion=spec.dispersion,
+            holdout_fraction=spec.validation.holdout_fraction,
+        )
         for k in range(family.n_models):
             train = trainer.make(labels, iteration, len(trains), seed=family.seed + k)
             train.name = f"train it{iteration} m{len(trains)} {family.engine}"
             train.update_config(TOLERANT)
             trains.append(place(train, spec, "train"))
     models = [t.output.model_file for t in trains]
-    validation = []
-    if has_validation_set(spec):
-        check = validate_models(spec.name, iteration, models, spec.dispersion, [j.output for j in held_out])
-        check.name = f"validate it{iteration}"
-        check.update_config(TOLERANT)  # a crashed member is left out
-        validation.append(place(check, spec, "train"))
+    fraction = spec.validation.holdout_fraction
+    score = score_models(
+        spec.name, iteration, models, fraction, spec.dispersion, [j.output for j in held_out]
+    )
+    score.name = f"validate it{iteration}"
+    score.update_config(TOLERANT)  # a crashed member is left out
+    place(score, spec, "train")
     observed = observation_jobs(spec, iteration, type_map, trains)
     explorer = ExploreMaker(
         campaign=spec.name, spec=spec.explore, type_map=type_map, dispersion=spec.dispersion
@@ -201,6 +202,7 @@ def iteration_flow(
         iteration,
         [e.output for e in explores],
         trains[0].output,
+        score.output,
         starts,
         start_ids,
         type_map,
@@ -209,7 +211,7 @@ def iteration_flow(
     select.name = f"select it{iteration}"
     select.update_config(TOLERANT)
     place(select, spec, "other")
-    jobs = [*trains, *validation, *(j for pair in observed.values() for j in pair), *explores, select]
+    jobs = [*trains, score, *(j for pair in observed.values() for j in pair), *explores, select]
     for j in jobs:
         j.update_metadata({"campaign": spec.name, "iteration": iteration})
     return Flow([*new_labels, *waits_for, *jobs], output=select.output, name=f"iteration {iteration}")
@@ -445,11 +447,13 @@ def select_frames(
     training: TrainingRun | None,
     observed: dict[str, list[Properties | None]] | None = None,
     labelled: set[str] = frozenset(),
+    scores: Validation | None = None,
 ) -> tuple[SelectionRecord, list[tuple[Exploration, int]]]:
     """Classify explored frames, guard the candidates, choose, and decide whether the loop stops.
 
     Candidates the campaign has labelled already (their fingerprints are in ``labelled``) are
-    left out and counted, and so are repeats within this iteration.
+    left out and counted, and so are repeats within this iteration.  ``scores`` (the committee's
+    errors and deviations on its labels) says whether trust_lo is within what it can resolve.
 
     The loop stops when enough frames are accurate or, with ``loop.observables``, when the
     members' short runs (``observed``) agree within the tolerances.  Returns the iteration
@@ -473,6 +477,15 @@ def select_frames(
         SelectedFrame(walker=owner[i][0].walker, frame_index=owner[i][1], deviation=float(deviations[i]))
         for i in chosen
     ]
+    floor, notes = None, []
+    if scores is not None and scores.training_deviation:
+        floor = float(np.median(scores.training_deviation))
+        if floor > spec.select.trust_lo:
+            notes.append(
+                f"trust_lo {spec.select.trust_lo} eV/Å is below the committee's deviation on its own "
+                f"training frames (median {floor:.3g} eV/Å): few frames can count as accurate; train longer "
+                "or larger models, or raise trust_lo"
+            )
     spreads = observable_spreads(observed or {})
     agree = bool(spreads) and all(value <= _tolerance(spec, key) for key, value in spreads.items())
     accurate = bool(done) and window.accurate_ratio >= spec.loop.accurate_ratio
@@ -508,10 +521,14 @@ def select_frames(
         n_repeated=int(window.candidate.sum() - new.sum()),
         selected=selected,
         n_labels=training.n_frames if training else 0,
+        n_held_out=training.n_held_out if training else 0,
+        deviation_median=float(np.median(deviations)) if deviations.size else None,
         n_failed_labels=training.n_failed_labels if training else 0,
         converged=converged,
         stop_reason=stop_reason,
         observables=spreads,
+        deviation_floor=floor,
+        notes=notes,
     )
     return record, [owner[i] for i in chosen]
 
@@ -532,6 +549,7 @@ def select_and_continue(
     iteration: int,
     explorations: list[Exploration | None],
     training: TrainingRun | None,
+    scores: Validation | None,
     starts: list[Frame],
     start_ids: list[str],
     type_map: list[str],
@@ -543,7 +561,7 @@ def select_and_continue(
     from ilflows.systems import system_of
 
     labelled = labelled_fingerprints(CURRENT_JOB.store, spec.name)
-    record, chosen = select_frames(spec, iteration, explorations, training, observed, labelled)
+    record, chosen = select_frames(spec, iteration, explorations, training, observed, labelled, scores)
     if record.stop_reason:
         production = production_flow(spec, iteration, type_map) if spec.production else None
         return Response(output=record, addition=production)

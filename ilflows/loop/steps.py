@@ -130,6 +130,7 @@ class TrainMaker(Maker):
     spec: TrainSpec = field(default_factory=TrainSpec)
     type_map: list[str] = field(default_factory=list)
     dispersion: DispersionSpec | None = None
+    holdout_fraction: float = 0.0
 
     @ilflows_job(output_schema=TrainingRun)
     def make(self, after: list, iteration: int, member: int, seed: int) -> TrainingRun:
@@ -146,7 +147,8 @@ class TrainMaker(Maker):
 
         labels = earlier_labels(CURRENT_JOB.store, self.campaign, before_iteration=iteration)
         crashed = sum(out is None for out in after)
-        good = [lab for lab in labels if lab.converged]
+        converged = [lab for lab in labels if lab.converged]
+        good, held_out = split_held_out(converged, self.holdout_fraction)
         if self.dispersion:  # hybrid MLP + D3: the model learns the labels less D3
             from ilflows.dispersion import without_d3
 
@@ -164,7 +166,8 @@ class TrainMaker(Maker):
             iteration=iteration,
             member=member,
             n_frames=len(good),
-            n_failed_labels=len(labels) - len(good) + crashed,
+            n_failed_labels=len(labels) - len(converged) + crashed,
+            n_held_out=len(held_out),
             label_ids=[lab.frame_id for lab in good],
             dispersion=self.dispersion.model_dump() if self.dispersion else None,
         )
@@ -182,50 +185,79 @@ def previous_model(store, campaign: str, iteration: int, member: int) -> ModelFi
     return ModelFile.model_validate(doc["output"]["model_file"]) if doc else None
 
 
+def split_held_out(labels: list[DFTLabel], fraction: float) -> tuple[list[DFTLabel], list[DFTLabel]]:
+    """(labels to train on, labels held out): a fixed ``fraction`` by frame id (:func:`is_held_out`)."""
+    from ilflows.analysis.validation import is_held_out
+
+    out = [is_held_out(lab.frame_id, fraction) for lab in labels]
+    return [lab for lab, h in zip(labels, out, strict=True) if not h], [
+        lab for lab, h in zip(labels, out, strict=True) if h
+    ]
+
+
 @ilflows_job(output_schema=Validation)
-def validate_models(
+def score_models(
     campaign: str,
     iteration: int,
     models: list[ModelFile | None],
+    holdout_fraction: float,
     dispersion: DispersionSpec | None = None,
     after: list | None = None,
 ) -> Validation:
-    """Errors of the iteration's members and their mean on every held-out validation label.
+    """Score the iteration's committee: members and mean on training, held-out and validation labels.
 
-    ``after`` holds the outputs of the validation labels' jobs when they were queued with this
-    iteration, so that it waits for them.  Hybrid models are compared with the labels less
-    D3, as they were trained.
+    Errors on every label the members trained on, on the campaign's held-out labels and on the
+    validation set; the committee's deviation on its training frames and, per held-out frame,
+    beside its true error, say what its deviation means.  ``after`` holds the outputs of the
+    validation labels' jobs when they were queued with this iteration, so that it waits for
+    them.  Hybrid models are compared with the labels less D3, as they were trained.
     """
     import time
 
     from jobflow import CURRENT_JOB
 
-    from ilflows.analysis.validation import error_metrics, parity, predict
+    from ilflows.analysis.validation import calibration, deviations, error_metrics, parity, predict
 
     t0 = time.perf_counter()
+    store = CURRENT_JOB.store
     criteria = {"output.kind": "dft_label", "output.campaign": campaign, "output.origin.stage": "validation"}
-    docs = CURRENT_JOB.store.query(criteria=criteria, properties=["output"], sort={"output.frame_id": 1})
-    labels = [DFTLabel.model_validate(d["output"]) for d in docs]
-    good = [lab for lab in labels if lab.converged]
-    if not good:
-        raise ValueError(f"campaign {campaign} has no converged validation labels to validate against")
+    docs = store.query(criteria=criteria, properties=["output"], sort={"output.frame_id": 1})
+    validation = [DFTLabel.model_validate(d["output"]) for d in docs]
+    own = [lab for lab in earlier_labels(store, campaign, before_iteration=iteration) if lab.converged]
+    training, held_out = split_held_out(own, holdout_fraction)
+    validated = [lab for lab in validation if lab.converged]
+    sets = {"training": training, "held_out": held_out, "validation": validated}
     if dispersion:
         from ilflows.dispersion import without_d3
 
-        good = [without_d3(lab, **dispersion.model_dump(), three_body=False) for lab in good]
+        d3 = dispersion.model_dump()
+        sets = {
+            name: [without_d3(lab, **d3, three_body=False) for lab in labs] for name, labs in sets.items()
+        }
     members = [k for k, model in enumerate(models) if model is not None]
     folder = _workdir("models")
     paths = [models[k].write(folder / f"m{k}_{models[k].name}") for k in members]
-    energies, forces = predict(paths, good)
-    data = parity(good, members, energies, forces)
+    metrics, parities, record = [], {}, {}
+    for name, labs in sets.items():
+        if not labs:
+            continue
+        energies, forces = predict(paths, labs)
+        parities[name] = parity(labs, members, energies, forces)
+        metrics += error_metrics(parities[name], name)
+        if name == "held_out" and len(members) > 1:
+            record["calibration"] = calibration(labs, forces)
+        if name == "training" and len(members) > 1:
+            record["training_deviation"] = deviations(forces).tolist()
     return Validation(
         campaign=campaign,
         iteration=iteration,
         members=members,
-        n_failed_labels=len(labels) - len(good),
-        metrics=error_metrics(data),
-        parity=data,
+        n_failed_labels=len(validation) - len(validated),
+        metrics=metrics,
+        parity=parities.get("validation"),
+        held_out_parity=parities.get("held_out"),
         wall_time=time.perf_counter() - t0,
+        **record,
     )
 
 

@@ -4,6 +4,7 @@ from ilflows.schemas.campaign import CampaignSpec, SpecError, load_spec
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import (
     BIG_FIELDS,
+    Calibration,
     DFTLabel,
     DFTResult,
     ErrorMetrics,
@@ -30,6 +31,7 @@ __all__ = [
     "CampaignSpec",
     "DFTLabel",
     "DFTResult",
+    "Calibration",
     "ErrorMetrics",
     "MDResult",
     "Exploration",

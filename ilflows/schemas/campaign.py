@@ -140,7 +140,10 @@ class InitialSpec(_Section):
 
 
 class ValidationSpec(_Section):
-    """Held-out nEQ validation boxes: packed apart from the training set, labelled, never trained on."""
+    """Labels never trained on: a validation set, and a held-out fraction of the campaign's own labels.
+
+    The validation set: nEQ boxes packed apart from the training set, and frames of MD runs.
+    """
 
     density_factors: list[float] = Field(
         [0.8, 1.0, 1.2], min_length=1, description="Packed density / reference density (paper 1: +-20 %)."
@@ -151,6 +154,14 @@ class ValidationSpec(_Section):
     seed: int = Field(100_000, ge=0, description="Seed of the validation boxes (box i uses seed + i).")
     md: list[MDFramesSpec] = Field(
         default_factory=list, description="Short MD runs (xTB or AIMD) whose frames join the validation set."
+    )
+    holdout_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="Fraction of the campaign's own labels (initial set, imports, explored frames) held "
+        "out of training, chosen by frame id so that a frame stays on its side in every iteration; each "
+        "iteration's committee is scored on them and on all its training labels.  0: none held out.",
     )
 
 

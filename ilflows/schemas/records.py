@@ -21,6 +21,9 @@ BIG_FIELDS = [
     "trajectory",
     "md_labels",
     "parity",
+    "held_out_parity",
+    "calibration",
+    "training_deviation",
     "density_series",
     "tfsi_angles",
     "pyr14_distances",
@@ -132,8 +135,13 @@ class TrainResult(BaseModel):
     type_map: list[str] = Field(description="Element of each model atom type, in order.")
     hyperparameters: dict = Field(description="Full trainer input.")
     learning_curve: list[LearningCurvePoint] = Field(description="Learning curve.")
-    rmse_energy: float = Field(description="Final training energy RMSE, eV/atom.")
-    rmse_force: float = Field(description="Final training force RMSE, eV/Å.")
+    rmse_energy: float = Field(
+        description="The trainer's own energy RMSE at its last step, eV/atom: DeePMD's last training batch, "
+        "MACE's training set.  The scoring job's errors on every label (Validation) are the ones to trust."
+    )
+    rmse_force: float = Field(
+        description="Trainer's force RMSE at its last step, eV/Å (DeePMD: last batch; see rmse_energy)."
+    )
     valid_rmse_energy: float | None = Field(
         None, description="Final energy RMSE on held-out validation labels, eV/atom (None: none held out)."
     )
@@ -158,6 +166,9 @@ class TrainingRun(TrainResult):
     member: int = Field(description="Index of the model in its ensemble.")
     n_frames: int = Field(description="Number of labelled frames trained on.")
     n_failed_labels: int = Field(description="Labels given but left out because they failed.")
+    n_held_out: int = Field(
+        0, description="Converged labels held out of training (validation.holdout_fraction) to score it."
+    )
     label_ids: list[str] = Field(description="frame_id of every label trained on.")
     dispersion: dict | None = Field(
         None, description="D3 settings removed from the labels before training (hybrid MLP + D3); None: none."
@@ -297,6 +308,7 @@ class SelectionRecord(BaseModel):
     flagged: list[FlaggedFrame] = Field(description="Those candidates and why.")
     selected: list[SelectedFrame] = Field(description="Candidates sent to DFT.")
     n_labels: int = Field(description="Converged labels the ensemble of this iteration trained on.")
+    n_held_out: int = Field(0, description="Converged labels held out of its training to score it.")
     n_failed_labels: int = Field(description="Labels that failed and were left out of training.")
     converged: bool = Field(
         description="True when the campaign stops here because accurate_ratio met its threshold."
@@ -307,18 +319,42 @@ class SelectionRecord(BaseModel):
         description="Relative spread (max - min) / mean over the members of each observable of the short "
         "runs (loop.observables), e.g. 'npt density'; empty without them or when a run failed.",
     )
+    deviation_median: float | None = Field(
+        None, description="Median max force deviation of the explored frames, eV/Å; None: no frames."
+    )
+    deviation_floor: float | None = Field(
+        None,
+        description="Median committee max force deviation on its own training frames, eV/Å: about the "
+        "smallest deviation it resolves; None when not scored.",
+    )
+    notes: list[str] = Field(default_factory=list, description="Warnings about this iteration, in words.")
 
 
 class ErrorMetrics(BaseModel):
-    """Errors of one model (or the ensemble mean) on one subset of the validation labels."""
+    """Errors of one model (or the ensemble mean) on one subset of one set of labels."""
 
+    label_set: Literal["validation", "training", "held_out"] = Field(
+        "validation",
+        description="validation: the spec's validation set; training: every label the models trained on; "
+        "held_out: the campaign's own labels held out of training (validation.holdout_fraction).",
+    )
     model: str = Field(description="'m<k>' for committee member k, 'mean' for the ensemble mean.")
     subset: Literal["EQ", "nEQ", "all"] = Field(description="Equilibrated frames, non-equilibrated, or all.")
-    n_frames: int = Field(description="Validation frames in the subset.")
+    n_frames: int = Field(description="Frames in the subset.")
     energy_rmse: float = Field(description="Root-mean-square error of the energy per atom, eV/atom.")
     energy_mae: float = Field(description="Mean absolute error of the energy per atom, eV/atom.")
     force_rmse: float = Field(description="Root-mean-square error over force components, eV/Å.")
     force_mae: float = Field(description="Mean absolute error over force components, eV/Å.")
+
+
+class Calibration(BaseModel):
+    """What the committee's deviation says about its true error, frame by frame (held-out labels)."""
+
+    frame_ids: list[str] = Field(description="frame_id of each held-out frame.")
+    deviation: list[float] = Field(description="Committee max force deviation of each frame, eV/Å.")
+    error: list[float] = Field(
+        description="True error of the ensemble mean: max over atoms of |F_mean - F_DFT|, eV/Å."
+    )
 
 
 class Parity(BaseModel):
@@ -339,15 +375,29 @@ class Parity(BaseModel):
 
 
 class Validation(BaseModel):
-    """Errors of one iteration's models on the held-out validation labels."""
+    """Errors of one iteration's committee on its training labels, held-out labels and validation set."""
 
     kind: Literal["validation"] = "validation"
     campaign: str = Field(description="Campaign name.")
-    iteration: int = Field(description="Loop iteration whose models were validated.")
-    members: list[int] = Field(description="Committee members validated (crashed trainings left out).")
+    iteration: int = Field(description="Loop iteration whose models were scored.")
+    members: list[int] = Field(description="Committee members scored (crashed trainings left out).")
     n_failed_labels: int = Field(description="Validation labels left out because their DFT failed.")
-    metrics: list[ErrorMetrics] = Field(description="Per model and subset (EQ, nEQ, all).")
-    parity: Parity = Field(description="Per-frame reference and predictions (data store).")
+    metrics: list[ErrorMetrics] = Field(description="Per label set, model and subset (EQ, nEQ, all).")
+    parity: Parity | None = Field(
+        None,
+        description="Per-frame reference and predictions on the validation set (data store); None: no set.",
+    )
+    held_out_parity: Parity | None = Field(
+        None, description="The same on the held-out labels (data store); None: none held out yet."
+    )
+    calibration: Calibration | None = Field(
+        None, description="Deviation against true force error on the held-out labels; None: none held out."
+    )
+    training_deviation: list[float] = Field(
+        default_factory=list,
+        description="Committee max force deviation on each of its own training frames, eV/Å: the "
+        "smallest deviation it can resolve (a trust_lo below its median counts nothing as accurate).",
+    )
     wall_time: float = Field(description="Wall time of the evaluation, s.")
 
 

@@ -70,23 +70,30 @@ def labels(store, campaign: str | None = None, iteration: int | None = None) -> 
 
 
 def trainings(store, campaign: str | None = None) -> list[dict]:
-    """One row per trained model."""
-    fields = [
-        "iteration",
-        "member",
-        "seed",
-        "engine",
-        "n_frames",
-        "rmse_energy",
-        "rmse_force",
-        "wall_time",
+    """One row per trained model; the trainer's own last-step errors are named as such.
+
+    Errors on every training and held-out label are the scoring job's (:func:`validations`).
+    """
+    fields = ["iteration", "member", "seed", "engine", "n_frames", "n_held_out"]
+    fields += ["rmse_energy", "rmse_force", "wall_time"]
+    rows = [
+        {
+            **{f: out.get(f) for f in fields[:6]},
+            "last_step_rmse_e_meV_atom": out["rmse_energy"] * 1000,
+            "last_step_rmse_f_eV_A": out["rmse_force"],
+            "wall_time_s": out["wall_time"],
+        }
+        for out in outputs(store, "training", campaign, fields=fields)
     ]
-    rows = outputs(store, "training", campaign, fields=fields)
     return sorted(rows, key=lambda r: (r["iteration"], r["member"]))
 
 
 def validations(store, campaign: str | None = None) -> list[dict]:
-    """One row per iteration, model (members, then their mean) and subset (EQ, nEQ, all)."""
+    """One row per iteration, label set, model and subset.
+
+    Label sets: training, held out, validation; models: each member, then their mean; subsets:
+    EQ, nEQ, all.
+    """
     rows = []
     for out in outputs(store, "validation", campaign, fields=["campaign", "iteration", "metrics"]):
         for m in out["metrics"]:
@@ -94,6 +101,7 @@ def validations(store, campaign: str | None = None) -> list[dict]:
                 {
                     "campaign": out["campaign"],
                     "iteration": out["iteration"],
+                    "label_set": m.get("label_set", "validation"),
                     "model": m["model"],
                     "subset": m["subset"],
                     "n_frames": m["n_frames"],
@@ -104,9 +112,17 @@ def validations(store, campaign: str | None = None) -> list[dict]:
                 }
             )
     order = {"EQ": 0, "nEQ": 1, "all": 2}
+    sets = {"training": 0, "held_out": 1, "validation": 2}
     return sorted(
         rows,
-        key=lambda r: (r["campaign"], r["iteration"], r["model"] == "mean", r["model"], order[r["subset"]]),
+        key=lambda r: (
+            r["campaign"],
+            r["iteration"],
+            sets[r["label_set"]],
+            r["model"] == "mean",
+            r["model"],
+            order[r["subset"]],
+        ),
     )
 
 
@@ -190,10 +206,11 @@ def frames_by_deviation(store, campaign: str | None, lo: float, hi: float) -> li
 
 @dataclass
 class IterationRow:
-    """One line of the per-iteration table."""
+    """One line of the per-iteration table; errors are the ensemble mean's, on every label of their set."""
 
     iteration: int
-    trained_on: int
+    trained_on: int  # converged labels the committee trained on
+    held_out: int  # converged labels held out of training (validation.holdout_fraction)
     failed_labels: int
     frames: int
     accurate: int
@@ -203,10 +220,13 @@ class IterationRow:
     flagged: int
     repeated: int  # candidates labelled before (e.g. a walker's start box again): left out
     selected: int
-    rmse_e_meV_atom: float | None
-    rmse_f_eV_A: float | None
-    val_rmse_e_meV_atom: float | None  # ensemble mean on every validation frame
-    val_rmse_f_eV_A: float | None
+    devi_median_eV_A: float | None  # median max force deviation of the explored frames
+    devi_floor_eV_A: float | None  # median deviation on the committee's own training frames
+    train_rmse_f_eV_A: float | None  # on every training label
+    heldout_rmse_f_eV_A: float | None  # on the held-out labels
+    heldout_rmse_e_meV_atom: float | None
+    val_rmse_f_eV_A: float | None  # on the validation set
+    val_rmse_e_meV_atom: float | None
     converged: bool
     stop_reason: str | None
 
@@ -214,25 +234,27 @@ class IterationRow:
 def iteration_table(store, campaign: str) -> list[IterationRow]:
     """Return one row per iteration.
 
-    Labels trained on (and left out), window counts, candidates flagged by the guards, frames
-    sent to DFT, mean training RMSE of the ensemble, validation RMSE of the ensemble mean,
-    outcome.
+    Labels trained on, held out and left out (failed), window counts, candidates flagged by the
+    guards or labelled before, frames sent to DFT, the median deviation of the explored frames
+    and of the committee on its own training frames, and the ensemble mean's force and energy
+    errors on all its training labels, on the held-out labels and on the validation set.
     """
-    rmse: dict[int, list[tuple[float, float]]] = {}
-    for t in trainings(store, campaign):
-        rmse.setdefault(t["iteration"], []).append((t["rmse_energy"], t["rmse_force"]))
-    held_out = {
-        v["iteration"]: v
+    mean: dict[tuple[int, str], dict] = {
+        (v["iteration"], v["label_set"]): v
         for v in validations(store, campaign)
         if (v["model"], v["subset"]) == ("mean", "all")
     }
+
+    def error(s: dict, label_set: str, key: str) -> float | None:
+        return mean.get((s["iteration"], label_set), {}).get(key)
+
     rows = []
     for s in sorted(outputs(store, "selection", campaign), key=lambda s: s["iteration"]):
-        pairs = np.asarray(rmse.get(s["iteration"], []), dtype=float).reshape(-1, 2)
         rows.append(
             IterationRow(
                 iteration=s["iteration"],
                 trained_on=s["n_labels"],
+                held_out=s.get("n_held_out", 0),
                 failed_labels=s["n_failed_labels"],
                 frames=s["n_frames"],
                 accurate=s["n_accurate"],
@@ -242,10 +264,13 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
                 flagged=s["n_flagged"],
                 repeated=s.get("n_repeated", 0),
                 selected=len(s["selected"]),
-                rmse_e_meV_atom=float(pairs[:, 0].mean() * 1000) if pairs.size else None,
-                rmse_f_eV_A=float(pairs[:, 1].mean()) if pairs.size else None,
-                val_rmse_e_meV_atom=held_out.get(s["iteration"], {}).get("energy_rmse_meV_atom"),
-                val_rmse_f_eV_A=held_out.get(s["iteration"], {}).get("force_rmse_eV_A"),
+                devi_median_eV_A=s.get("deviation_median"),
+                devi_floor_eV_A=s.get("deviation_floor"),
+                train_rmse_f_eV_A=error(s, "training", "force_rmse_eV_A"),
+                heldout_rmse_f_eV_A=error(s, "held_out", "force_rmse_eV_A"),
+                heldout_rmse_e_meV_atom=error(s, "held_out", "energy_rmse_meV_atom"),
+                val_rmse_f_eV_A=error(s, "validation", "force_rmse_eV_A"),
+                val_rmse_e_meV_atom=error(s, "validation", "energy_rmse_meV_atom"),
                 converged=s["converged"],
                 stop_reason=s["stop_reason"],
             )

@@ -15,6 +15,7 @@ from ilflows.systems.guards import (
     broken_bonds,
     check_frame,
     collapsed_atoms,
+    compressed_bonds,
     density_outside,
     fused_molecules,
     template_bonds,
@@ -106,6 +107,22 @@ def test_broken_bond_is_caught(packed):
     assert "is 2.50 Å (template 1.53 Å" in reason
     result = check_frame(frame, topo)
     assert not result.ok and reason in result.reasons
+
+
+def test_compressed_bond_is_caught(packed):
+    frame, topo, _ = packed
+    anion = "BF4" if any(ion == "BF4" for ion, _ in topo) else "TFSI"
+    k, atoms = first(topo, anion)
+    pairs, lengths = template_bonds(anion)
+    (a, b), ref = pairs[0], lengths[0]
+    a, b = atoms.start + a, atoms.start + b
+    bond = displacement(frame, a, b)  # push b towards a until the bond is 0.64 x its template length
+    frame = moved(frame, [b], bond / np.linalg.norm(bond) * 0.64 * ref - bond)
+    (reason,) = compressed_bonds(frame, topo)
+    assert reason.startswith(f"compressed: {anion} #{k} (atoms {atoms.start}-{atoms.stop - 1}) bond ")
+    assert f"is {0.64 * ref:.2f} Å (template {ref:.2f} Å, limit {0.8 * ref:.2f} Å)" in reason
+    assert compressed_bonds(frame, topo, min_squeeze=0.6) == []  # 0.64 x is inside a looser limit
+    assert reason in check_frame(frame, topo).reasons
 
 
 def test_fused_molecules_are_caught(packed):

@@ -409,13 +409,20 @@ class SelectSpec(_Section):
 class GuardSpec(_Section):
     """Structure guards run on candidate frames before they are labelled (ilflows.systems.guards).
 
-    A flagged frame (broken or fused molecules, collapse, vacuum, density far off) is left out of
+    A flagged frame (broken, compressed or fused molecules, collapse, vacuum, density far off) is left out of
     labelling and counted in the iteration record.
     """
 
     enabled: bool = Field(True, description="Check candidate frames and leave out flagged ones.")
     max_stretch: float = Field(
         1.5, gt=1, description="A template bond longer than this multiple of its length is broken."
+    )
+    min_squeeze: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="A template bond shorter than this multiple of its length is compressed (its DFT forces "
+        "would wreck a fit).",
     )
     fuse_factor: float = Field(
         1.1,

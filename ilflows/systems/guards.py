@@ -6,6 +6,7 @@ NPT, molecules decomposing, the system collapsing into a ball.  These pure funct
 only, no files or engines) detect each of those in one periodic frame:
 
 * :func:`broken_bonds`: a covalent bond of the ion's template is stretched in the frame.
+* :func:`compressed_bonds`: a covalent bond of the ion's template is squeezed in the frame.
 * :func:`fused_molecules`: atoms of two different molecules at covalent-bond range.
 * :func:`vacuum`: a point of the cell far from every atom (a bubble or a slab of vacuum).
 * :func:`collapsed_atoms`: two atoms closer than a hard floor.
@@ -149,6 +150,28 @@ def _capped(kind: str, found: list[tuple[float, str]], worst_first: bool) -> lis
     return lines
 
 
+def _bonds(frame: Frame, topology: Topology, bond_factor: float):
+    """Yield (molecule, name, atoms, a, b, length, template length) of every template bond in ``frame``."""
+    _molecule_index(topology, frame.n_atoms)
+    frac, cell = _arrays(frame)
+    for k, (name, atoms) in enumerate(topology):
+        pairs, lengths = template_bonds(name, bond_factor)
+        if not len(pairs):
+            continue
+        i, j = pairs[:, 0] + atoms.start, pairs[:, 1] + atoms.start
+        d = _min_image(frac[j] - frac[i], cell)
+        yield from ((k, name, atoms, a, b, x, ref) for a, b, x, ref in zip(i, j, d, lengths, strict=True))
+
+
+def _bond_line(kind: str, frame: Frame, bond: tuple, limit: float) -> str:
+    k, name, atoms, a, b, length, ref = bond
+    return (
+        f"{kind}: {name} #{k} (atoms {atoms.start}-{atoms.stop - 1}) bond "
+        f"{frame.species[a]}{a}-{frame.species[b]}{b} is {length:.2f} Å "
+        f"(template {ref:.2f} Å, limit {limit:.2f} Å)"
+    )
+
+
 def broken_bonds(
     frame: Frame, topology: Topology, *, bond_factor: float = BOND_FACTOR, max_stretch: float = 1.5
 ) -> list[str]:
@@ -167,26 +190,29 @@ def broken_bonds(
         C-H 1.09 -> 1.64 Å); a bond vibrating at MD temperatures stays within about 1.2 x.
 
     """
-    _molecule_index(topology, frame.n_atoms)
-    frac, cell = _arrays(frame)
-    found = []
-    for k, (name, atoms) in enumerate(topology):
-        pairs, lengths = template_bonds(name, bond_factor)
-        if not len(pairs):
-            continue
-        i, j = pairs[:, 0] + atoms.start, pairs[:, 1] + atoms.start
-        d = _min_image(frac[j] - frac[i], cell)
-        for a, b, length, ref in zip(i, j, d, lengths, strict=True):
-            if length > max_stretch * ref:
-                found.append(
-                    (
-                        length / ref,
-                        f"broken: {name} #{k} (atoms {atoms.start}-{atoms.stop - 1}) bond "
-                        f"{frame.species[a]}{a}-{frame.species[b]}{b} is {length:.2f} Å "
-                        f"(template {ref:.2f} Å, limit {max_stretch * ref:.2f} Å)",
-                    )
-                )
+    found = [
+        (bond[5] / bond[6], _bond_line("broken", frame, bond, max_stretch * bond[6]))
+        for bond in _bonds(frame, topology, bond_factor)
+        if bond[5] > max_stretch * bond[6]
+    ]
     return _capped("broken", found, worst_first=True)
+
+
+def compressed_bonds(
+    frame: Frame, topology: Topology, *, bond_factor: float = BOND_FACTOR, min_squeeze: float = 0.8
+) -> list[str]:
+    """Template bonds shorter than ``min_squeeze`` times their template length in ``frame``.
+
+    A young committee can drive MD into squeezed bonds (B-F 0.89 Å, C-H 0.74 Å were seen) whose
+    DFT forces, 50-175 eV/Å, wreck the next fit.  0.8 x (C-H 1.09 -> 0.87 Å) is six classical
+    standard deviations of a C-H stretch at 450 K (force constant about 31 eV/Å^2: 0.035 Å).
+    """
+    found = [
+        (bond[5] / bond[6], _bond_line("compressed", frame, bond, min_squeeze * bond[6]))
+        for bond in _bonds(frame, topology, bond_factor)
+        if bond[5] < min_squeeze * bond[6]
+    ]
+    return _capped("compressed", found, worst_first=False)
 
 
 def _fuse_limits(species: list[str], fuse_factor: float, non_bonding: tuple[str, ...]) -> np.ndarray:
@@ -354,6 +380,7 @@ def check_frame(
     reference_density: float | None = None,
     bond_factor: float = BOND_FACTOR,
     max_stretch: float = 1.5,
+    min_squeeze: float = 0.8,
     fuse_factor: float = 1.1,
     non_bonding: tuple[str, ...] = NON_BONDING,
     min_distance: float = 0.6,
@@ -371,8 +398,9 @@ def check_frame(
         Ion name and atom index range of each molecule (:func:`ilflows.systems.topology`).
     reference_density
         The system's reference density, g/cm^3; the density guard runs only when given.
-    bond_factor, max_stretch
-        Template bond detection and broken-bond limit (:func:`broken_bonds`), dimensionless.
+    bond_factor, max_stretch, min_squeeze
+        Template bond detection, broken-bond and compressed-bond limits (:func:`broken_bonds`,
+        :func:`compressed_bonds`), dimensionless.
     fuse_factor, non_bonding
         Covalent-contact limit between molecules and ions that never bond (:func:`fused_molecules`).
     min_distance
@@ -392,6 +420,7 @@ def check_frame(
     present = covalent_radii[[atomic_numbers[s] for s in set(frame.species)]].max()
     pairs = _close_pairs(frac, cell, max(2 * fuse_factor * present, min_distance))
     reasons = broken_bonds(frame, topology, bond_factor=bond_factor, max_stretch=max_stretch)
+    reasons += compressed_bonds(frame, topology, bond_factor=bond_factor, min_squeeze=min_squeeze)
     reasons += _fused(frame, topology, mol, pairs, fuse_factor, non_bonding)
     reasons += _collapsed(frame, pairs, min_distance)
     if max_void is not None:

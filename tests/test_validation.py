@@ -13,9 +13,10 @@ from jobflow import JobStore, run_locally
 from mace_models import write_committee
 from maggma.stores import MemoryStore
 
-from ilflows.analysis.validation import error_metrics, is_held_out, parity, predict
+from ilflows.analysis.validation import error_metrics, parity, predict
 from ilflows.loop.steps import score_models
 from ilflows.schemas import DFTLabel, ModelFile, Parity, Validation
+from ilflows.select.labels import is_held_out
 
 SMALL = {"hidden_irreps": "8x0e+8x1o", "r_max": 5.0, "max_ell": 2, "correlation": 2}
 
@@ -116,7 +117,7 @@ def test_scoring_reads_each_label_set_and_skips_a_crashed_member(committee, peer
         store.update({"uuid": f"label-{k}", "index": 1, "output": label.model_dump()}, key=["uuid", "index"])
     models = [ModelFile.from_path(committee[0]), None, ModelFile.from_path(committee[2])]
 
-    job = score_models("val", 0, models, holdout_fraction=0.25)
+    job = score_models("val", 0, models, holdout_fraction=0.25, outlier_k=None)
     run_locally(job, store=store, root_dir=tmp_path, ensure_success=True)
     result = Validation.model_validate(store.query_one({"uuid": job.uuid}, load=True)["output"])
     assert result.members == [0, 2] and result.n_failed_labels == 1

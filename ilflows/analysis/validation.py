@@ -1,15 +1,14 @@
 """Energy and force errors of a committee on DFT labels (paper 1's validation), and its calibration.
 
 :func:`predict` evaluates every member on every label (the only part that needs the models);
-the rest is pure: :func:`is_held_out` splits a campaign's labels by frame id, :func:`parity` and
-:func:`error_metrics` give per member and for the ensemble mean, on the EQ frames, the nEQ frames
-and all of them, RMSE and MAE of the energy per atom and of the force components, and
-:func:`calibration` sets each frame's committee deviation beside its true force error.
+the rest is pure: :func:`parity` and :func:`error_metrics` give per member and for the
+ensemble mean, on the EQ frames, the nEQ frames and all of them, RMSE and MAE of the energy
+per atom and of the force components, and :func:`calibration` sets each frame's committee
+deviation beside its true force error.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,15 +16,6 @@ import numpy as np
 
 from ilflows.schemas import Calibration, DFTLabel, ErrorMetrics, Parity
 from ilflows.select import max_force_deviation
-
-
-def is_held_out(frame_id: str, fraction: float) -> bool:
-    """Whether the label of ``frame_id`` is held out of training: a fixed ``fraction`` of frame ids.
-
-    The frame id's SHA-256 read as a number in [0, 1): the same frames are held out in every
-    iteration, on every machine, whatever else the campaign labels.
-    """
-    return int(hashlib.sha256(frame_id.encode()).hexdigest()[:12], 16) / 16**12 < fraction
 
 
 def predict(model_paths: Sequence[Path], labels: Sequence[DFTLabel]) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -173,6 +173,7 @@ def iteration_flow(
             type_map=type_map,
             dispersion=spec.dispersion,
             holdout_fraction=spec.validation.holdout_fraction,
+            outlier_k=spec.guards.label_outlier_k,
         )
         for k in range(family.n_models):
             train = trainer.make(labels, iteration, len(trains), seed=family.seed + k)
@@ -180,10 +181,8 @@ def iteration_flow(
             train.update_config(TOLERANT)
             trains.append(place(train, spec, "train"))
     models = [t.output.model_file for t in trains]
-    fraction = spec.validation.holdout_fraction
-    score = score_models(
-        spec.name, iteration, models, fraction, spec.dispersion, [j.output for j in held_out]
-    )
+    split = spec.validation.holdout_fraction, spec.guards.label_outlier_k
+    score = score_models(spec.name, iteration, models, *split, spec.dispersion, [j.output for j in held_out])
     score.name = f"validate it{iteration}"
     score.update_config(TOLERANT)  # a crashed member is left out
     place(score, spec, "train")
@@ -402,7 +401,7 @@ def frame_reasons(spec: CampaignSpec):
     from ilflows.systems.guards import check_frame
 
     topologies = [topology(system) for system in spec.system]
-    thresholds = spec.guards.model_dump(exclude={"enabled"})
+    thresholds = spec.guards.model_dump(exclude={"enabled", "label_outlier_k"})
 
     def reasons(frame: Frame) -> list[str]:
         if not spec.guards.enabled:
@@ -478,6 +477,9 @@ def select_frames(
         for i in chosen
     ]
     floor, notes = None, []
+    if training is not None and training.outliers:
+        listed = "; ".join(f"{frame_id}: {why}" for frame_id, why in sorted(training.outliers.items()))
+        notes.append(f"{len(training.outliers)} labels held back from training as outliers ({listed})")
     if scores is not None and scores.training_deviation:
         floor = float(np.median(scores.training_deviation))
         if floor > spec.select.trust_lo:

@@ -25,6 +25,7 @@ from ilflows.schemas import (
     Validation,
 )
 from ilflows.schemas.campaign import DFTSpec, DispersionSpec, ExploreSpec, TrainSpec
+from ilflows.select.labels import training_split
 
 
 def ilflows_job(output_schema: type):
@@ -131,6 +132,7 @@ class TrainMaker(Maker):
     type_map: list[str] = field(default_factory=list)
     dispersion: DispersionSpec | None = None
     holdout_fraction: float = 0.0
+    outlier_k: float | None = None
 
     @ilflows_job(output_schema=TrainingRun)
     def make(self, after: list, iteration: int, member: int, seed: int) -> TrainingRun:
@@ -139,7 +141,8 @@ class TrainMaker(Maker):
         The labels are read from the JobStore: every label of an earlier iteration (initial set:
         -1), validation ones excepted.  ``after`` holds the outputs of the jobs queued just before
         this one (labels, MD runs), so that it waits for them; one that crashed arrives as None.
-        Failed and crashed labels are left out and counted.
+        Failed and crashed labels are left out and counted; outliers (``outlier_k``) and the
+        held-out fraction are held back (:func:`ilflows.select.labels.training_split`).
         """
         from jobflow import CURRENT_JOB
 
@@ -148,7 +151,8 @@ class TrainMaker(Maker):
         labels = earlier_labels(CURRENT_JOB.store, self.campaign, before_iteration=iteration)
         crashed = sum(out is None for out in after)
         converged = [lab for lab in labels if lab.converged]
-        good, held_out = split_held_out(converged, self.holdout_fraction)
+        split = training_split(converged, self.holdout_fraction, self.outlier_k)
+        good = split.train
         if self.dispersion:  # hybrid MLP + D3: the model learns the labels less D3
             from ilflows.dispersion import without_d3
 
@@ -167,7 +171,8 @@ class TrainMaker(Maker):
             member=member,
             n_frames=len(good),
             n_failed_labels=len(labels) - len(converged) + crashed,
-            n_held_out=len(held_out),
+            n_held_out=len(split.held_out),
+            outliers=split.outliers,
             label_ids=[lab.frame_id for lab in good],
             dispersion=self.dispersion.model_dump() if self.dispersion else None,
         )
@@ -185,22 +190,13 @@ def previous_model(store, campaign: str, iteration: int, member: int) -> ModelFi
     return ModelFile.model_validate(doc["output"]["model_file"]) if doc else None
 
 
-def split_held_out(labels: list[DFTLabel], fraction: float) -> tuple[list[DFTLabel], list[DFTLabel]]:
-    """(labels to train on, labels held out): a fixed ``fraction`` by frame id (:func:`is_held_out`)."""
-    from ilflows.analysis.validation import is_held_out
-
-    out = [is_held_out(lab.frame_id, fraction) for lab in labels]
-    return [lab for lab, h in zip(labels, out, strict=True) if not h], [
-        lab for lab, h in zip(labels, out, strict=True) if h
-    ]
-
-
 @ilflows_job(output_schema=Validation)
 def score_models(
     campaign: str,
     iteration: int,
     models: list[ModelFile | None],
     holdout_fraction: float,
+    outlier_k: float | None,
     dispersion: DispersionSpec | None = None,
     after: list | None = None,
 ) -> Validation:
@@ -224,9 +220,9 @@ def score_models(
     docs = store.query(criteria=criteria, properties=["output"], sort={"output.frame_id": 1})
     validation = [DFTLabel.model_validate(d["output"]) for d in docs]
     own = [lab for lab in earlier_labels(store, campaign, before_iteration=iteration) if lab.converged]
-    training, held_out = split_held_out(own, holdout_fraction)
+    split = training_split(own, holdout_fraction, outlier_k)  # as the members' training split them
     validated = [lab for lab in validation if lab.converged]
-    sets = {"training": training, "held_out": held_out, "validation": validated}
+    sets = {"training": split.train, "held_out": split.held_out, "validation": validated}
     if dispersion:
         from ilflows.dispersion import without_d3
 

@@ -439,6 +439,13 @@ class GuardSpec(_Section):
     density_range: tuple[float, float] = Field(
         (0.5, 2.0), description="Allowed box density as multiples of system.density."
     )
+    label_outlier_k: float | None = Field(
+        10.0,
+        gt=0,
+        description="An explored label whose energy per atom or largest force lies more than this many "
+        "median absolute deviations from the median of its composition's labels is held back from "
+        "training and listed (10 MAD: about 7 standard deviations); null trains on every converged label.",
+    )
 
 
 class WorkersSpec(_Section):

@@ -169,6 +169,11 @@ class TrainingRun(TrainResult):
     n_held_out: int = Field(
         0, description="Converged labels held out of training (validation.holdout_fraction) to score it."
     )
+    outliers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Explored labels held back from training as outliers (guards.label_outlier_k): "
+        "frame id -> why.",
+    )
     label_ids: list[str] = Field(description="frame_id of every label trained on.")
     dispersion: dict | None = Field(
         None, description="D3 settings removed from the labels before training (hybrid MLP + D3); None: none."

@@ -55,6 +55,21 @@ CASES = [
     ),
     ("zero tolerance", _set("system.tolerance", 0), "system.tolerance: Input should be greater than 0"),
     (
+        "stage ramp on LAMMPS",
+        _set("explore.stages", [{"temperature_ramp": {"start": 300, "end": 600}}]),
+        "explore.stages.0: temperature_ramp is run by the ase explorer only; set engine: ase",
+    ),
+    (
+        "stage misspelt",
+        _set("explore.stages", [{"temprature": 300}]),
+        "explore.stages.0.temprature: not a field",
+    ),
+    (
+        "holdout too large",
+        _set("validation.holdout_fraction", 0.7),
+        "validation.holdout_fraction: Input should be less than 0.5",
+    ),
+    (
         "window upside down",
         _set("select", {"trust_lo": 2.0, "trust_hi": 1.5}),
         "select: trust_lo (2.0) must be",

@@ -28,7 +28,16 @@ TINY = {
             "training": {"numb_steps": 60, "disp_freq": 20, "save_freq": 60},
         },
     },
-    "explore": {"n_steps": 200, "frame_every": 20, "n_walkers": 2, "temperature": 300},
+    "explore": {
+        "n_steps": 200,
+        "frame_every": 20,
+        "n_walkers": 2,
+        "temperature": 300,
+        "stages": [  # cold and short first, then the section's own conditions
+            {"name": "cold", "temperature": 200, "n_steps": 100, "max_iterations": 1},
+            {"name": "warm", "start_from": "accurate"},
+        ],
+    },
     "select": {"trust_lo": 0.01, "trust_hi": 50.0, "max_candidates": 3},
     "guards": {"max_void": None},
     "loop": {"max_iterations": 2, "accurate_ratio": 0.999},
@@ -58,7 +67,7 @@ def test_campaign_runs_two_iterations_and_prints_the_table(tiny_campaign):
     home, out = tiny_campaign
     assert "jobs done" in out  # progress lines
     table = out[out.index("per-iteration results") :].splitlines()
-    assert table[1].split()[:4] == ["iteration", "trained_on", "held_out", "failed_labels"]
+    assert table[1].split()[:5] == ["iteration", "stage", "trained_on", "held_out", "failed_labels"]
     assert [row.split()[0] for row in table[2:4]] == ["0", "1"]
     status = json.loads(_ilflows(["status", "--json"], home).stdout)["tiny"]
     assert status["jobs"]["completed"] == status["jobs"]["total"] and status["jobs"]["fizzled"] == 0
@@ -79,13 +88,9 @@ def test_campaign_runs_two_iterations_and_prints_the_table(tiny_campaign):
         )
         assert it["devi_floor_eV_A"] > 0 and it["devi_median_eV_A"] > 0
     assert it1["stop_reason"].startswith("max_iterations")
-    labels = len(_query(home, "labels"))
-    near = _ilflows(["status"], home, ILFLOWS_EMBEDDED_LABEL_LIMIT=str(labels + 1)).stdout
-    assert (
-        f"note: the embedded results store holds or awaits {labels} DFT labels (limit {labels + 1})" in near
-    )
-    far = _ilflows(["status"], home, ILFLOWS_EMBEDDED_LABEL_LIMIT=str(2 * labels)).stdout
-    assert "note:" not in far
+    assert (it0["stage"], it1["stage"]) == ("cold", "warm")  # stage 0 ran its one iteration
+    explored = _query(home, "explorations")
+    assert {(e["iteration"], e["temperature_K"]) for e in explored} == {(0, 200.0), (1, 300.0)}
 
 
 @pytest.mark.slow
@@ -130,8 +135,8 @@ def test_query_shows_dft_training_and_md_records(tiny_campaign):
     assert all(lab["energy_per_atom_eV"] < -30 for lab in initial if lab["converged"])
     md = _query(home, "explorations")
     assert [(m["iteration"], m["walker"], m["n_frames"]) for m in md] == [
-        (0, 0, 11),
-        (0, 1, 11),
+        (0, 0, 6),  # the cold stage: 100 steps
+        (0, 1, 6),
         (1, 0, 11),
         (1, 1, 11),
     ]

@@ -27,7 +27,14 @@ import numpy as np
 from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response, job
 
 from ilflows.loop.production import analyse, produce
-from ilflows.loop.steps import ExploreMaker, LabelMaker, TrainMaker, labelled_fingerprints, score_models
+from ilflows.loop.steps import (
+    ExploreMaker,
+    LabelMaker,
+    TrainMaker,
+    labelled_fingerprints,
+    score_models,
+    stage_ratios,
+)
 from ilflows.schemas import (
     BIG_FIELDS,
     CampaignSpec,
@@ -45,8 +52,9 @@ from ilflows.schemas import (
     Trajectory,
     Validation,
 )
-from ilflows.schemas.campaign import MDFramesSpec, ProductionSpec
+from ilflows.schemas.campaign import ExploreSpec, MDFramesSpec, ProductionSpec
 from ilflows.select import choose_candidates, classify, unseen
+from ilflows.select.stopping import decide
 
 # a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
 TOLERANT = {"on_missing_references": OnMissing.NONE}
@@ -156,14 +164,21 @@ def iteration_flow(
     type_map: list[str],
     waits_for: list[Job] = (),
     held_out: list[Job] = (),
+    stage: int = 0,
+    stage_start: int = 0,
+    resume: list[tuple[Frame, str] | None] | None = None,
 ) -> Flow:
-    """Label the new frames, train the ensemble on every label so far, explore, then select.
+    """Label the new frames, train the ensemble on every label so far, score it, explore, then select.
 
     Training waits for ``new_labels`` and for ``waits_for`` (jobs outside this flow that add
-    labels, e.g. initial MD runs).  With a validation set, the trained members are validated
-    on it beside the exploration (the loop does not wait for it); iteration 0's validation
-    waits for ``held_out``, the jobs that label that set.
+    labels, e.g. initial MD runs).  The trained members are scored beside the exploration;
+    iteration 0's scoring waits for ``held_out``, the jobs that label the validation set.  The
+    walkers of exploration stage ``stage`` (begun at iteration ``stage_start``) run its
+    conditions from their boxes ``starts``, or from the frames ``resume`` names per walker
+    (frame and frame id; None: its box).
     """
+    from ilflows.systems import system_of
+
     labels = [j.output for j in [*new_labels, *waits_for]]
     trains = []
     for family in spec.train:  # members are numbered across families, seeds within each
@@ -187,11 +202,19 @@ def iteration_flow(
     score.update_config(TOLERANT)  # a crashed member is left out
     place(score, spec, "train")
     observed = observation_jobs(spec, iteration, type_map, trains)
+    conditions = spec.stages()[stage]
     explorer = ExploreMaker(
-        campaign=spec.name, spec=spec.explore, type_map=type_map, dispersion=spec.dispersion
+        campaign=spec.name,
+        spec=spec.explore.at_stage(conditions),
+        type_map=type_map,
+        dispersion=spec.dispersion,
     )
     explores = []
     for walker, (start, start_id) in enumerate(zip(starts, start_ids, strict=True)):
+        if conditions.systems is not None and system_of(spec, start) not in conditions.systems:
+            continue
+        if resume and resume[walker] is not None:
+            start, start_id = resume[walker]
         explore = explorer.make(models, start, start_id, iteration, walker)
         explore.name = f"explore it{iteration} w{walker}"
         explore.update_config(TOLERANT)  # a crashed member is left out of the committee
@@ -206,6 +229,8 @@ def iteration_flow(
         start_ids,
         type_map,
         {name: [j.output for j in jobs[1::2]] for name, jobs in observed.items()},
+        stage,
+        stage_start,
     )
     select.name = f"select it{iteration}"
     select.update_config(TOLERANT)
@@ -447,6 +472,9 @@ def select_frames(
     observed: dict[str, list[Properties | None]] | None = None,
     labelled: set[str] = frozenset(),
     scores: Validation | None = None,
+    stage: int = 0,
+    stage_start: int = 0,
+    earlier_ratios: list[float] = (),
 ) -> tuple[SelectionRecord, list[tuple[Exploration, int]]]:
     """Classify explored frames, guard the candidates, choose, and decide whether the loop stops.
 
@@ -454,9 +482,10 @@ def select_frames(
     left out and counted, and so are repeats within this iteration.  ``scores`` (the committee's
     errors and deviations on its labels) says whether trust_lo is within what it can resolve.
 
-    The loop stops when enough frames are accurate or, with ``loop.observables``, when the
-    members' short runs (``observed``) agree within the tolerances.  Returns the iteration
-    record and the chosen (exploration, frame index) pairs.
+    Whether the stage ``stage`` (begun at ``stage_start``; the accurate ratios of its earlier
+    iterations are ``earlier_ratios``) or the loop stops is :func:`ilflows.select.stopping.decide`'s
+    call; with ``loop.observables`` the members' short runs (``observed``) may agree within the
+    tolerances.  Returns the iteration record and the chosen (exploration, frame index) pairs.
     """
     from ilflows.analysis.properties import observable_spreads
 
@@ -489,25 +518,25 @@ def select_frames(
                 "or larger models, or raise trust_lo"
             )
     spreads = observable_spreads(observed or {})
-    agree = bool(spreads) and all(value <= _tolerance(spec, key) for key, value in spreads.items())
-    accurate = bool(done) and window.accurate_ratio >= spec.loop.accurate_ratio
-    converged = accurate or agree
-    stop_reason = None
-    if accurate:
-        stop_reason = f"accurate ratio {window.accurate_ratio:.3f} >= {spec.loop.accurate_ratio}"
-    elif agree:
+    agree = None
+    if spreads and all(value <= _tolerance(spec, key) for key, value in spreads.items()):
         worst = max(spreads, key=spreads.get)
-        stop_reason = f"members agree on observables (largest spread: {worst} {spreads[worst]:.3g})"
-    elif not done:
-        stop_reason = "every exploration failed"
-    elif iteration + 1 >= spec.loop.max_iterations:
-        stop_reason = f"max_iterations ({spec.loop.max_iterations}) reached"
-    elif not selected:
-        repeated = int(window.candidate.sum() - new.sum())
-        stop_reason = (
-            f"no candidate frames left in the trust window ({len(flagged)} flagged by the guards, "
-            f"{repeated} labelled before)"
-        )
+        agree = f"largest spread: {worst} {spreads[worst]:.3g}"
+    repeated = int(window.candidate.sum() - new.sum())
+    outcome = decide(
+        spec,
+        iteration,
+        stage,
+        stage_start,
+        [*earlier_ratios, window.accurate_ratio],
+        explored=bool(done),
+        selected=len(selected),
+        agree=agree,
+        why_empty=f"({len(flagged)} flagged by the guards, {repeated} labelled before)",
+    )
+    if outcome.stage_note:
+        notes.append(outcome.stage_note)
+    conditions = spec.stages()[stage]
     record = SelectionRecord(
         campaign=spec.name,
         iteration=iteration,
@@ -520,14 +549,19 @@ def select_frames(
         accurate_ratio=window.accurate_ratio,
         n_flagged=len(flagged),
         flagged=flagged,
-        n_repeated=int(window.candidate.sum() - new.sum()),
+        n_repeated=repeated,
         selected=selected,
         n_labels=training.n_frames if training else 0,
         n_held_out=training.n_held_out if training else 0,
         deviation_median=float(np.median(deviations)) if deviations.size else None,
         n_failed_labels=training.n_failed_labels if training else 0,
-        converged=converged,
-        stop_reason=stop_reason,
+        converged=outcome.converged,
+        stop_reason=outcome.stop_reason,
+        stage=stage,
+        stage_name=conditions.label(stage),
+        conditions=describe(spec.explore.at_stage(conditions)),
+        stage_converged=outcome.stage_converged,
+        next_stage=outcome.next_stage,
         observables=spreads,
         deviation_floor=floor,
         notes=notes,
@@ -556,17 +590,31 @@ def select_and_continue(
     start_ids: list[str],
     type_map: list[str],
     observed: dict[str, list[Properties | None]] | None = None,
+    stage: int = 0,
+    stage_start: int = 0,
 ) -> Response:
-    """Select frames for DFT, record the iteration, and queue the next one unless it stops."""
+    """Select frames for DFT, record the iteration, and queue the next one unless it stops.
+
+    Production runs once the loop stops, when it converged (or ``loop.production_unconverged``).
+    """
     from jobflow import CURRENT_JOB
 
     from ilflows.systems import system_of
 
-    labelled = labelled_fingerprints(CURRENT_JOB.store, spec.name)
-    record, chosen = select_frames(spec, iteration, explorations, training, observed, labelled, scores)
+    store = CURRENT_JOB.store
+    labelled = labelled_fingerprints(store, spec.name)
+    ratios = stage_ratios(store, spec.name, stage, before=iteration)
+    record, chosen = select_frames(
+        spec, iteration, explorations, training, observed, labelled, scores, stage, stage_start, ratios
+    )
     if record.stop_reason:
-        production = production_flow(spec, iteration, type_map) if spec.production else None
-        return Response(output=record, addition=production)
+        run = spec.production and (record.converged or spec.loop.production_unconverged)
+        if spec.production and not run:
+            record.notes.append(
+                "production not run: the loop stopped without converging; its models are not trusted "
+                "(set loop.production_unconverged: true to run it anyway)"
+            )
+        return Response(output=record, addition=production_flow(spec, iteration, type_map) if run else None)
     frames = []
     for (exploration, index), pick in zip(chosen, record.selected, strict=True):
         origin = FrameOrigin(
@@ -585,7 +633,52 @@ def select_and_continue(
             system=system_of(spec, starts[exploration.walker]),
         )
         frames.append((None, origin))
+    nxt_stage = record.next_stage
+    resume = (
+        last_accurate(spec, explorations, len(starts))
+        if spec.stages()[nxt_stage].start_from == "accurate"
+        else None
+    )
     nxt = iteration_flow(
-        spec, iteration + 1, label_jobs(spec, frames, iteration), starts, start_ids, type_map
+        spec,
+        iteration + 1,
+        label_jobs(spec, frames, iteration),
+        starts,
+        start_ids,
+        type_map,
+        stage=nxt_stage,
+        stage_start=stage_start if nxt_stage == stage else iteration + 1,
+        resume=resume,
     )
     return Response(output=record, addition=nxt)
+
+
+def last_accurate(
+    spec: CampaignSpec, explorations: list[Exploration | None], n_walkers: int
+) -> list[tuple[Frame, str] | None]:
+    """Per walker, its last recorded frame below trust_lo that the guards pass, with its frame id."""
+    guard = frame_reasons(spec)
+    out: list[tuple[Frame, str] | None] = [None] * n_walkers
+    for e in explorations:
+        if e is None:
+            continue
+        for index in reversed(np.flatnonzero(np.asarray(e.deviations, dtype=float) < spec.select.trust_lo)):
+            frame = e.trajectory.frame(int(index))
+            if not guard(frame):
+                out[e.walker] = (frame, f"{spec.name}/it{e.iteration}/w{e.walker}/f{index}")
+                break
+    return out
+
+
+def describe(explore: ExploreSpec) -> str:
+    """One line of MD conditions, e.g. 'nvt 300 K, 200 x 0.5 fs, frames every 20'."""
+    temperature = (
+        f"{explore.temperature_ramp.start:g}-{explore.temperature_ramp.end:g} K"
+        if explore.temperature_ramp
+        else f"{explore.temperature:g} K"
+    )
+    pressure = f" {explore.pressure:g} bar" if explore.ensemble == "npt" else ""
+    return (
+        f"{explore.ensemble} {temperature}{pressure}, {explore.n_steps} x {explore.timestep:g} fs, "
+        f"frames every {explore.frame_every}"
+    )

@@ -273,6 +273,14 @@ def labelled_fingerprints(store, campaign: str) -> set[str]:
     return prints
 
 
+def stage_ratios(store, campaign: str, stage: int, before: int) -> list[float]:
+    """Accurate ratios of stage ``stage``'s iterations before iteration ``before``, in order."""
+    criteria = {"output.kind": "selection", "output.campaign": campaign, "output.iteration": {"$lt": before}}
+    docs = store.query(criteria, properties=["output.iteration", "output.stage", "output.accurate_ratio"])
+    records = sorted((d["output"] for d in docs), key=lambda out: out["iteration"])
+    return [out["accurate_ratio"] for out in records if out.get("stage", 0) == stage]
+
+
 def earlier_labels(store, campaign: str, before_iteration: int) -> list[DFTLabel]:
     """Training labels of ``campaign`` queued before ``before_iteration`` (initial set: -1).
 

@@ -304,6 +304,73 @@ class Ramp(_Section):
         return self.start + t / t_end * (self.end - self.start) + self.amplitude * math.sin(t / self.period)
 
 
+# ExploreSpec fields a stage may set for itself
+STAGE_CONDITIONS = (
+    "ensemble",
+    "temperature",
+    "pressure",
+    "n_steps",
+    "timestep",
+    "frame_every",
+    "temperature_ramp",
+    "density_ramp",
+    "stop_deviation",
+)
+
+
+class StageSpec(_Section):
+    """One exploration stage: MD conditions run iteration after iteration until they converge.
+
+    DP-GEN's ``model_devi_jobs`` entry (``ensemble``, ``temps``, ``press``, ``nsteps``,
+    ``trj_freq``, ``sys_idx``) and DP-GEN2's ``explore.stages``.  A condition left unset takes
+    the ``explore`` section's value.  A stage ends when its accurate ratio is met (over
+    ``loop.converge_over`` iterations in a row), when no candidate is left, or after its
+    ``max_iterations``; the next stage then explores with the models of the last iteration.
+    Campaigns start cold and short, where a young committee is still sane, and move on to the
+    hot, long runs once it is.
+    """
+
+    name: str | None = Field(None, description="Name in tables and the report; default 'stage k'.")
+    ensemble: Literal["nvt", "npt"] | None = Field(
+        None, description="Thermodynamic ensemble (DP-GEN ensemble)."
+    )
+    temperature: float | None = Field(None, gt=0, description="Temperature, K (DP-GEN temps).")
+    pressure: float | None = Field(None, description="Pressure (NPT), bar (DP-GEN press).")
+    n_steps: int | None = Field(None, gt=0, description="MD steps per exploration (DP-GEN nsteps).")
+    timestep: float | None = Field(
+        None, gt=0, description="Time step, fs (DP-GEN model_devi_dt, in ps there)."
+    )
+    frame_every: int | None = Field(
+        None, gt=0, description="Steps between written frames and deviation records (DP-GEN trj_freq)."
+    )
+    temperature_ramp: Ramp | None = Field(None, description="As explore.temperature_ramp (ase, nvt).")
+    density_ramp: Ramp | None = Field(None, description="As explore.density_ramp (ase, nvt).")
+    stop_deviation: float | None = Field(None, gt=0, description="As explore.stop_deviation, eV/Å (ase).")
+    systems: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Compositions (indices into system, from 0) whose walkers run in this stage (DP-GEN "
+        "sys_idx); default all.",
+    )
+    accurate_ratio: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="The stage converges at this accurate ratio (DP-GEN2 conv_accuracy); default "
+        "loop.accurate_ratio.",
+    )
+    max_iterations: int = Field(3, ge=1, description="Most iterations of this stage (DP-GEN2 max_numb_iter).")
+    start_from: Literal["boxes", "accurate"] = Field(
+        "boxes",
+        description="Where each walker starts: its start box every iteration, or 'accurate': the last "
+        "accurate frame (guards passed) of its previous run, its box when it had none.",
+    )
+
+    def label(self, k: int) -> str:
+        """Return the stage's name, or 'stage k'."""
+        return self.name or f"stage {k}"
+
+
 class ExploreSpec(_Section):
     """MD exploration with the ensemble."""
 
@@ -342,6 +409,17 @@ class ExploreSpec(_Section):
         description="Stop a walker at the first recorded frame whose deviation reaches this, eV/Å "
         "(learning on the fly's stopping criterion; ase only).",
     )
+    stages: list[StageSpec] = Field(
+        default_factory=list,
+        description="Exploration stages run one after the other, each until it converges (DP-GEN "
+        "model_devi_jobs, DP-GEN2 explore.stages); empty: one stage with this section's conditions, "
+        "loop.max_iterations and loop.accurate_ratio.",
+    )
+
+    def at_stage(self, stage: StageSpec) -> ExploreSpec:
+        """Return a copy with ``stage``'s conditions in place of this section's (validated again)."""
+        conditions = {key: getattr(stage, key) for key in STAGE_CONDITIONS if getattr(stage, key) is not None}
+        return ExploreSpec.model_validate({**self.model_dump(exclude={"stages"}), **conditions})
 
     @model_validator(mode="after")
     def _walkers(self) -> ExploreSpec:
@@ -545,6 +623,17 @@ class LoopSpec(_Section):
     observables: ObservablesSpec | None = Field(
         None, description="Also stop when the members agree on liquid observables; none: accurate ratio only."
     )
+    converge_over: int = Field(
+        1,
+        ge=1,
+        description="Iterations in a row (of one stage) whose accurate ratio must meet the threshold before "
+        "the stage, or the loop, counts as converged.",
+    )
+    production_unconverged: bool = Field(
+        False,
+        description="Run production also when the loop stopped without converging (iteration cap, no "
+        "candidates, failed walkers); by default its models are not trusted for production.",
+    )
 
 
 class CampaignSpec(_Section):
@@ -604,6 +693,26 @@ class CampaignSpec(_Section):
                 f"explore.engine: lammps-deepmd drives DeePMD models only, train has {', '.join(engines)}; "
                 "use explore.engine: ase"
             )
+        return self
+
+    def stages(self) -> list[StageSpec]:
+        """Return ``explore.stages``, or one stage of the explore section's conditions."""
+        return self.explore.stages or [StageSpec(max_iterations=self.loop.max_iterations)]
+
+    @model_validator(mode="after")
+    def _stages(self) -> CampaignSpec:
+        for k, stage in enumerate(self.explore.stages):
+            try:
+                self.explore.at_stage(stage)
+            except ValidationError as err:
+                raise ValueError(
+                    f"explore.stages.{k}: {err.errors()[0]['msg'].removeprefix('Value error, ')}"
+                ) from None
+            if stage.systems and max(stage.systems) >= len(self.system):
+                raise ValueError(
+                    f"explore.stages.{k}.systems: {max(stage.systems)}, but the campaign has "
+                    f"{len(self.system)} compositions (from 0)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -316,9 +316,15 @@ class SelectionRecord(BaseModel):
     n_held_out: int = Field(0, description="Converged labels held out of its training to score it.")
     n_failed_labels: int = Field(description="Labels that failed and were left out of training.")
     converged: bool = Field(
-        description="True when the campaign stops here because accurate_ratio met its threshold."
+        description="True when the campaign stops here because its last stage converged (accurate ratio, "
+        "or members agreeing on observables)."
     )
     stop_reason: str | None = Field(None, description="Why the loop stops here, if it does.")
+    stage: int = Field(0, description="Exploration stage of this iteration (explore.stages, from 0).")
+    stage_name: str = Field("stage 0", description="Its name.")
+    conditions: str = Field("", description="Its MD conditions in words: ensemble, temperature, steps.")
+    stage_converged: bool = Field(False, description="The stage's accurate ratio was met (or members agree).")
+    next_stage: int | None = Field(None, description="Stage of the next iteration; None: the loop stops.")
     observables: dict[str, float] = Field(
         default_factory=dict,
         description="Relative spread (max - min) / mean over the members of each observable of the short "

@@ -160,7 +160,7 @@ def properties(store, campaign: str | None = None) -> list[dict]:
 
 
 def explorations(store, campaign: str | None = None) -> list[dict]:
-    """One row per MD exploration, with its deviation summary."""
+    """One row per MD exploration, with its deviation summary (units in the keys)."""
     fields = [
         "iteration",
         "walker",
@@ -173,14 +173,18 @@ def explorations(store, campaign: str | None = None) -> list[dict]:
     ]
     rows = []
     for out in outputs(store, "exploration", campaign, fields=fields):
-        dev = np.asarray(out.pop("deviations"), dtype=float)
-        wall = out.pop("wall_time")
-        out.update(
-            n_frames=int(dev.size),
-            max_deviation=float(np.nanmax(dev)) if dev.size else None,
-            wall_time=wall,
+        dev = np.asarray(out["deviations"], dtype=float)
+        rows.append(
+            {
+                **{key: out[key] for key in ("iteration", "walker", "engine", "ensemble")},
+                "temperature_K": out["temperature"],
+                "n_steps": out["n_steps"],
+                "n_frames": int(dev.size),
+                "median_deviation_eV_A": float(np.nanmedian(dev)) if dev.size else None,
+                "max_deviation_eV_A": float(np.nanmax(dev)) if dev.size else None,
+                "wall_time_s": out["wall_time"],
+            }
         )
-        rows.append(out)
     return sorted(rows, key=lambda r: (r["iteration"], r["walker"]))
 
 
@@ -209,6 +213,7 @@ class IterationRow:
     """One line of the per-iteration table; errors are the ensemble mean's, on every label of their set."""
 
     iteration: int
+    stage: str  # exploration stage (explore.stages)
     trained_on: int  # converged labels the committee trained on
     held_out: int  # converged labels held out of training (validation.holdout_fraction)
     failed_labels: int
@@ -253,6 +258,7 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
         rows.append(
             IterationRow(
                 iteration=s["iteration"],
+                stage=s.get("stage_name", "stage 0"),
                 trained_on=s["n_labels"],
                 held_out=s.get("n_held_out", 0),
                 failed_labels=s["n_failed_labels"],

@@ -64,6 +64,7 @@ FLAGS = (
 # Why each image failed, not just that it did: complete and naturalWidth > 0 is what the eye sees.
 IMAGES_JS = """JSON.stringify({
   title: document.title,
+  overflow: document.documentElement.scrollWidth - window.innerWidth,
   images: Array.from(document.images, i => [i.currentSrc || i.src, i.complete && i.naturalWidth > 0]),
 })"""
 
@@ -113,6 +114,7 @@ class PageReport:
     failed_requests: list[str] = field(default_factory=list)
     images: list[tuple[str, bool]] = field(default_factory=list)
     title: str = ""
+    overflow: int = 0  # CSS pixels of content beyond the viewport's width (a table off-screen)
 
     @property
     def problems(self) -> list[str]:
@@ -214,7 +216,7 @@ def _collect(events: list[dict[str, Any]], report: PageReport) -> None:
             report.exceptions.append(f"{text} ({details.get('url', '?')}:{details.get('lineNumber', 0) + 1})")
 
 
-def render(html: Path, screenshot: Path | None = None, timeout: float = 60) -> PageReport:
+def render(html: Path, screenshot: Path | None = None, timeout: float = 60, width: int = 1280) -> PageReport:
     """Load ``html`` in headless Chromium and report console errors, exceptions, failed loads and images.
 
     Parameters
@@ -225,6 +227,8 @@ def render(html: Path, screenshot: Path | None = None, timeout: float = 60) -> P
         Where to write a PNG of the full page (beyond the 1280x1024 viewport); None for none.
     timeout
         Seconds for the whole run: start, load, screenshot and shutdown.
+    width
+        Viewport width, CSS pixels (the height is 1024).
 
     Returns
     -------
@@ -273,6 +277,8 @@ def render(html: Path, screenshot: Path | None = None, timeout: float = 60) -> P
         session = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Network", "Page"):
             cdp.call(f"{domain}.enable", session=session)
+        metrics = {"width": width, "height": 1024, "deviceScaleFactor": 1, "mobile": False}
+        cdp.call("Emulation.setDeviceMetricsOverride", metrics, session=session)
         # A file:// URL must be absolute; as_uri also percent-encodes spaces and the like.
         nav = cdp.call("Page.navigate", {"url": html.resolve().as_uri()}, session=session)
         if nav.get("errorText"):
@@ -284,7 +290,9 @@ def render(html: Path, screenshot: Path | None = None, timeout: float = 60) -> P
             raise RuntimeError(f"reading the page failed: {page['exceptionDetails']}")
         state = json.loads(page["result"]["value"])
         report = PageReport(
-            images=[(_truncate(src), bool(ok)) for src, ok in state["images"]], title=state["title"]
+            images=[(_truncate(src), bool(ok)) for src, ok in state["images"]],
+            title=state["title"],
+            overflow=int(state["overflow"]),
         )
         _collect([e for e in cdp.events if e.get("sessionId") == session], report)
         if screenshot is not None:

@@ -50,7 +50,8 @@ PRODUCTION = [
 def produced(tmp_path_factory):
     home = tmp_path_factory.mktemp("prod")
     spec = home / "prod.yaml"
-    spec.write_text(yaml.safe_dump({"name": "prod", **ONE_ITERATION, "production": PRODUCTION}))
+    loop = {**ONE_ITERATION["loop"], "production_unconverged": True}  # one iteration never converges
+    spec.write_text(yaml.safe_dump({"name": "prod", **ONE_ITERATION, "loop": loop, "production": PRODUCTION}))
     proc = ilflows(["run", str(spec), "--quiet"], home)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     from ilflows.settings import IlflowsSettings
@@ -168,13 +169,16 @@ def test_report_renders_in_a_browser_with_every_figure(produced, chromium, tmp_p
     home, _ = produced
     out = tmp_path / "report"
     assert ilflows(["report", "prod", "--out", str(out)], home).returncode == 0
-    page = render(out / "report.html", screenshot=tmp_path / "page.png")
+    page = render(out / "report.html", screenshot=tmp_path / "page.png", width=1400)
     assert not page.problems, page  # no console error, exception or failed request
+    assert page.overflow <= 0, page  # no column off-screen at 1400 px
     assert page.title == "ilflows campaign prod"
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
+        "calibration.png",  # prod/initial/1 is held out
         "deviations.png",
         "learning_curves.png",
+        "parity_it0.png",
         "populations.png",
         "properties.png",
         "rdf.png",

@@ -263,6 +263,8 @@ def write_report(store, campaign: str, folder: Path) -> Path:
     if not rows and not outputs(store, "initial_set", campaign):
         raise ValueError(f"campaign: no records of '{campaign}' in the store; see ilflows status")
     folder.mkdir(parents=True, exist_ok=True)
+    initial = next(iter(outputs(store, "initial_set", campaign, fields=["spec"])), {})
+    summary = _summary(initial.get("spec") or {}, rows)
     figures = [
         f
         for f in (
@@ -274,13 +276,69 @@ def write_report(store, campaign: str, folder: Path) -> Path:
     ]
     figures += parity_figures(store, campaign, folder) + property_figures(store, campaign, folder)
     page = folder / "report.html"
-    page.write_text(_html(campaign, rows, figures, folder))
+    page.write_text(_html(campaign, summary, rows, figures, folder))
     return page
 
 
-def _html(campaign: str, rows: list[dict], figures: list[Figure], folder: Path) -> str:
+# the per-iteration table in two parts, so that each fits the page: what was explored, how good the models are
+EXPLORED = ["iteration", "stage", "frames", "accurate", "candidate", "failed", "accurate_ratio", "flagged"]
+EXPLORED += ["repeated", "selected", "devi_median_eV_A", "stop_reason"]
+ERRORS = ["iteration", "trained_on", "held_out", "failed_labels", "train_rmse_f_eV_A", "heldout_rmse_f_eV_A"]
+ERRORS += ["heldout_rmse_e_meV_atom", "val_rmse_f_eV_A", "val_rmse_e_meV_atom", "devi_floor_eV_A"]
+
+
+def _summary(spec: dict, rows: list[dict]) -> list[tuple[str, str]]:
+    """Describe the campaign in a few lines: system, level of theory, committee, window, stages, outcome."""
+    if not spec:
+        return []
+    systems = "; ".join(
+        ", ".join(f"{n} {ion}" for ion, n in s["ions"].items()) + f" at {s['density']:g} g/cm3"
+        for s in spec["system"]
+    )
+    dft = spec["dft"]
+    theory = dft["engine"] + "".join(f" {dft[k]}" for k in ("functional", "dispersion") if dft.get(k))
+    committee = ", ".join(f"{t['n_models']} x {t['engine']} ({t['preset']})" for t in spec["train"])
+    select = spec["select"]
+    window = f"{select['trust_lo']:g}-{select['trust_hi']:g} eV/Å"
+    window += f", at most {select['max_candidates']} labels per iteration"
+    explore = spec["explore"]
+    stages = explore["stages"] or [{"name": "one stage", "max_iterations": spec["loop"]["max_iterations"]}]
+    staged = "; ".join(
+        f"{s.get('name') or f'stage {k}'}: {s.get('temperature') or explore['temperature']:g} K, "
+        f"{s.get('n_steps') or explore['n_steps']} steps, up to {s['max_iterations']} iterations"
+        for k, s in enumerate(stages)
+    )
+    lines = [
+        ("system", systems),
+        ("labels", theory),
+        ("committee", committee),
+        ("trust window", window),
+        (
+            "exploration",
+            f"{explore['engine']} {explore['ensemble']}, {explore['n_walkers']} walkers; {staged}",
+        ),
+    ]
+    if rows:
+        last = rows[-1]
+        outcome = f"iteration {last['iteration']}: accurate ratio {last['accurate_ratio']:.3g}"
+        if last.get("heldout_rmse_f_eV_A") is not None:
+            outcome += f", held-out force RMSE {last['heldout_rmse_f_eV_A']:.3g} eV/Å"
+        outcome += f"; {last['stop_reason'] or 'running'}"
+        lines.append(("latest", outcome))
+    return lines
+
+
+def _html(
+    campaign: str, summary: list[tuple[str, str]], rows: list[dict], figures: list[Figure], folder: Path
+) -> str:
     title = html.escape(f"ilflows campaign {campaign}")
-    table = _table(rows) if rows else "<p>No iteration has finished yet.</p>"
+    facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in summary)
+    if rows:
+        table = "<h3>Exploration</h3>" + _table([{c: r[c] for c in EXPLORED} for r in rows])
+        table += "<h3>Errors (ensemble mean, every label of each set)</h3>"
+        table += _table([{c: r[c] for c in ERRORS} for r in rows])
+    else:
+        table = "<p>No iteration has finished yet.</p>"
     body = "\n".join(
         f'<figure><img src="data:image/png;base64,{_b64(folder / f.file)}" alt="{html.escape(f.file)}">'
         f'<figcaption>{html.escape(f.caption)} (<a href="{html.escape(f.file)}">{html.escape(f.file)}</a>)'
@@ -293,10 +351,13 @@ def _html(campaign: str, rows: list[dict], figures: list[Figure], folder: Path) 
 body {{ font-family: sans-serif; margin: 2em; max-width: 72em; }}
 table {{ border-collapse: collapse; font-size: 0.85em; }}
 th, td {{ border-bottom: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }}
+th {{ max-width: 7em; }} td.words {{ text-align: left; }}
+dl {{ display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }} dt {{ font-weight: bold; }}
 figure {{ margin: 2em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #444; font-size: 0.9em; }}
 </style></head>
 <body>
 <h1>{title}</h1>
+<dl>{facts}</dl>
 <h2>Per iteration</h2>
 {table}
 <h2>Figures</h2>
@@ -305,10 +366,14 @@ figure {{ margin: 2em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #444
 """
 
 
+def _cell(value) -> str:
+    words = isinstance(value, str) and " " in value  # sentences read from the left
+    return f"<td{' class=words' if words else ''}>{html.escape(format_value(value))}</td>"
+
+
 def _table(rows: list[dict]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    cells = ("".join(f"<td>{html.escape(format_value(v))}</td>" for v in r.values()) for r in rows)
-    body = "".join(f"<tr>{row}</tr>" for row in cells)
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>" for c in rows[0])  # breaks at _
+    body = "".join(f"<tr>{''.join(_cell(v) for v in r.values())}</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -298,6 +298,7 @@ def build_initial_set(spec: CampaignSpec) -> Response:
         start_frame_ids=start_ids,
         type_map=type_map,
         import_reports=reports,
+        spec=spec.model_dump(mode="json"),
         wall_time=time.perf_counter() - t0,
     )
     return Response(output=record, addition=Flow([*held_out, loop], name="iteration 0"))

@@ -273,6 +273,7 @@ class InitialSet(BaseModel):
     import_reports: list[str] = Field(
         description="Report of each imported data set: units, level of theory, oddities found."
     )
+    spec: dict = Field(default_factory=dict, description="The campaign spec as run (CampaignSpec, JSON).")
     wall_time: float = Field(description="Time to build the frames, s.")
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from ilflows.analysis.liquid import (
     block_average,
     centres_of_mass,
+    correlation_time,
     densities,
     diffusion,
     msd,
+    msd_upto,
     rdf,
 )
 
@@ -92,20 +95,63 @@ def test_random_walk_gives_its_diffusion_coefficient():
         _wrap(walk, box), np.diag([box] * 3), ["Ar"] * n, [range(i, i + 1) for i in range(n)]
     )
     assert np.allclose(unwrapped - unwrapped[0], walk - walk[0], atol=1e-6)
-    lags, values = msd(unwrapped, dt)
-    result = diffusion(lags, values, window=(1.0, 10.0))
+    lags, values = msd(unwrapped, dt)  # MDAnalysis' whole curve; the fit uses lags up to 10 ps
+    assert msd_upto(unwrapped, dt, 100)[1] == pytest.approx(values[:101], rel=1e-6)  # MDAnalysis: float32
+    result = diffusion(unwrapped, dt, window=(1.0, 10.0))
     assert result.d == pytest.approx(0.2e-8, rel=0.05)  # 0.2 Å^2/ps in m^2/s
-    assert result.d_stderr < 0.05 * result.d and result.d_corrected is None
+    assert result.diffusive and result.log_slope == pytest.approx(1.0, abs=0.05)
+    assert result.d_ci is None and result.n_blocks == 0  # 30 ps: not two blocks of twice the 10 ps window
+    assert result.d_corrected is None
+
+
+def test_the_error_bar_of_d_covers_the_scatter_of_replicas():
+    """Replicas of a known random walk: the block interval is as wide as their scatter (the fit's
+    standard error, the old error bar, was far narrower)."""
+    dt, sigma, n, steps, window = 0.1, 0.2, 20, 2000, (0.5, 4.0)
+    true_d = sigma**2 / (2 * dt) * 1e-8  # m^2/s
+    ds, half_widths, fit_errors = [], [], []
+    for _ in range(12):
+        walk = np.cumsum(RNG.normal(0, sigma, size=(steps, n, 3)), axis=0)
+        result = diffusion(walk, dt, window)
+        ds.append(result.d)
+        half_widths.append(result.d_ci)
+        lags, values = msd_upto(walk, dt, 40)
+        inside = (lags >= window[0]) & (lags <= window[1])
+        fit_errors.append(stats.linregress(lags[inside], values[inside]).stderr / 6 * 1e-8)
+    scatter = np.std(ds, ddof=1)
+    assert all(h is not None for h in half_widths) and result.n_blocks == 5
+    assert 0.5 < np.mean(half_widths) / (1.96 * scatter) < 2.5  # a 95 % interval of the replicas' spread
+    covered = np.mean(np.abs(np.array(ds) - true_d) <= np.array(half_widths))
+    assert covered >= 0.75  # about 95 % expected; 12 replicas
+    assert np.mean(fit_errors) < 0.2 * scatter  # why the fit's standard error is no error bar
+
+
+def test_a_ballistic_window_is_flagged():
+    dt, v = 0.01, np.array([1.3, -0.7, 0.4])  # Å/ps, free flight
+    t = np.arange(400) * dt
+    flight = t[:, None, None] * v + RNG.normal(0, 1e-3, size=(400, 3, 3))
+    result = diffusion(flight, dt, window=(0.01, 0.05))
+    assert result.log_slope == pytest.approx(2.0, abs=0.1) and not result.diffusive
+
+
+def test_correlation_time_of_an_autoregressive_series():
+    phi, n = 0.9, 200_000  # AR(1): integrated autocorrelation time (1 + phi) / (1 - phi) = 19
+    noise = RNG.normal(size=n)
+    x = np.empty(n)
+    x[0] = 0.0
+    for k in range(1, n):
+        x[k] = phi * x[k - 1] + noise[k]
+    assert correlation_time(x) == pytest.approx(19.0, rel=0.15)
+    assert correlation_time(RNG.normal(size=5000)) == pytest.approx(1.0, abs=0.2)
 
 
 def test_finite_size_correction_is_yeh_hummer():
-    lags = np.arange(10.0)
-    result = diffusion(lags, 6.0 * lags, window=(2, 9), box_length=20.0, temperature=300.0, viscosity=0.05)
-    assert result.d == pytest.approx(1e-8)
+    walk = np.cumsum(RNG.normal(0, 0.2, size=(300, 50, 3)), axis=0)
+    result = diffusion(walk, 0.1, window=(1, 9), box_length=20.0, temperature=300.0, viscosity=0.05)
     kt_xi = 1.380649e-23 * 300.0 * 2.837297
     assert result.d_corrected - result.d == pytest.approx(kt_xi / (6 * np.pi * 0.05 * 20e-10))
 
 
 def test_diffusion_needs_a_window_with_points():
     with pytest.raises(ValueError, match=r"window: \(20, 30\) ps holds 0 lag times"):
-        diffusion(np.arange(10.0), np.arange(10.0), window=(20, 30))
+        diffusion(np.zeros((10, 1, 3)), 1.0, window=(20, 30))

@@ -14,7 +14,7 @@ from ilflows.schemas.records import DiffusionCoefficient, Properties
 
 def _props(density: float | None, d_pyr: float) -> Properties:
     common = {"campaign": "c", "iteration": 0, "run": "r", "production_uuid": "u", "model_sha256": []}
-    diffusion = [DiffusionCoefficient(ion="PYR14", d=d_pyr, d_stderr=0, window=(0, 1), lags=[], msd=[])]
+    diffusion = [DiffusionCoefficient(ion="PYR14", d=d_pyr, window=(0, 1), lags=[], msd=[])]
     return Properties(
         **common,
         ensemble="npt",

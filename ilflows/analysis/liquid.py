@@ -160,37 +160,103 @@ def msd(unwrapped: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(calc.n_frames) * dt, np.asarray(calc.results.timeseries)
 
 
+def msd_upto(unwrapped: np.ndarray, dt: float, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`msd` for lags 0 to ``last`` frames only (all time origins), in numpy: O(frames x last).
+
+    What a fit window needs, without the whole curve's O(frames^2) cost.
+    """
+    last = min(last, len(unwrapped) - 1)
+    values = [0.0] + [
+        float(np.mean(np.sum((unwrapped[lag:] - unwrapped[:-lag]) ** 2, axis=-1)))
+        for lag in range(1, last + 1)
+    ]
+    return np.arange(last + 1) * dt, np.array(values)
+
+
 @dataclass(frozen=True)
 class Diffusion:
     """A self-diffusion coefficient from the Einstein relation."""
 
-    d: float  # m^2/s, as simulated (periodic box)
-    d_stderr: float  # standard error of the fitted slope, m^2/s
+    d: float  # m^2/s, as simulated (periodic box), from the whole run
+    d_ci: float | None  # 95 % half width from independent time blocks, m^2/s; None: too short for 2
+    n_blocks: int  # time blocks behind d_ci
+    log_slope: float  # d ln MSD / d ln t over the window: 1 when diffusive, 2 when ballistic
     window: tuple[float, float]  # lag-time window of the linear fit, ps
     d_corrected: float | None  # with the Yeh-Hummer finite-size correction, m^2/s
 
+    @property
+    def diffusive(self) -> bool:
+        """Whether the window lies in the diffusive regime (log-slope within 0.8-1.2)."""
+        return DIFFUSIVE[0] <= self.log_slope <= DIFFUSIVE[1]
+
+
+DIFFUSIVE = (0.8, 1.2)  # log-slope of the MSD that counts as diffusive; ballistic motion gives 2
+
+
+def einstein_slope(
+    lags: np.ndarray, msd_values: np.ndarray, window: tuple[float, float]
+) -> tuple[float, float]:
+    """(D in m^2/s, log-slope d ln MSD / d ln t) of MSD(t) over the ``window`` (ps) of lag times."""
+    lags, msd_values = np.asarray(lags), np.asarray(msd_values)
+    inside = (lags >= window[0]) & (lags <= window[1]) & (lags > 0)
+    if inside.sum() < 3:
+        raise ValueError(f"window: {window} ps holds {inside.sum()} lag times; widen it (need 3)")
+    slope = stats.linregress(lags[inside], msd_values[inside]).slope
+    log_slope = stats.linregress(np.log(lags[inside]), np.log(np.maximum(msd_values[inside], 1e-300))).slope
+    return float(slope / 6 * A2_PER_PS_IN_M2_PER_S), float(log_slope)
+
 
 def diffusion(
-    lags: np.ndarray,
-    msd_values: np.ndarray,
+    unwrapped: np.ndarray,
+    dt: float,
     window: tuple[float, float],
     box_length: float | None = None,
     temperature: float | None = None,
     viscosity: float | None = None,
+    confidence: float = 0.95,
 ) -> Diffusion:
-    """D = slope / 6 of MSD(t) fitted over the diffusive ``window`` (ps) of lag times.
+    """D = slope / 6 of MSD(t) over the diffusive ``window`` (ps), with an interval from time blocks.
 
-    The window must leave out the ballistic start and the noisy tail (few time origins).
-    With ``box_length`` (Å), ``temperature`` (K) and ``viscosity`` (Pa s) the Yeh-Hummer
-    correction kT xi / (6 pi eta L) is added for a cubic box.
+    ``unwrapped``: (n_frames, n_particles, 3) unwrapped positions, Å; ``dt``: ps between frames.
+    D is fitted on the MSD of the whole run; its interval is Student-t over the D of consecutive
+    time blocks, as many as are at least twice the window's end long (at most 5): blocks, unlike
+    the fit's standard error, see the scatter a rerun would show.  The log-slope of the MSD over
+    the window says whether it is diffusive (1) or still ballistic (2) or caged (< 1).  With
+    ``box_length`` (Å), ``temperature`` (K) and ``viscosity`` (Pa s) the Yeh-Hummer correction
+    kT xi / (6 pi eta L) is added for a cubic box.
     """
-    lags, msd_values = np.asarray(lags), np.asarray(msd_values)
-    inside = (lags >= window[0]) & (lags <= window[1])
-    if inside.sum() < 3:
-        raise ValueError(f"window: {window} ps holds {inside.sum()} lag times; widen it (need 3)")
-    fit = stats.linregress(lags[inside], msd_values[inside])
-    d = fit.slope / 6 * A2_PER_PS_IN_M2_PER_S
+    unwrapped = np.asarray(unwrapped, dtype=float)
+    last = int(np.floor(window[1] / dt + 1e-9))  # the longest lag the fit needs, frames
+    d, log_slope = einstein_slope(*msd_upto(unwrapped, dt, last), window)
+    block = 2 * last + 1  # frames per block
+    n_blocks = min(5, len(unwrapped) // block)
+    half_width = None
+    if n_blocks >= 2:
+        size = len(unwrapped) // n_blocks
+        parts = (unwrapped[k * size : (k + 1) * size] for k in range(n_blocks))
+        ds = [einstein_slope(*msd_upto(part, dt, last), window)[0] for part in parts]
+        t = stats.t.ppf(0.5 + confidence / 2, n_blocks - 1)
+        half_width = float(t * np.std(ds, ddof=1) / np.sqrt(n_blocks))
     corrected = None
     if None not in (box_length, temperature, viscosity):
         corrected = d + KB * temperature * YEH_HUMMER_XI / (6 * np.pi * viscosity * box_length * 1e-10)
-    return Diffusion(float(d), float(fit.stderr / 6 * A2_PER_PS_IN_M2_PER_S), tuple(window), corrected)
+    return Diffusion(
+        d, half_width, n_blocks if half_width is not None else 0, log_slope, tuple(window), corrected
+    )
+
+
+def correlation_time(series: np.ndarray) -> float:
+    """Integrated autocorrelation time of ``series``, in samples (1: uncorrelated).
+
+    ``1 + 2 sum_k rho(k)``, summed until the autocorrelation first drops below zero (Sokal's
+    simple window), from the FFT autocovariance.
+    """
+    x = np.asarray(series, dtype=float) - np.mean(series)
+    n = len(x)
+    if n < 4 or not np.any(x):
+        return 1.0
+    spectrum = np.fft.rfft(x, 2 * n)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum))[:n] / np.arange(n, 0, -1)
+    rho = acov / acov[0]
+    cut = np.argmax(rho[1:] <= 0) + 1 if np.any(rho[1:] <= 0) else n
+    return float(max(1.0, 1 + 2 * rho[1:cut].sum()))

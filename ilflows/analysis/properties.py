@@ -18,9 +18,18 @@ from ilflows.schemas.records import DiffusionCoefficient, Production, Properties
 
 
 def liquid_properties(
-    production: Production, run: ProductionSpec, molecules: list[tuple[str, range]], uuid: str
+    production: Production,
+    run: ProductionSpec,
+    molecules: list[tuple[str, range]],
+    uuid: str,
+    trust_hi: float | None = None,
 ) -> Properties:
-    """Analyse ``production`` (a run of ``run``) whose atoms form ``molecules`` (ion name, atoms)."""
+    """Analyse ``production`` (a run of ``run``) whose atoms form ``molecules`` (ion name, atoms).
+
+    Warns, in the record, when the committee's deviation reached ``trust_hi`` (eV/Å) during the
+    run, when a diffusion window is not diffusive, and when the density's blocks are shorter
+    than twice its correlation time (the interval is then too narrow).
+    """
     traj = production.trajectory
     first = int(len(traj.steps) * run.discard)
     positions = np.asarray(traj.positions, dtype=float)[first:]
@@ -47,29 +56,53 @@ def liquid_properties(
         time_span=(len(positions) - 1) * dt,
         max_deviation=max(deviations) if deviations else None,
     )
+    if trust_hi is not None and deviations and max(deviations) >= trust_hi:
+        out.warnings.append(
+            f"the committee's deviation reached {max(deviations):.3g} eV/Å, past trust_hi {trust_hi:g}: "
+            "the run left the region the models were trained for"
+        )
     if production.ensemble == "npt":
         series = liquid.densities(traj.species, cells)
         estimate = liquid.block_average(series, run.density_blocks)
         out.density, out.density_ci, out.density_series = estimate.mean, estimate.half_width, series.tolist()
+        out.density_correlation = liquid.correlation_time(series)
+        block = len(series) // run.density_blocks
+        if block < 2 * out.density_correlation:
+            out.warnings.append(
+                f"density: blocks of {block} frames are shorter than twice the correlation time "
+                f"({out.density_correlation:.1f} frames), so the interval is too narrow; run longer or use "
+                "fewer density_blocks"
+            )
     if run.diffusion_window:
         edge = float(np.cbrt(np.abs(np.linalg.det(cells)).mean()))  # Å, the cubic box's edge
         for ion, atoms in sorted(by_ion.items()):
             com = liquid.centres_of_mass(positions, cells, traj.species, atoms)
             lags, msd = liquid.msd(com, dt)
-            fit = liquid.diffusion(
-                lags, msd, run.diffusion_window, edge, production.temperature, run.viscosity
-            )
+            fit = liquid.diffusion(com, dt, run.diffusion_window, edge, production.temperature, run.viscosity)
             out.diffusion.append(
                 DiffusionCoefficient(
                     ion=ion,
                     d=fit.d,
-                    d_stderr=fit.d_stderr,
+                    d_ci=fit.d_ci,
+                    n_blocks=fit.n_blocks,
+                    log_slope=fit.log_slope,
+                    diffusive=fit.diffusive,
                     d_corrected=fit.d_corrected,
                     window=fit.window,
                     lags=lags.tolist(),
                     msd=msd.tolist(),
                 )
             )
+            if not fit.diffusive:
+                regime = "ballistic" if fit.log_slope > liquid.DIFFUSIVE[1] else "caged"
+                out.warnings.append(
+                    f"D {ion}: the MSD's log-slope over the window {list(fit.window)} ps is "
+                    f"{fit.log_slope:.2f} ({regime}; diffusive is 1): move diffusion_window later, run longer"
+                )
+            if fit.d_ci is None:
+                out.warnings.append(
+                    f"D {ion}: the run is shorter than two blocks of twice the window's end: no error bar"
+                )
     for pair in run.rdf_pairs:
         curve = liquid.rdf(positions, cells, traj.species, pair, r_max=run.rdf_max)
         out.rdfs.append(RDFCurve(pair=curve.pair, r=curve.r.tolist(), g=curve.g.tolist()))

@@ -188,12 +188,25 @@ def property_figures(store, campaign: str, folder: Path) -> list[Figure]:
             names, [p["density"] for p in dense], yerr=[p["density_ci"] for p in dense], fmt="o", capsize=4
         )
         ax_rho.set(ylabel="density (g/cm³), 95 % block interval", title="NPT density")
-        labels = [f"{run}\n{d['ion']}" for run, d in diffusing]
-        values = [d["d"] * 1e10 for _, d in diffusing]
-        errors = [2 * d["d_stderr"] * 1e10 for _, d in diffusing]
-        ax_d.errorbar(labels, values, yerr=errors, fmt="s", capsize=4)
-        ax_d.set(ylabel="D (10⁻¹⁰ m²/s), ±2 s.e. of the fit", title="self-diffusion (Einstein)")
-        caption = "Production densities and ion diffusion coefficients with their error bars."
+        for diffusive in (True, False):
+            shown = [(run, d) for run, d in diffusing if d.get("diffusive", True) == diffusive]
+            if shown:
+                ax_d.errorbar(
+                    [f"{run}\n{d['ion']}" for run, d in shown],
+                    [d["d"] * 1e10 for _, d in shown],
+                    yerr=[(d.get("d_ci") or 0.0) * 1e10 for _, d in shown],
+                    fmt="s",
+                    mfc=None if diffusive else "none",
+                    capsize=4,
+                    label=None if diffusive else "window not diffusive",
+                )
+        ax_d.set(ylabel="D (10⁻¹⁰ m²/s), 95 % block interval", title="self-diffusion (Einstein)")
+        if any(not d.get("diffusive", True) for _, d in diffusing):
+            ax_d.legend(frameon=False, fontsize=7)
+        caption = (
+            "Production densities and ion diffusion coefficients with 95 % intervals from independent time "
+            "blocks (none drawn: the run is too short for two); hollow: the fit window is not diffusive."
+        )
         out.append(_save(fig, folder / "properties.png", caption))
     curves = [(p["run"], r) for p in runs for r in p["rdfs"]]
     if curves:

@@ -94,4 +94,4 @@ def analyse(
         if run.molecule is None
         else [(run.molecule, range(len(production.trajectory.species)))]
     )
-    return liquid_properties(production, run, molecules, production_uuid)
+    return liquid_properties(production, run, molecules, production_uuid, trust_hi=spec.select.trust_hi)

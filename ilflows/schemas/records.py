@@ -440,7 +440,18 @@ class DiffusionCoefficient(BaseModel):
 
     ion: str = Field(description="Ion name.")
     d: float = Field(description="Einstein-relation diffusion coefficient in the periodic box, m^2/s.")
-    d_stderr: float = Field(description="Standard error of the fitted slope, m^2/s.")
+    d_ci: float | None = Field(
+        None,
+        description="Half width of the 95 % interval of D from independent time blocks (Student-t), m^2/s; "
+        "None when the run is shorter than two blocks of twice the window.",
+    )
+    n_blocks: int = Field(0, description="Time blocks behind d_ci.")
+    log_slope: float | None = Field(
+        None, description="d ln MSD / d ln t over the window: 1 diffusive, 2 ballistic, < 1 caged."
+    )
+    diffusive: bool = Field(
+        True, description="Whether log_slope is within 0.8-1.2 (the window is diffusive)."
+    )
     d_corrected: float | None = Field(
         None, description="With the Yeh-Hummer finite-size correction (given a viscosity), m^2/s."
     )
@@ -463,7 +474,15 @@ class Properties(BaseModel):
     n_frames: int = Field(description="Frames analysed (after the discarded start).")
     time_span: float = Field(description="Time covered by the analysed frames, ps.")
     max_deviation: float | None = Field(None, description="Largest committee max force deviation, eV/Å.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What makes a number here doubtful: the committee beyond trust_hi, a ballistic diffusion "
+        "window, density blocks shorter than the correlation time.",
+    )
     density: float | None = Field(None, description="Mean mass density (NPT), g/cm^3.")
+    density_correlation: float | None = Field(
+        None, description="Integrated autocorrelation time of the density series, frames."
+    )
     density_ci: float | None = Field(
         None, description="Half width of its 95 % block confidence interval, g/cm^3."
     )

@@ -120,3 +120,23 @@ def test_a_frame_labelled_before_is_not_selected_again(frames):
         spec, 1, [explored], None, labelled={intact.fingerprint(), broken.fingerprint()}
     )
     assert chosen == [] and record.stop_reason.startswith("no candidate frames left")
+
+
+def test_an_adaptive_lower_trust_level_keeps_the_highest_frames_as_candidates(frames):
+    from ilflows.select import adaptive_trust_lo
+
+    d = np.array([0.01, 0.2, 0.3, 0.4, 0.5, 0.6, 2.0])
+    assert adaptive_trust_lo(d, 0.05, 1.5, n_candidates=2, percent=0) == 0.5  # 0.5 and 0.6 stay candidates
+    assert adaptive_trust_lo(d, 0.05, 1.5, n_candidates=1, percent=50) == 0.4  # 50 % of 6 under trust_hi: 3
+    assert adaptive_trust_lo(d, 0.55, 1.5, n_candidates=3, percent=0) == 0.55  # never below the floor
+    assert adaptive_trust_lo(d, 0.05, 1.5, n_candidates=10, percent=0) == 0.05  # too few frames: the floor
+    spec = CampaignSpec.model_validate(
+        {
+            **SPEC,
+            "guards": {"enabled": False},
+            "select": {**SPEC["select"], "adaptive_lo": {"n_candidates": 1}},
+        }
+    )
+    record, chosen = select_frames(spec, 0, [exploration(frames, [0.01, 0.3, 0.4, 2.0])], None)
+    assert record.trust_lo == 0.4 and (record.n_accurate, record.n_candidate) == (2, 1)
+    assert [i for _, i in chosen] == [2]

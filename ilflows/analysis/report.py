@@ -294,7 +294,17 @@ def write_report(store, campaign: str, folder: Path) -> Path:
 
 
 # the per-iteration table in two parts, so that each fits the page: what was explored, how good the models are
-EXPLORED = ["iteration", "stage", "frames", "accurate", "candidate", "failed", "accurate_ratio", "flagged"]
+EXPLORED = [
+    "iteration",
+    "stage",
+    "frames",
+    "accurate",
+    "candidate",
+    "failed",
+    "accurate_ratio",
+    "trust_lo_eV_A",
+]
+EXPLORED += ["flagged"]
 EXPLORED += ["repeated", "selected", "devi_median_eV_A", "stop_reason"]
 ERRORS = ["iteration", "trained_on", "held_out", "failed_labels", "train_rmse_f_eV_A", "heldout_rmse_f_eV_A"]
 ERRORS += ["heldout_rmse_e_meV_atom", "val_rmse_f_eV_A", "val_rmse_e_meV_atom", "devi_floor_eV_A"]

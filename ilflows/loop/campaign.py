@@ -53,7 +53,7 @@ from ilflows.schemas import (
     Validation,
 )
 from ilflows.schemas.campaign import ExploreSpec, MDFramesSpec, ProductionSpec
-from ilflows.select import choose_candidates, classify, unseen
+from ilflows.select import adaptive_trust_lo, choose_candidates, classify, unseen
 from ilflows.select.stopping import decide
 
 # a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
@@ -495,7 +495,12 @@ def select_frames(
         np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
     )
     owner = [(e, i) for e in done for i in range(len(e.deviations))]
-    window = classify(deviations, spec.select.trust_lo, spec.select.trust_hi)
+    trust_lo = spec.select.trust_lo
+    if (adapt := spec.select.adaptive_lo) is not None:
+        trust_lo = adaptive_trust_lo(
+            deviations, trust_lo, spec.select.trust_hi, adapt.n_candidates, adapt.percent
+        )
+    window = classify(deviations, trust_lo, spec.select.trust_hi)
     in_window = np.flatnonzero(window.candidate)
     prints = [owner[i][0].trajectory.frame(owner[i][1]).fingerprint() for i in in_window]
     new = window.candidate.copy()
@@ -512,11 +517,11 @@ def select_frames(
         notes.append(f"{len(training.outliers)} labels held back from training as outliers ({listed})")
     if scores is not None and scores.training_deviation:
         floor = float(np.median(scores.training_deviation))
-        if floor > spec.select.trust_lo:
+        if floor > spec.select.trust_lo and spec.select.adaptive_lo is None:
             notes.append(
                 f"trust_lo {spec.select.trust_lo} eV/Å is below the committee's deviation on its own "
                 f"training frames (median {floor:.3g} eV/Å): few frames can count as accurate; train longer "
-                "or larger models, or raise trust_lo"
+                "or larger models, or raise trust_lo (or let select.adaptive_lo raise it)"
             )
     spreads = observable_spreads(observed or {})
     agree = None
@@ -541,7 +546,7 @@ def select_frames(
     record = SelectionRecord(
         campaign=spec.name,
         iteration=iteration,
-        trust_lo=spec.select.trust_lo,
+        trust_lo=trust_lo,
         trust_hi=spec.select.trust_hi,
         n_frames=int(deviations.size),
         n_accurate=int(window.accurate.sum()),

@@ -466,6 +466,20 @@ class DispersionSpec(_Section):
     )
 
 
+class AdaptiveLoSpec(_Section):
+    """DP-GEN's adaptive lower trust level: trust_lo is raised until only so many frames are candidates."""
+
+    n_candidates: int = Field(
+        10, ge=1, description="Candidates wanted per iteration at least (DP-GEN model_devi_numb_candi_f)."
+    )
+    percent: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Or this percent of the frames under trust_hi, if more (DP-GEN model_devi_perc_candi_f).",
+    )
+
+
 class SelectSpec(_Section):
     """Trust window and candidate cap."""
 
@@ -474,6 +488,12 @@ class SelectSpec(_Section):
     )
     trust_hi: float = Field(1.5, gt=0, description="Frames at or above this deviation are failed, eV/Å.")
     max_candidates: int = Field(10, ge=1, description="Most frames sent to DFT per iteration.")
+    adaptive_lo: AdaptiveLoSpec | None = Field(
+        None,
+        description="Raise trust_lo each iteration so that only the frames of highest deviation under "
+        "trust_hi are candidates, trust_lo being the floor (DP-GEN model_devi_adapt_trust_lo); the level "
+        "used is in the iteration record.  None: the fixed window.",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> SelectSpec:

@@ -300,7 +300,7 @@ class SelectionRecord(BaseModel):
     kind: Literal["selection"] = "selection"
     campaign: str = Field(description="Campaign name.")
     iteration: int = Field(description="Loop iteration.")
-    trust_lo: float = Field(description="Lower edge of the trust window, eV/Å.")
+    trust_lo: float = Field(description="Lower edge of the trust window used (adapted or not), eV/Å.")
     trust_hi: float = Field(description="Upper edge of the trust window, eV/Å.")
     n_frames: int = Field(description="Frames explored.")
     n_accurate: int = Field(description="Frames with deviation < trust_lo.")

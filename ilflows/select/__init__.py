@@ -144,3 +144,21 @@ def unseen(fingerprints: list[str], seen: set[str]) -> np.ndarray:
             fresh[i] = True
             taken.add(print_)
     return fresh
+
+
+def adaptive_trust_lo(
+    deviations: np.ndarray, trust_lo: float, trust_hi: float, n_candidates: int, percent: float
+) -> float:
+    """DP-GEN's adaptive lower trust level (``model_devi_adapt_trust_lo``).
+
+    The level below which the frames under ``trust_hi`` count as accurate is raised so that
+    only the ``max(n_candidates, percent % of them)`` highest are candidates
+    (``model_devi_numb_candi_f``, ``model_devi_perc_candi_f``); it never goes below ``trust_lo``,
+    the floor.  Returns the level, eV/Å.
+    """
+    d = np.asarray(deviations, dtype=float)
+    below = np.sort(d[d < trust_hi])[::-1]
+    want = max(n_candidates, int(np.ceil(percent / 100 * below.size)))
+    if want >= below.size:
+        return trust_lo
+    return float(max(trust_lo, below[want - 1]))

@@ -222,6 +222,7 @@ class IterationRow:
     candidate: int
     failed: int
     accurate_ratio: float
+    trust_lo_eV_A: float  # the lower edge used (select.adaptive_lo raises it)
     flagged: int
     repeated: int  # candidates labelled before (e.g. a walker's start box again): left out
     selected: int
@@ -267,6 +268,7 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
                 candidate=s["n_candidate"],
                 failed=s["n_failed"],
                 accurate_ratio=s["accurate_ratio"],
+                trust_lo_eV_A=s["trust_lo"],
                 flagged=s["n_flagged"],
                 repeated=s.get("n_repeated", 0),
                 selected=len(s["selected"]),

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ilflows.loop.campaign import select_frames
 from ilflows.schemas import CampaignSpec, Exploration, Trajectory
+from ilflows.select.iteration import select_frames
 from ilflows.systems import pack_box, topology
 
 SPEC = {

@@ -23,7 +23,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
 from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response, job
 
 from ilflows.loop.production import analyse, produce
@@ -40,21 +39,18 @@ from ilflows.schemas import (
     CampaignSpec,
     DFTLabel,
     Exploration,
-    FlaggedFrame,
     Frame,
     FrameOrigin,
     InitialSet,
     MDFrames,
     Properties,
-    SelectedFrame,
     SelectionRecord,
     TrainingRun,
     Trajectory,
     Validation,
 )
-from ilflows.schemas.campaign import ExploreSpec, MDFramesSpec, ProductionSpec
-from ilflows.select import adaptive_trust_lo, choose_candidates, classify, unseen
-from ilflows.select.stopping import decide
+from ilflows.schemas.campaign import MDFramesSpec, ProductionSpec
+from ilflows.select.iteration import frame_reasons, last_accurate, select_frames
 
 # a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
 TOLERANT = {"on_missing_references": OnMissing.NONE}
@@ -421,160 +417,6 @@ def _folder(name: str):
     return path
 
 
-def frame_reasons(spec: CampaignSpec):
-    """Return a function giving what the campaign's structure guards find in a frame ([]: none)."""
-    from ilflows.systems import system_of, topology
-    from ilflows.systems.guards import check_frame
-
-    topologies = [topology(system) for system in spec.system]
-    thresholds = spec.guards.model_dump(exclude={"enabled", "label_outlier_k"})
-
-    def reasons(frame: Frame) -> list[str]:
-        if not spec.guards.enabled:
-            return []
-        k = system_of(spec, frame)
-        density = spec.system[k].density
-        return check_frame(frame, topologies[k], reference_density=density, **thresholds).reasons
-
-    return reasons
-
-
-def guard_candidates(
-    spec: CampaignSpec, owner: list[tuple[Exploration, int]], deviations: np.ndarray, candidate: np.ndarray
-) -> tuple[np.ndarray, list[FlaggedFrame]]:
-    """Run the structure guards on each candidate; return the candidates left and the flagged ones."""
-    guard = frame_reasons(spec)
-    kept, flagged = candidate.copy(), []
-    for i in np.flatnonzero(candidate):
-        exploration, index = owner[i]
-        if found := guard(exploration.trajectory.frame(index)):
-            kept[i] = False
-            flagged.append(
-                FlaggedFrame(
-                    walker=exploration.walker,
-                    frame_index=index,
-                    deviation=float(deviations[i]),
-                    reasons=found,
-                )
-            )
-    return kept, flagged
-
-
-def _tolerance(spec: CampaignSpec, observable: str) -> float:
-    obs = spec.loop.observables
-    return obs.density_tolerance if observable.endswith(" density") else obs.diffusion_tolerance
-
-
-def select_frames(
-    spec: CampaignSpec,
-    iteration: int,
-    explorations: list[Exploration | None],
-    training: TrainingRun | None,
-    observed: dict[str, list[Properties | None]] | None = None,
-    labelled: set[str] = frozenset(),
-    scores: Validation | None = None,
-    stage: int = 0,
-    stage_start: int = 0,
-    earlier_ratios: list[float] = (),
-) -> tuple[SelectionRecord, list[tuple[Exploration, int]]]:
-    """Classify explored frames, guard the candidates, choose, and decide whether the loop stops.
-
-    Candidates the campaign has labelled already (their fingerprints are in ``labelled``) are
-    left out and counted, and so are repeats within this iteration.  ``scores`` (the committee's
-    errors and deviations on its labels) says whether trust_lo is within what it can resolve.
-
-    Whether the stage ``stage`` (begun at ``stage_start``; the accurate ratios of its earlier
-    iterations are ``earlier_ratios``) or the loop stops is :func:`ilflows.select.stopping.decide`'s
-    call; with ``loop.observables`` the members' short runs (``observed``) may agree within the
-    tolerances.  Returns the iteration record and the chosen (exploration, frame index) pairs.
-    """
-    from ilflows.analysis.properties import observable_spreads
-
-    done = [e for e in explorations if e is not None]
-    deviations = (
-        np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
-    )
-    owner = [(e, i) for e in done for i in range(len(e.deviations))]
-    trust_lo = spec.select.trust_lo
-    if (adapt := spec.select.adaptive_lo) is not None:
-        trust_lo = adaptive_trust_lo(
-            deviations, trust_lo, spec.select.trust_hi, adapt.n_candidates, adapt.percent
-        )
-    window = classify(deviations, trust_lo, spec.select.trust_hi)
-    in_window = np.flatnonzero(window.candidate)
-    prints = [owner[i][0].trajectory.frame(owner[i][1]).fingerprint() for i in in_window]
-    new = window.candidate.copy()
-    new[in_window] = unseen(prints, labelled)
-    candidate, flagged = guard_candidates(spec, owner, deviations, new)
-    chosen = choose_candidates(deviations, candidate, spec.select.max_candidates)
-    selected = [
-        SelectedFrame(walker=owner[i][0].walker, frame_index=owner[i][1], deviation=float(deviations[i]))
-        for i in chosen
-    ]
-    floor, notes = None, []
-    if training is not None and training.outliers:
-        listed = "; ".join(f"{frame_id}: {why}" for frame_id, why in sorted(training.outliers.items()))
-        notes.append(f"{len(training.outliers)} labels held back from training as outliers ({listed})")
-    if scores is not None and scores.training_deviation:
-        floor = float(np.median(scores.training_deviation))
-        if floor > spec.select.trust_lo and spec.select.adaptive_lo is None:
-            notes.append(
-                f"trust_lo {spec.select.trust_lo} eV/Å is below the committee's deviation on its own "
-                f"training frames (median {floor:.3g} eV/Å): few frames can count as accurate; train longer "
-                "or larger models, or raise trust_lo (or let select.adaptive_lo raise it)"
-            )
-    spreads = observable_spreads(observed or {})
-    agree = None
-    if spreads and all(value <= _tolerance(spec, key) for key, value in spreads.items()):
-        worst = max(spreads, key=spreads.get)
-        agree = f"largest spread: {worst} {spreads[worst]:.3g}"
-    repeated = int(window.candidate.sum() - new.sum())
-    outcome = decide(
-        spec,
-        iteration,
-        stage,
-        stage_start,
-        [*earlier_ratios, window.accurate_ratio],
-        explored=bool(done),
-        selected=len(selected),
-        agree=agree,
-        why_empty=f"({len(flagged)} flagged by the guards, {repeated} labelled before)",
-    )
-    if outcome.stage_note:
-        notes.append(outcome.stage_note)
-    conditions = spec.stages()[stage]
-    record = SelectionRecord(
-        campaign=spec.name,
-        iteration=iteration,
-        trust_lo=trust_lo,
-        trust_hi=spec.select.trust_hi,
-        n_frames=int(deviations.size),
-        n_accurate=int(window.accurate.sum()),
-        n_candidate=int(window.candidate.sum()),
-        n_failed=int(window.failed.sum()),
-        accurate_ratio=window.accurate_ratio,
-        n_flagged=len(flagged),
-        flagged=flagged,
-        n_repeated=repeated,
-        selected=selected,
-        n_labels=training.n_frames if training else 0,
-        n_held_out=training.n_held_out if training else 0,
-        deviation_median=float(np.median(deviations)) if deviations.size else None,
-        n_failed_labels=training.n_failed_labels if training else 0,
-        converged=outcome.converged,
-        stop_reason=outcome.stop_reason,
-        stage=stage,
-        stage_name=conditions.label(stage),
-        conditions=describe(spec.explore.at_stage(conditions)),
-        stage_converged=outcome.stage_converged,
-        next_stage=outcome.next_stage,
-        observables=spreads,
-        deviation_floor=floor,
-        notes=notes,
-    )
-    return record, [owner[i] for i in chosen]
-
-
 def production_flow(spec: CampaignSpec, iteration: int, type_map: list[str]) -> Flow:
     """Production MD and its analysis for every ``production`` entry, with the models of ``iteration``."""
     jobs = []
@@ -657,34 +499,3 @@ def select_and_continue(
         resume=resume,
     )
     return Response(output=record, addition=nxt)
-
-
-def last_accurate(
-    spec: CampaignSpec, explorations: list[Exploration | None], n_walkers: int
-) -> list[tuple[Frame, str] | None]:
-    """Per walker, its last recorded frame below trust_lo that the guards pass, with its frame id."""
-    guard = frame_reasons(spec)
-    out: list[tuple[Frame, str] | None] = [None] * n_walkers
-    for e in explorations:
-        if e is None:
-            continue
-        for index in reversed(np.flatnonzero(np.asarray(e.deviations, dtype=float) < spec.select.trust_lo)):
-            frame = e.trajectory.frame(int(index))
-            if not guard(frame):
-                out[e.walker] = (frame, f"{spec.name}/it{e.iteration}/w{e.walker}/f{index}")
-                break
-    return out
-
-
-def describe(explore: ExploreSpec) -> str:
-    """One line of MD conditions, e.g. 'nvt 300 K, 200 x 0.5 fs, frames every 20'."""
-    temperature = (
-        f"{explore.temperature_ramp.start:g}-{explore.temperature_ramp.end:g} K"
-        if explore.temperature_ramp
-        else f"{explore.temperature:g} K"
-    )
-    pressure = f" {explore.pressure:g} bar" if explore.ensemble == "npt" else ""
-    return (
-        f"{explore.ensemble} {temperature}{pressure}, {explore.n_steps} x {explore.timestep:g} fs, "
-        f"frames every {explore.frame_every}"
-    )

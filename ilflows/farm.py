@@ -99,8 +99,14 @@ def _campaign_wf(lp, name: str) -> dict | None:
     return lp.workflows.find_one({"name": name}, {"nodes": 1, "state": 1, "metadata": 1})
 
 
-def _spec_digest(spec: CampaignSpec) -> str:
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+def spec_digest(spec: CampaignSpec) -> str:
+    """SHA-256 of what the spec sets apart from the defaults.
+
+    A new ilflows adds fields with defaults; they must not make a running campaign's own spec
+    look like a different one when it is run again (and a value written out equal to its default
+    is the same campaign as one left out).
+    """
+    return hashlib.sha256(spec.model_dump_json(exclude_defaults=True).encode()).hexdigest()
 
 
 def _queue(lp, spec: CampaignSpec) -> bool:
@@ -116,7 +122,7 @@ def _queue(lp, spec: CampaignSpec) -> bool:
     from ilflows.loop import CampaignMaker
 
     initialize_queue(lp)
-    digest = _spec_digest(spec)
+    digest = spec_digest(spec)
     if archive_file(spec.name).exists():
         raise CampaignError(
             f"name: campaign '{spec.name}' has finished and was archived to {archive_file(spec.name)}; "

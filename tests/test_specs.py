@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ilflows.schemas import SpecError, load_spec
+from ilflows.schemas import CampaignSpec, SpecError, load_spec
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
@@ -107,3 +107,14 @@ def test_dynamics_modifiers_are_checked_before_queueing(tmp_path, explore, messa
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert str(err.value) == f"{path}: {message}"
+
+
+def test_a_spec_is_known_by_what_it_sets_apart_from_the_defaults():
+    from ilflows.farm import spec_digest
+
+    base = {"name": "d", "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22}}
+    spec = CampaignSpec.model_validate(base)
+    spelled_out = CampaignSpec.model_validate({**base, "validation": {"holdout_fraction": 0.1}})  # default
+    assert spec_digest(spec) == spec_digest(spelled_out)
+    other = CampaignSpec.model_validate({**base, "validation": {"holdout_fraction": 0.2}})
+    assert spec_digest(other) != spec_digest(spec)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ilflows.schemas import CampaignSpec, Exploration, Trajectory
-from ilflows.select.iteration import select_frames
+from ilflows.select.iteration import SoFar, select_frames
 from ilflows.systems import pack_box, topology
 
 SPEC = {
@@ -113,11 +113,11 @@ def test_a_frame_labelled_before_is_not_selected_again(frames):
     shifted = intact.model_copy(
         update={"positions": (np.asarray(intact.positions) + intact.cell[0]).tolist()}
     )
-    record, chosen = select_frames(spec, 1, [explored], None, labelled={shifted.fingerprint()})
+    record, chosen = select_frames(spec, 1, [explored], None, before=SoFar(labelled={shifted.fingerprint()}))
     assert [i for _, i in chosen] == [1] and record.n_repeated == 3
     assert record.n_candidate == 4  # still counted in the window: the committee has not learnt them
     record, chosen = select_frames(
-        spec, 1, [explored], None, labelled={intact.fingerprint(), broken.fingerprint()}
+        spec, 1, [explored], None, before=SoFar(labelled={intact.fingerprint(), broken.fingerprint()})
     )
     assert chosen == [] and record.stop_reason.startswith("no candidate frames left")
 
@@ -140,3 +140,59 @@ def test_an_adaptive_lower_trust_level_keeps_the_highest_frames_as_candidates(fr
     record, chosen = select_frames(spec, 0, [exploration(frames, [0.01, 0.3, 0.4, 2.0])], None)
     assert record.trust_lo == 0.4 and (record.n_accurate, record.n_candidate) == (2, 1)
     assert [i for _, i in chosen] == [2]
+
+
+def test_the_structural_descriptor_sees_structure_not_atom_order_or_images(frames):
+    from ilflows.select.diversity import descriptor
+
+    intact, broken = frames
+    elements = ["H", "B", "C", "N", "F"]
+    base = descriptor(intact, elements)
+    pos = np.asarray(intact.positions)
+    moved = intact.model_copy(
+        update={"positions": (pos + [3.0, -1.0, 0.5] + np.asarray(intact.cell[1])).tolist()}
+    )
+    assert np.allclose(descriptor(moved, elements), base, atol=1e-12)  # translated, another image
+    h = [i for i, s in enumerate(intact.species) if s == "H"]
+    swapped = pos.copy()
+    swapped[[h[0], h[-1]]] = swapped[[h[-1], h[0]]]
+    assert np.allclose(descriptor(intact.model_copy(update={"positions": swapped.tolist()}), elements), base)
+    assert np.linalg.norm(descriptor(broken, elements) - base) > 0.1  # a carbon pulled 1.6 Å away
+
+
+def test_farthest_point_sampling_picks_away_from_what_is_known():
+    from ilflows.select.diversity import farthest_points
+
+    points = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
+    # 11 first (farthest from 0), then 2 (2 from 0), then 1 and 10 tie at 1: the lower index
+    assert farthest_points(points, np.array([[0.0]]), 3) == [4, 2, 1]
+    assert farthest_points(points, np.empty((0, 1)), 2, first=1) == [1, 4]
+    assert farthest_points(points, np.empty((0, 1)), 9) == [0, 4, 2, 1, 3]  # all, each once
+
+
+@pytest.mark.parametrize("how", ["farthest", "random"])
+def test_other_choices_among_the_candidates(frames, how):
+    intact, broken = frames
+    spec = CampaignSpec.model_validate(
+        {
+            **SPEC,
+            "guards": {"enabled": False},
+            "select": {**SPEC["select"], "max_candidates": 2, "choose": how},
+        }
+    )
+    pos = np.asarray(intact.positions)
+    nudged = [intact.model_copy(update={"positions": (pos + 0.01 * k).tolist()}) for k in range(1, 4)]
+    run = exploration(frames, [0.2, 0.3, 0.4, 0.5, 0.6])
+    shaken = [intact, broken, *nudged]  # frames 0, 2, 3, 4: the same box; frame 1 differs
+    run.trajectory.positions = [f.positions for f in shaken]
+    record, chosen = select_frames(spec, 0, [run], None)
+    picked = [i for _, i in chosen]
+    if how == "farthest":
+        assert picked == [1, 4]  # the highest deviation first, then the frame least like it
+    else:
+        again = select_frames(spec, 0, [run], None)[1]
+        assert len(picked) == 2 and picked == [i for _, i in again]  # seeded: the same pick
+        other = CampaignSpec.model_validate(
+            {**spec.model_dump(), "select": {**spec.select.model_dump(), "seed": 5}}
+        )
+        assert any([i for _, i in select_frames(other, k, [run], None)[1]] != picked for k in range(5))

@@ -31,6 +31,7 @@ from ilflows.loop.steps import (
     LabelMaker,
     TrainMaker,
     labelled_fingerprints,
+    labelled_frames,
     score_models,
     stage_ratios,
 )
@@ -50,7 +51,7 @@ from ilflows.schemas import (
     Validation,
 )
 from ilflows.schemas.campaign import MDFramesSpec, ProductionSpec
-from ilflows.select.iteration import frame_reasons, last_accurate, select_frames
+from ilflows.select.iteration import SoFar, frame_reasons, last_accurate, select_frames
 
 # a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
 TOLERANT = {"on_missing_references": OnMissing.NONE}
@@ -450,10 +451,13 @@ def select_and_continue(
     from ilflows.systems import system_of
 
     store = CURRENT_JOB.store
-    labelled = labelled_fingerprints(store, spec.name)
-    ratios = stage_ratios(store, spec.name, stage, before=iteration)
+    before = SoFar(
+        labelled=labelled_fingerprints(store, spec.name),
+        labelled_frames=labelled_frames(store, spec.name) if spec.select.choose == "farthest" else [],
+        earlier_ratios=stage_ratios(store, spec.name, stage, before=iteration),
+    )
     record, chosen = select_frames(
-        spec, iteration, explorations, training, observed, labelled, scores, stage, stage_start, ratios
+        spec, iteration, explorations, training, observed, scores, stage, stage_start, before
     )
     if record.stop_reason:
         run = spec.production and (record.converged or spec.loop.production_unconverged)

@@ -273,6 +273,14 @@ def labelled_fingerprints(store, campaign: str) -> set[str]:
     return prints
 
 
+def labelled_frames(store, campaign: str) -> list[Frame]:
+    """Every frame ``campaign`` has labelled (positions read: for diversity selection only)."""
+    criteria = {"output.kind": "dft_label", "output.campaign": campaign}
+    return [
+        Frame.model_validate(d["output"]["frame"]) for d in store.query(criteria, properties=["output.frame"])
+    ]
+
+
 def stage_ratios(store, campaign: str, stage: int, before: int) -> list[float]:
     """Accurate ratios of stage ``stage``'s iterations before iteration ``before``, in order."""
     criteria = {"output.kind": "selection", "output.campaign": campaign, "output.iteration": {"$lt": before}}

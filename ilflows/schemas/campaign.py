@@ -488,6 +488,14 @@ class SelectSpec(_Section):
     )
     trust_hi: float = Field(1.5, gt=0, description="Frames at or above this deviation are failed, eV/Å.")
     max_candidates: int = Field(10, ge=1, description="Most frames sent to DFT per iteration.")
+    choose: Literal["spread", "farthest", "random"] = Field(
+        "spread",
+        description="How the candidates to label are picked when there are more than max_candidates: "
+        "'spread', at evenly spaced ranks of deviation (both ends included); 'farthest', farthest-point "
+        "sampling of a structural descriptor (per element pair distance distributions), away from each "
+        "other and from the frames labelled before; 'random', uniformly (DP-GEN's pick up to fp_task_max).",
+    )
+    seed: int = Field(0, ge=0, description="Seed of choose: random (with the iteration).")
     adaptive_lo: AdaptiveLoSpec | None = Field(
         None,
         description="Raise trust_lo each iteration so that only the frames of highest deviation under "

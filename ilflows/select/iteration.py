@@ -8,6 +8,8 @@ stop rules (:mod:`ilflows.select.stopping`) make one :class:`SelectionRecord`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ilflows.schemas import (
@@ -24,6 +26,46 @@ from ilflows.schemas import (
 from ilflows.schemas.campaign import ExploreSpec
 from ilflows.select import adaptive_trust_lo, choose_candidates, classify, unseen
 from ilflows.select.stopping import decide
+
+
+@dataclass
+class SoFar:
+    """What the campaign did before this iteration, as its selection needs it (the loop reads it)."""
+
+    labelled: set[str] = field(default_factory=set)  # Frame.fingerprint() of every labelled frame
+    labelled_frames: list[Frame] = field(default_factory=list)  # read for select.choose: farthest only
+    earlier_ratios: list[float] = field(default_factory=list)  # accurate ratios of the stage so far
+
+
+def choose(
+    spec: CampaignSpec,
+    iteration: int,
+    deviations: np.ndarray,
+    candidate: np.ndarray,
+    owner: list[tuple[Exploration, int]],
+    labelled_frames: list[Frame],
+) -> np.ndarray:
+    """Return the indices of at most ``select.max_candidates`` candidates, by ``select.choose``.
+
+    ``spread``: evenly spaced ranks of deviation; ``random``: DP-GEN's uniform pick (seeded by
+    ``select.seed`` and the iteration); ``farthest``: farthest-point sampling of the candidates'
+    structural descriptors, away from each other and from ``labelled_frames``.
+    """
+    n = spec.select.max_candidates
+    idx = np.flatnonzero(candidate)
+    if spec.select.choose == "spread" or idx.size <= n:
+        return choose_candidates(deviations, candidate, n)
+    if spec.select.choose == "random":
+        rng = np.random.default_rng([spec.select.seed, iteration])
+        return np.sort(rng.choice(idx, size=n, replace=False))
+    from ilflows.loop import type_map_of
+    from ilflows.select.diversity import descriptor, farthest_points
+
+    elements = type_map_of(spec)
+    points = np.array([descriptor(owner[i][0].trajectory.frame(owner[i][1]), elements) for i in idx])
+    known = np.array([descriptor(frame, elements) for frame in labelled_frames]).reshape(-1, points.shape[1])
+    picks = farthest_points(points, known, n, first=int(np.argmax(deviations[idx])))
+    return np.sort(idx[picks])
 
 
 def frame_reasons(spec: CampaignSpec):
@@ -76,20 +118,20 @@ def select_frames(
     explorations: list[Exploration | None],
     training: TrainingRun | None,
     observed: dict[str, list[Properties | None]] | None = None,
-    labelled: set[str] = frozenset(),
     scores: Validation | None = None,
     stage: int = 0,
     stage_start: int = 0,
-    earlier_ratios: list[float] = (),
+    before: SoFar | None = None,
 ) -> tuple[SelectionRecord, list[tuple[Exploration, int]]]:
-    """Classify explored frames, guard the candidates, choose, and decide whether the loop stops.
+    """Classify explored frames, filter and choose the candidates, and decide whether the loop stops.
 
-    Candidates the campaign has labelled already (their fingerprints are in ``labelled``) are
-    left out and counted, and so are repeats within this iteration.  ``scores`` (the committee's
-    errors and deviations on its labels) says whether trust_lo is within what it can resolve.
+    Candidates the campaign has labelled already (``before``) are left out and counted, and so
+    are repeats within this iteration; the guards flag broken frames; ``select.choose`` picks
+    among the rest.  ``scores`` (the committee's errors and deviations on its labels) says
+    whether trust_lo is within what it can resolve.
 
     Whether the stage ``stage`` (begun at ``stage_start``; the accurate ratios of its earlier
-    iterations are ``earlier_ratios``) or the loop stops is :func:`ilflows.select.stopping.decide`'s
+    iterations are in ``before``) or the loop stops is :func:`ilflows.select.stopping.decide`'s
     call; with ``loop.observables`` the members' short runs (``observed``) may agree within the
     tolerances.  Returns the iteration record and the chosen (exploration, frame index) pairs.
     """
@@ -109,9 +151,10 @@ def select_frames(
     in_window = np.flatnonzero(window.candidate)
     prints = [owner[i][0].trajectory.frame(owner[i][1]).fingerprint() for i in in_window]
     new = window.candidate.copy()
-    new[in_window] = unseen(prints, labelled)
+    before = before or SoFar()
+    new[in_window] = unseen(prints, before.labelled)
     candidate, flagged = guard_candidates(spec, owner, deviations, new)
-    chosen = choose_candidates(deviations, candidate, spec.select.max_candidates)
+    chosen = choose(spec, iteration, deviations, candidate, owner, before.labelled_frames)
     selected = [
         SelectedFrame(walker=owner[i][0].walker, frame_index=owner[i][1], deviation=float(deviations[i]))
         for i in chosen
@@ -139,7 +182,7 @@ def select_frames(
         iteration,
         stage,
         stage_start,
-        [*earlier_ratios, window.accurate_ratio],
+        [*before.earlier_ratios, window.accurate_ratio],
         explored=bool(done),
         selected=len(selected),
         agree=agree,

@@ -196,3 +196,29 @@ def test_other_choices_among_the_candidates(frames, how):
             {**spec.model_dump(), "select": {**spec.select.model_dump(), "seed": 5}}
         )
         assert any([i for _, i in select_frames(other, k, [run], None)[1]] != picked for k in range(5))
+
+
+def test_each_composition_may_have_its_own_window(frames, tmp_path):
+    intact, _ = frames
+    two = {**SPEC, "system": [SPEC["system"], {"ions": {"BMIM": 1, "BF4": 1}, "density": 0.22}]}
+    two["guards"] = {"enabled": False}
+    two["select"] = {**SPEC["select"], "systems": [{"system": 1, "trust_lo": 0.35, "max_candidates": 1}]}
+    spec = CampaignSpec.model_validate(two)
+    bmim = pack_box(spec.system[1], 0.22, seed=3, workdir=tmp_path)
+    pyr = exploration(frames, [0.01, 0.3, 0.4, 0.5])
+    other = exploration(frames, [0.01, 0.3, 0.4, 0.5])
+    other.walker = 1
+    other.trajectory = Trajectory(
+        species=bmim.species, steps=[0, 10, 20, 30], positions=[bmim.positions] * 4, cells=[bmim.cell] * 4
+    )
+    pos = np.asarray(intact.positions)
+    pyr.trajectory.positions = [(pos + 0.05 * k).tolist() for k in range(4)]  # four different frames
+    bpos = np.asarray(bmim.positions)
+    other.trajectory.positions = [(bpos + 0.05 * k).tolist() for k in range(4)]
+    record, chosen = select_frames(spec, 0, [pyr, other], None)
+    assert record.windows == {0: (0.05, 1.5), 1: (0.35, 1.5)}
+    assert (record.n_accurate, record.n_candidate) == (1 + 2, 3 + 2)  # 0.3 is accurate in composition 1
+    # composition 1's cap is one: the spread's one pick is its lowest candidate
+    assert [(e.walker, i) for e, i in chosen] == [(0, 1), (0, 2), (0, 3), (1, 2)]
+    with pytest.raises(ValueError, match=r"select.systems.0.system: 2, but the campaign has 2 compositions"):
+        CampaignSpec.model_validate({**two, "select": {"systems": [{"system": 2}]}})

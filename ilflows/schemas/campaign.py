@@ -480,6 +480,17 @@ class AdaptiveLoSpec(_Section):
     )
 
 
+class SystemWindowSpec(_Section):
+    """One composition's own trust window and cap (dpgen #453); unset values are the select section's."""
+
+    system: int = Field(ge=0, description="Index of the composition in system (from 0).")
+    trust_lo: float | None = Field(None, ge=0, description="Its lower trust level, eV/Å.")
+    trust_hi: float | None = Field(None, gt=0, description="Its upper trust level, eV/Å.")
+    max_candidates: int | None = Field(
+        None, ge=1, description="Most of its frames sent to DFT per iteration."
+    )
+
+
 class SelectSpec(_Section):
     """Trust window and candidate cap."""
 
@@ -496,6 +507,21 @@ class SelectSpec(_Section):
         "other and from the frames labelled before; 'random', uniformly (DP-GEN's pick up to fp_task_max).",
     )
     seed: int = Field(0, ge=0, description="Seed of choose: random (with the iteration).")
+    systems: list[SystemWindowSpec] = Field(
+        default_factory=list,
+        description="Compositions with a window of their own (a multi-composition campaign whose liquids "
+        "the committee resolves differently); the others use this section's.",
+    )
+
+    def window(self, system: int) -> tuple[float, float, int]:
+        """Return (trust_lo, trust_hi, max_candidates) of composition ``system``."""
+        own = next((w for w in self.systems if w.system == system), None)
+        lo, hi, n = self.trust_lo, self.trust_hi, self.max_candidates
+        if own is None:
+            return lo, hi, n
+        pick = lambda mine, default: default if mine is None else mine  # noqa: E731
+        return pick(own.trust_lo, lo), pick(own.trust_hi, hi), pick(own.max_candidates, n)
+
     adaptive_lo: AdaptiveLoSpec | None = Field(
         None,
         description="Raise trust_lo each iteration so that only the frames of highest deviation under "
@@ -509,6 +535,18 @@ class SelectSpec(_Section):
             raise ValueError(
                 f"trust_lo ({self.trust_lo}) must be below trust_hi ({self.trust_hi}); swap or widen them"
             )
+        seen = set()
+        for k, own in enumerate(self.systems):
+            lo, hi, _ = self.window(own.system)
+            if lo >= hi:
+                raise ValueError(
+                    f"systems.{k}: trust_lo ({lo}) must be below trust_hi ({hi}); swap or widen them"
+                )
+            if own.system in seen:
+                raise ValueError(
+                    f"systems.{k}.system: composition {own.system} has a window already; merge them"
+                )
+            seen.add(own.system)
         return self
 
 
@@ -740,6 +778,12 @@ class CampaignSpec(_Section):
                 raise ValueError(
                     f"explore.stages.{k}.systems: {max(stage.systems)}, but the campaign has "
                     f"{len(self.system)} compositions (from 0)"
+                )
+        for k, own in enumerate(self.select.systems):
+            if own.system >= len(self.system):
+                raise ValueError(
+                    f"select.systems.{k}.system: {own.system}, but the campaign has {len(self.system)} "
+                    "compositions (from 0)"
                 )
         return self
 

@@ -300,8 +300,15 @@ class SelectionRecord(BaseModel):
     kind: Literal["selection"] = "selection"
     campaign: str = Field(description="Campaign name.")
     iteration: int = Field(description="Loop iteration.")
-    trust_lo: float = Field(description="Lower edge of the trust window used (adapted or not), eV/Å.")
+    trust_lo: float = Field(
+        description="Lower edge of the trust window used (adapted or not; the first composition's), eV/Å."
+    )
     trust_hi: float = Field(description="Upper edge of the trust window, eV/Å.")
+    windows: dict[int, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Multi-composition campaigns: (trust_lo used, trust_hi) of each composition explored, "
+        "eV/Å.",
+    )
     n_frames: int = Field(description="Frames explored.")
     n_accurate: int = Field(description="Frames with deviation < trust_lo.")
     n_candidate: int = Field(description="Frames with trust_lo <= deviation < trust_hi.")

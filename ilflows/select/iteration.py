@@ -37,6 +37,21 @@ class SoFar:
     earlier_ratios: list[float] = field(default_factory=list)  # accurate ratios of the stage so far
 
 
+def walker_system(spec: CampaignSpec, exploration: Exploration) -> int:
+    """Index of the composition an exploration ran (from its first frame's species)."""
+    from ilflows.systems import system_of
+
+    return system_of(spec, exploration.trajectory.frame(0))
+
+
+def trust_levels(spec: CampaignSpec, system: int, deviations: np.ndarray) -> tuple[float, float]:
+    """(trust_lo used, trust_hi) of composition ``system``: its window, trust_lo adapted if asked."""
+    lo, hi, _ = spec.select.window(system)
+    if (adapt := spec.select.adaptive_lo) is not None:
+        lo = adaptive_trust_lo(deviations, lo, hi, adapt.n_candidates, adapt.percent)
+    return lo, hi
+
+
 def choose(
     spec: CampaignSpec,
     iteration: int,
@@ -45,14 +60,16 @@ def choose(
     owner: list[tuple[Exploration, int]],
     labelled_frames: list[Frame],
 ) -> np.ndarray:
-    """Return the indices of at most ``select.max_candidates`` candidates, by ``select.choose``.
+    """Return the indices of at most ``max_candidates`` of one composition's candidates, by ``select.choose``.
 
     ``spread``: evenly spaced ranks of deviation; ``random``: DP-GEN's uniform pick (seeded by
     ``select.seed`` and the iteration); ``farthest``: farthest-point sampling of the candidates'
     structural descriptors, away from each other and from ``labelled_frames``.
     """
-    n = spec.select.max_candidates
     idx = np.flatnonzero(candidate)
+    if idx.size == 0:
+        return idx
+    n = spec.select.window(walker_system(spec, owner[idx[0]][0]))[2]
     if spec.select.choose == "spread" or idx.size <= n:
         return choose_candidates(deviations, candidate, n)
     if spec.select.choose == "random":
@@ -142,19 +159,26 @@ def select_frames(
         np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
     )
     owner = [(e, i) for e in done for i in range(len(e.deviations))]
-    trust_lo = spec.select.trust_lo
-    if (adapt := spec.select.adaptive_lo) is not None:
-        trust_lo = adaptive_trust_lo(
-            deviations, trust_lo, spec.select.trust_hi, adapt.n_candidates, adapt.percent
-        )
-    window = classify(deviations, trust_lo, spec.select.trust_hi)
+    system = np.repeat([walker_system(spec, e) for e in done], [len(e.deviations) for e in done]).astype(int)
+    levels = {k: trust_levels(spec, k, deviations[system == k]) for k in sorted(set(system.tolist()))}
+    lo = np.array([levels[k][0] for k in system.tolist()], dtype=float)
+    hi = np.array([levels[k][1] for k in system.tolist()], dtype=float)
+    window = classify(deviations, lo, hi)
     in_window = np.flatnonzero(window.candidate)
     prints = [owner[i][0].trajectory.frame(owner[i][1]).fingerprint() for i in in_window]
     new = window.candidate.copy()
     before = before or SoFar()
     new[in_window] = unseen(prints, before.labelled)
     candidate, flagged = guard_candidates(spec, owner, deviations, new)
-    chosen = choose(spec, iteration, deviations, candidate, owner, before.labelled_frames)
+    chosen = np.sort(
+        np.concatenate(
+            [
+                choose(spec, iteration, deviations, candidate & (system == k), owner, before.labelled_frames)
+                for k in levels
+            ]
+            or [np.zeros(0, dtype=int)]
+        )
+    )
     selected = [
         SelectedFrame(walker=owner[i][0].walker, frame_index=owner[i][1], deviation=float(deviations[i]))
         for i in chosen
@@ -194,8 +218,9 @@ def select_frames(
     record = SelectionRecord(
         campaign=spec.name,
         iteration=iteration,
-        trust_lo=trust_lo,
+        trust_lo=levels[min(levels)][0] if levels else spec.select.trust_lo,
         trust_hi=spec.select.trust_hi,
+        windows={k: level for k, level in levels.items()} if len(spec.system) > 1 else {},
         n_frames=int(deviations.size),
         n_accurate=int(window.accurate.sum()),
         n_candidate=int(window.candidate.sum()),

@@ -11,7 +11,7 @@ from ase.md.velocitydistribution import thermalize_momenta
 from mace_models import write_committee
 
 from ilflows.execute import EngineError
-from ilflows.explore import get_explorer
+from ilflows.explore import get_explorer, model_devi
 from ilflows.explore.ase_md import _Modifier
 from ilflows.explore.committee import CommitteeCalculator
 from ilflows.schemas.campaign import DispersionSpec, ExploreSpec, Ramp
@@ -128,8 +128,25 @@ def test_md_records_frames_and_deviations(
     expected = max_force_deviation(separate_forces(model_paths, frames))
     np.testing.assert_allclose(np.array(result.deviations)[[0, -1]], expected, rtol=0, atol=1e-8)
     assert (expected > 0).all() and (expected < 10).all()
-    devi_lines = (tmp_path / "model_devi.out").read_text().splitlines()[1:]
-    assert [int(line.split()[0]) for line in devi_lines] == traj.steps
+    # energy and virial deviations, DeePMD's definitions, from each member on its own
+    from mace.calculators import MACECalculator
+
+    members = [MACECalculator(model_paths=str(p), device="cpu", default_dtype="float64") for p in model_paths]
+    n = start.n_atoms
+    for i in (0, len(traj.steps) - 1):
+        atoms = atoms_of(traj.frame(i))
+        energies, virials = [], []
+        for calc in members:
+            atoms.calc = calc
+            energies.append(atoms.get_potential_energy() / n)
+            virials.append((-atoms.get_stress(voigt=False) * atoms.get_volume() / n).ravel())
+        assert result.energy_deviations[i] == pytest.approx(np.std(energies), rel=1e-6, abs=1e-12)
+        assert result.virial_deviations[i] == pytest.approx(np.std(virials, axis=0).max(), rel=1e-6)
+    table = model_devi.read(tmp_path / "model_devi.out")  # DeePMD's columns, one reader for both explorers
+    assert table.steps == traj.steps
+    np.testing.assert_allclose(table.max_devi_f, result.deviations, rtol=1e-6)
+    np.testing.assert_allclose(table.devi_e, result.energy_deviations, rtol=1e-6)
+    np.testing.assert_allclose(table.max_devi_v, result.virial_deviations, rtol=1e-6)
     assert (tmp_path / "traj.extxyz").exists() and (tmp_path / "md.log").exists()
     cells = np.array(traj.cells)
     np.testing.assert_allclose(cells[0], np.eye(3) * 12.0)
@@ -157,7 +174,7 @@ def test_blow_up_raises_and_keeps_frames(mace_models, peer_labels, type_map, tmp
         get_explorer("ase").explore(
             mace_models, peer_labels[0].frame, type_map, spec, seed=1, workdir=tmp_path
         )
-    assert len((tmp_path / "model_devi.out").read_text().splitlines()) == 3
+    assert len(model_devi.read(tmp_path / "model_devi.out").steps) == 2
 
 
 def test_explorer_needs_no_program_and_checks_inputs(mace_models, peer_labels, type_map, tmp_path):

@@ -16,7 +16,7 @@ from ilflows.select import max_force_deviation
 def test_nvt_deviation_matches_deeppot(tiny_models, peer_labels, type_map, model_forces, tmp_path):
     spec = ExploreSpec(ensemble="nvt", temperature=450.0, n_steps=100, timestep=0.5, frame_every=10)
     result = get_explorer("lammps-deepmd").explore(
-        tiny_models, peer_labels[0].frame, type_map, spec, seed=5, workdir=tmp_path
+        tiny_models, peer_labels[0].frame, type_map, spec, seed=5, workdir=tmp_path, energy_deviation=True
     )
     traj = result.trajectory
     assert traj.steps == list(range(0, 101, 10)) and len(result.deviations) == 11
@@ -28,6 +28,19 @@ def test_nvt_deviation_matches_deeppot(tiny_models, peer_labels, type_map, model
     assert (expected > 0).all()
     # model_devi.out has 7 significant digits; the dump carries positions exactly.
     np.testing.assert_allclose(result.deviations, expected, rtol=1e-6, atol=1e-5)
+    # virial (LAMMPS) and energy (ilflows, after the run) deviations against DeePMD's own model_devi
+    from deepmd.infer import DeepPot
+    from deepmd.infer.model_devi import calc_model_devi
+
+    pots = [DeepPot(str(m.write(tmp_path / f"check{k}.pb"))) for k, m in enumerate(tiny_models)]
+    coords = np.array([f.positions for f in frames]).reshape(len(frames), -1)
+    cells = np.array([f.cell for f in frames]).reshape(len(frames), 9)
+    atype = [type_map.index(s) for s in traj.species]
+    table = calc_model_devi(
+        coords, cells, atype, pots
+    )  # step, max/min/avg devi_v, max/min/avg devi_f, devi_e
+    np.testing.assert_allclose(result.virial_deviations, table[:, 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.energy_deviations, table[:, 7], rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.slow

@@ -222,3 +222,23 @@ def test_each_composition_may_have_its_own_window(frames, tmp_path):
     assert [(e.walker, i) for e, i in chosen] == [(0, 1), (0, 2), (0, 3), (1, 2)]
     with pytest.raises(ValueError, match=r"select.systems.0.system: 2, but the campaign has 2 compositions"):
         CampaignSpec.model_validate({**two, "select": {"systems": [{"system": 2}]}})
+
+
+def test_energy_and_virial_criteria_combine_as_in_dp_gen(frames):
+    spec = CampaignSpec.model_validate(
+        {**SPEC, "guards": {"enabled": False}, "select": {**SPEC["select"], "energy_window": [0.002, 0.02]}}
+    )
+    intact, _ = frames
+    run = exploration(frames, [0.01, 0.01, 0.01, 0.3])  # forces: three accurate, one candidate
+    run.trajectory.positions = [(np.asarray(intact.positions) + 0.05 * k).tolist() for k in range(4)]
+    run.energy_deviations = [0.001, 0.005, 0.03, 0.001]  # accurate, candidate, failed, accurate
+    record, chosen = select_frames(spec, 0, [run], None)
+    assert (record.n_accurate, record.n_candidate, record.n_failed) == (1, 2, 1)
+    assert [i for _, i in chosen] == [1, 3]
+    run.energy_deviations = None  # an explorer that did not compute them
+    with pytest.raises(
+        ValueError, match="select.energy_window: walker 0's exploration has no energy deviations"
+    ):
+        select_frames(spec, 0, [run], None)
+    with pytest.raises(ValueError, match=r"virial_window: \[0.5, 0.1\] must be \[lo, hi\]"):
+        CampaignSpec.model_validate({**SPEC, "select": {"virial_window": [0.5, 0.1]}})

@@ -35,10 +35,12 @@ class Explorer(Protocol):
         seed: int,
         workdir: Path,
         dispersion: DispersionSpec | None = None,
+        energy_deviation: bool = False,
     ) -> MDResult:
-        """Run MD from ``start`` driven by ``models[0]``, recording the ensemble deviation.
+        """Run MD from ``start`` driven by ``models[0]``, recording the ensemble deviations.
 
         ``dispersion``: D3 added on top of the models (hybrid MLP + D3), for engines that can.
+        ``energy_deviation``: the energy deviation per frame is needed (selection uses it).
         """
         ...
 

@@ -18,9 +18,10 @@ fixes and :class:`~ilflows.explore.committee.CommitteeCalculator` in place of
 
 Thermostat and barostat times are those of the LAMMPS explorer: 100 and 1000 time steps.
 Recorded frames go to ``traj.extxyz`` (ASE's MD state: unwrapped positions, momenta, model 0's
-energy, forces and stress) and ``model_devi.out`` (step, deviation, wall time) as they are made,
-and thermodynamics to ``md.log``, so a run that blows up leaves its frames in ``workdir`` as a
-LAMMPS run leaves its dump; like that explorer, it then raises :class:`EngineError`.
+energy, forces and stress) and ``model_devi.out`` (DeePMD's columns,
+:mod:`ilflows.explore.model_devi`) as they are made, and thermodynamics to ``md.log``, so a
+run that blows up leaves its frames in ``workdir`` as a LAMMPS run leaves its dump; like that
+explorer, it then raises :class:`EngineError`.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ from ase.md.nose_hoover_chain import IsotropicMTKNPT
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from ilflows.execute import EngineError
+from ilflows.explore import model_devi
 from ilflows.explore.lammps_deepmd import PDAMP_STEPS, TDAMP_STEPS
 from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
+from ilflows.select import energy_deviation as energy_deviation_of
+from ilflows.select import force_deviations, virial_deviation
 from ilflows.settings import get_settings
 
 
@@ -63,11 +67,14 @@ class AseCommittee:
         seed: int,
         workdir: Path,
         dispersion: DispersionSpec | None = None,
+        energy_deviation: bool = True,
     ) -> MDResult:
         """Run ``spec.n_steps`` of MD from ``start``, recording every ``spec.frame_every`` steps.
 
         Frames are recorded at steps 0, frame_every, ..., with positions wrapped into the
-        cell, and each frame's deviation is the committee's max force deviation there.  With
+        cell, and each frame's deviations are the committee's there: force, virial and energy
+        (all evaluated at once, whatever ``energy_deviation`` asks), written to model_devi.out
+        as DeePMD writes them.  With
         ``dispersion`` the MD runs on the hybrid model + D3; D3 moves every member's forces
         alike, so the deviation is the committee's own.
 
@@ -109,22 +116,29 @@ class AseCommittee:
         parameters.update(seed=seed, type_map=list(type_map), models=[model.sha256 for model in models])
         parameters["dispersion"] = dispersion.model_dump() if dispersion else None
 
-        steps, positions, cells, deviations = [], [], [], []
+        steps, positions, cells, deviations, energies, virials = [], [], [], [], [], []
         traj_file, devi_file = workdir / "traj.extxyz", workdir / "model_devi.out"
         traj_file.unlink(missing_ok=True)
-        devi_file.write_text("# step max_devi_f(eV/Å) wall_time(s)\n")
+        devi_file.write_text(model_devi.HEADER)
         start_time = time.perf_counter()
 
         def record() -> None:
-            deviation = float(calc.get_property("deviation", atoms))
+            devi_f = force_deviations(calc.get_property("forces_comm", atoms))
+            n = len(atoms)
+            devi_e = energy_deviation_of(calc.results["energies_comm"], n)
+            devi_v = (np.nan, np.nan, np.nan)
+            if "stresses_comm" in calc.results:  # ASE's stress is minus the virial over the volume
+                devi_v = virial_deviation(-calc.results["stresses_comm"] * atoms.get_volume(), n)
             steps.append(dyn.nsteps)
             positions.append(atoms.get_positions(wrap=True).tolist())
             cells.append(atoms.cell.array.tolist())
-            deviations.append(deviation)
+            deviations.append(devi_f[0])
+            energies.append(devi_e)
+            virials.append(devi_v[0])
             ase.io.write(traj_file, atoms, format="extxyz", append=True)
             with devi_file.open("a") as out:
-                out.write(f"{dyn.nsteps} {deviation:.10e} {time.perf_counter() - start_time:.3f}\n")
-            if spec.stop_deviation is not None and deviation >= spec.stop_deviation:
+                out.write(model_devi.row(dyn.nsteps, devi_v, devi_f, devi_e))
+            if spec.stop_deviation is not None and devi_f[0] >= spec.stop_deviation:
                 raise _DeviationReachedError
 
         if spec.temperature_ramp or spec.density_ramp:  # first, so a frame records its step's density
@@ -153,6 +167,8 @@ class AseCommittee:
             parameters,
             trajectory,
             deviations=deviations,
+            energy_deviations=energies,
+            virial_deviations=None if np.isnan(virials).any() else virials,
             wall_time=wall_time,
             stopped_at=stopped_at,
         )

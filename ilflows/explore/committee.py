@@ -61,7 +61,8 @@ class CommitteeCalculator(Calculator):
     -----
     Results beyond ASE's ``energy``/``free_energy``/``forces``/``stress``:
     ``deviation`` (max force deviation, eV/Å), ``forces_comm`` (each member's forces,
-    shape (n_models, n_atoms, 3), eV/Å) and ``energies_comm`` (each member's energy, eV).
+    shape (n_models, n_atoms, 3), eV/Å), ``energies_comm`` (each member's energy, eV) and, with
+    a cell, ``stresses_comm`` (each member's 3x3 stress, eV/Å^3, ASE's sign).
     Asking for any of them on a geometry whose driving
     forces are already known evaluates only the members not yet evaluated there.
 
@@ -75,6 +76,7 @@ class CommitteeCalculator(Calculator):
         "deviation",
         "forces_comm",
         "energies_comm",
+        "stresses_comm",
     ]
 
     def __init__(
@@ -152,7 +154,7 @@ class CommitteeCalculator(Calculator):
             if self.z_table is not None:
                 self._graph = self._build_graph(self.atoms)
             self._checked = True
-        every_member = {"deviation", "forces_comm", "energies_comm"}
+        every_member = {"deviation", "forces_comm", "energies_comm", "stresses_comm"}
         full = self.drive == "mean" or not every_member.isdisjoint(properties)
         for k in range(self.n_models if full else 1):
             if k not in self._members:
@@ -208,6 +210,8 @@ class CommitteeCalculator(Calculator):
             self.results["forces_comm"] = forces
             self.results["energies_comm"] = np.array([m[0] for m in members])
             self.results["deviation"] = float(max_force_deviation(forces[:, None])[0])
+            if members[0][2] is not None:
+                self.results["stresses_comm"] = np.stack([m[2] for m in members])
 
 
 def _finite(k: int, energy: float, forces: np.ndarray, stress: np.ndarray | None):

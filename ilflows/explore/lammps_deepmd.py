@@ -9,6 +9,7 @@ import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 
 from ilflows.execute import EngineError, require_executable, run_command
+from ilflows.explore import model_devi
 from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
@@ -17,8 +18,6 @@ from ilflows.settings import get_settings
 # Thermostat and barostat relaxation times in time steps (LAMMPS's recommended 100 and 1000).
 TDAMP_STEPS = 100
 PDAMP_STEPS = 1000
-# Column of max_devi_f in model_devi.out: step max_devi_v min_devi_v avg_devi_v max_devi_f ...
-MAX_DEVI_F = 4
 
 
 class LammpsDeepmd:
@@ -39,8 +38,13 @@ class LammpsDeepmd:
         seed: int,
         workdir: Path,
         dispersion: DispersionSpec | None = None,
+        energy_deviation: bool = False,
     ) -> MDResult:
         """Run ``spec.n_steps`` of MD from ``start``, recording every ``spec.frame_every`` steps.
+
+        The force and virial deviations are LAMMPS' (``model_devi.out``); LAMMPS writes no
+        energy deviation, so with ``energy_deviation`` every member evaluates the recorded frames
+        afterwards (:func:`energy_deviations`).
 
         Raises
         ------
@@ -58,17 +62,25 @@ class LammpsDeepmd:
         parameters = write_inputs(models, start, type_map, spec, seed, workdir)
         wall_time = run_lammps(workdir)
         steps, positions, cells = parse_dump(workdir / "traj.dump")
-        devi_steps, deviations = parse_model_devi(workdir / "model_devi.out")
+        devi = model_devi.read(workdir / "model_devi.out")
         expected = list(range(0, spec.n_steps + 1, spec.frame_every))
-        if steps != expected or devi_steps != expected:
+        if steps != expected or devi.steps != expected:
             raise EngineError(
-                f"LAMMPS in {workdir} wrote {len(steps)} frames and {len(devi_steps)} deviations, "
+                f"LAMMPS in {workdir} wrote {len(steps)} frames and {len(devi.steps)} deviations, "
                 f"expected {len(expected)} (steps 0..{expected[-1]} every {spec.frame_every}); "
                 "the MD probably blew up, see lammps.log"
             )
         trajectory = Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells)
+        energies = energy_deviations(models, trajectory, workdir) if energy_deviation else None
         return MDResult.of_run(
-            self.name, spec, parameters, trajectory, deviations=deviations, wall_time=wall_time
+            self.name,
+            spec,
+            parameters,
+            trajectory,
+            deviations=devi.max_devi_f,
+            virial_deviations=devi.max_devi_v,
+            energy_deviations=energies,
+            wall_time=wall_time,
         )
 
 
@@ -205,9 +217,16 @@ def _cell_from_bounds(bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cell, np.array([xlo, ylo, zlo])
 
 
-def parse_model_devi(path: Path) -> tuple[list[int], list[float]]:
-    """Read steps and ``max_devi_f`` (eV/Å) from ``model_devi.out``."""
-    if not Path(path).exists():
-        return [], []
-    table = np.loadtxt(path, comments="#", ndmin=2)
-    return table[:, 0].astype(int).tolist(), table[:, MAX_DEVI_F].tolist()
+def energy_deviations(models: list[ModelFile], trajectory: Trajectory, workdir: Path) -> list[float]:
+    """DeePMD's ``devi_e`` of each recorded frame: every member evaluates it again, eV/atom."""
+    from ilflows.explore.committee import CommitteeCalculator
+    from ilflows.select import energy_deviation
+
+    paths = [m.write(Path(workdir) / f"devi_e.{k:03d}.pb") for k, m in enumerate(models)]
+    calc = CommitteeCalculator(paths, drive="first")
+    out = []
+    for k in range(len(trajectory.steps)):
+        atoms = trajectory.frame(k).to_ase()
+        calc.calculate(atoms, ["energies_comm"])
+        out.append(energy_deviation(calc.results["energies_comm"], len(atoms)))
+    return out

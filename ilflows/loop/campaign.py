@@ -205,6 +205,7 @@ def iteration_flow(
         spec=spec.explore.at_stage(conditions),
         type_map=type_map,
         dispersion=spec.dispersion,
+        energy_deviation=spec.select.energy_window is not None,
     )
     explores = []
     for walker, (start, start_id) in enumerate(zip(starts, start_ids, strict=True)):

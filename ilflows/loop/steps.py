@@ -313,6 +313,7 @@ class ExploreMaker(Maker):
     spec: ExploreSpec = field(default_factory=ExploreSpec)
     type_map: list[str] = field(default_factory=list)
     dispersion: DispersionSpec | None = None
+    energy_deviation: bool = False  # selection needs each frame's energy deviation
 
     @ilflows_job(output_schema=Exploration)
     def make(
@@ -340,7 +341,14 @@ class ExploreMaker(Maker):
 
         seed = 1000 * iteration + walker + 1
         result = get_explorer(self.spec.engine).explore(
-            models, start, self.type_map, self.spec, seed, _workdir("md"), self.dispersion
+            models,
+            start,
+            self.type_map,
+            self.spec,
+            seed,
+            _workdir("md"),
+            self.dispersion,
+            energy_deviation=self.energy_deviation,
         )
         return Exploration(
             **result.model_dump(),

@@ -507,6 +507,17 @@ class SelectSpec(_Section):
         "other and from the frames labelled before; 'random', uniformly (DP-GEN's pick up to fp_task_max).",
     )
     seed: int = Field(0, ge=0, description="Seed of choose: random (with the iteration).")
+    energy_window: tuple[float, float] | None = Field(
+        None,
+        description="[lo, hi] of the energy-per-atom deviation, eV/atom (DP-GEN model_devi_e_trust_lo/hi): "
+        "with it, a frame is accurate only when every criterion is below its lo and failed when any "
+        "reaches its hi.  None: forces alone.",
+    )
+    virial_window: tuple[float, float] | None = Field(
+        None,
+        description="[lo, hi] of the max virial deviation per atom, eV/atom (DP-GEN "
+        "model_devi_v_trust_lo/hi), combined as energy_window.  None: not used.",
+    )
     systems: list[SystemWindowSpec] = Field(
         default_factory=list,
         description="Compositions with a window of their own (a multi-composition campaign whose liquids "
@@ -535,6 +546,10 @@ class SelectSpec(_Section):
             raise ValueError(
                 f"trust_lo ({self.trust_lo}) must be below trust_hi ({self.trust_hi}); swap or widen them"
             )
+        for name in ("energy_window", "virial_window"):
+            window = getattr(self, name)
+            if window is not None and not 0 <= window[0] < window[1]:
+                raise ValueError(f"{name}: {list(window)} must be [lo, hi] with 0 <= lo < hi")
         seen = set()
         for k, own in enumerate(self.systems):
             lo, hi, _ = self.window(own.system)

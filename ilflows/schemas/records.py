@@ -205,6 +205,16 @@ class MDResult(BaseModel):
     frame_every: int = Field(description="Steps between written frames.")
     parameters: dict = Field(description="Every input parameter of the MD run.")
     deviations: list[float] = Field(description="Ensemble max force deviation per frame, eV/Å.")
+    energy_deviations: list[float] | None = Field(
+        None,
+        description="Ensemble deviation of the energy per atom per frame (DeePMD's devi_e: standard "
+        "deviation over members of E/N), eV/atom; None: not computed (LAMMPS without an energy criterion).",
+    )
+    virial_deviations: list[float] | None = Field(
+        None,
+        description="Ensemble max virial deviation per frame (DeePMD's max_devi_v: the largest standard "
+        "deviation over members of a virial component / N), eV/atom; None without a periodic cell.",
+    )
     stopped_at: int | None = Field(
         None,
         description="MD step at which the deviation reached explore.stop_deviation (None: ran to the end).",
@@ -216,7 +226,8 @@ class MDResult(BaseModel):
     def of_run(cls, engine: str, spec, parameters: dict, trajectory: Trajectory, **results) -> MDResult:
         """Return the record of a run of ``spec`` (an ExploreSpec): its settings, and ``results``.
 
-        ``results``: ``deviations``, ``wall_time`` and, for a walker that stopped, ``stopped_at``.
+        ``results``: ``deviations`` (and energy and virial deviations where known), ``wall_time``
+        and, for a walker that stopped, ``stopped_at``.
         """
         return cls(
             engine=engine,

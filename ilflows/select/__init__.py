@@ -103,15 +103,46 @@ class WindowCounts:
         return float(self.accurate.sum() / n) if n else 0.0
 
 
-def classify(deviations: np.ndarray, trust_lo: float, trust_hi: float) -> WindowCounts:
+def classify(deviations: np.ndarray, trust_lo, trust_hi, more: list[tuple] = ()) -> WindowCounts:
     """Boolean masks: accurate ``d < lo``, candidate ``lo <= d < hi``, failed ``d >= hi``.
 
-    NaN deviations (a model blew up) count as failed.
+    ``trust_lo`` and ``trust_hi`` are numbers or one per frame.  ``more`` adds criteria, each
+    (deviations, lo, hi), as DP-GEN combines force, virial and energy deviations: a frame is
+    failed when any criterion reaches its hi, accurate when every one is below its lo, else a
+    candidate.  NaN deviations (a model blew up) count as failed.
     """
-    d = np.asarray(deviations, dtype=float)
-    accurate = d < trust_lo
-    candidate = (d >= trust_lo) & (d < trust_hi)
-    return WindowCounts(accurate=accurate, candidate=candidate, failed=~(accurate | candidate))
+    accurate = np.ones(len(deviations), dtype=bool)
+    failed = np.zeros(len(deviations), dtype=bool)
+    for d, lo, hi in [(deviations, trust_lo, trust_hi), *more]:
+        d = np.asarray(d, dtype=float)
+        accurate &= d < lo
+        failed |= ~(d < hi)  # NaN too
+    return WindowCounts(accurate=accurate, candidate=~(accurate | failed), failed=failed)
+
+
+def force_deviations(forces: np.ndarray) -> tuple[float, float, float]:
+    """(max, min, avg) over atoms of one frame's force spread ``sqrt(mean_k |F_ik - <F_i>|^2)``, eV/Å.
+
+    ``forces``: (n_members, n_atoms, 3); the max is :func:`max_force_deviation`'s.
+    """
+    forces = np.asarray(forces, dtype=float)
+    spread = np.sqrt(((forces - forces.mean(axis=0)) ** 2).sum(axis=-1).mean(axis=0))
+    return float(spread.max()), float(spread.min()), float(spread.mean())
+
+
+def energy_deviation(energies: np.ndarray, n_atoms: int) -> float:
+    """DeePMD's ``devi_e``: standard deviation over members of the energy per atom, eV/atom."""
+    return float(np.std(np.asarray(energies, dtype=float) / n_atoms))
+
+
+def virial_deviation(virials: np.ndarray, n_atoms: int) -> tuple[float, float, float]:
+    """DeePMD's (max, min, avg)_devi_v, eV/atom.
+
+    Over the 9 components, of the members' standard deviation of virial / N; ``virials``:
+    (n_members, 3, 3), eV.
+    """
+    spread = np.std(np.asarray(virials, dtype=float).reshape(len(virials), 9) / n_atoms, axis=0)
+    return float(spread.max()), float(spread.min()), float(spread.mean())
 
 
 def choose_candidates(deviations: np.ndarray, candidate: np.ndarray, max_candidates: int) -> np.ndarray:

@@ -37,6 +37,32 @@ class SoFar:
     earlier_ratios: list[float] = field(default_factory=list)  # accurate ratios of the stage so far
 
 
+def other_criteria(spec: CampaignSpec, explorations: list[Exploration]) -> list[tuple]:
+    """Return the energy and virial criteria the spec asks for: (deviations of every frame, lo, hi).
+
+    Raises
+    ------
+    ValueError
+        An exploration lacks the deviation a criterion needs (e.g. a box without a cell has no virial).
+    """
+    out = []
+    for key, window, unit in (
+        ("energy_deviations", spec.select.energy_window, "energy"),
+        ("virial_deviations", spec.select.virial_window, "virial"),
+    ):
+        if window is None:
+            continue
+        missing = [e.walker for e in explorations if getattr(e, key) is None]
+        if missing:
+            raise ValueError(
+                f"select.{unit}_window: walker {missing[0]}'s exploration has no {unit} deviations "
+                f"({explorations[0].engine}); drop select.{unit}_window"
+            )
+        values = np.concatenate([np.asarray(getattr(e, key), dtype=float) for e in explorations])
+        out.append((values, *window))
+    return out
+
+
 def walker_system(spec: CampaignSpec, exploration: Exploration) -> int:
     """Index of the composition an exploration ran (from its first frame's species)."""
     from ilflows.systems import system_of
@@ -163,7 +189,7 @@ def select_frames(
     levels = {k: trust_levels(spec, k, deviations[system == k]) for k in sorted(set(system.tolist()))}
     lo = np.array([levels[k][0] for k in system.tolist()], dtype=float)
     hi = np.array([levels[k][1] for k in system.tolist()], dtype=float)
-    window = classify(deviations, lo, hi)
+    window = classify(deviations, lo, hi, other_criteria(spec, done))
     in_window = np.flatnonzero(window.candidate)
     prints = [owner[i][0].trajectory.frame(owner[i][1]).fingerprint() for i in in_window]
     new = window.candidate.copy()

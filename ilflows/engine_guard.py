@@ -1,6 +1,6 @@
-"""Run a program that dies, with everything it starts, when its worker dies.
+"""Run a program that dies, with everything it starts, when its worker dies or its time is up.
 
-``python engine_guard.py PPID PROGRAM ARGS``: run by path, not imported, so that it starts in
+``python engine_guard.py PPID LIMIT PROGRAM ARGS``: run by path, not imported, so that it starts in
 milliseconds.  The guard starts the program in a process group of its own and stays as its
 parent.  On Linux the kernel tells the guard when its parent (an ilflows worker) dies, however it
 died, and the guard then kills the program's whole group: what the program started itself dies
@@ -9,7 +9,9 @@ starts ranks), so no engine runs on beside the job's rerun.  Signals sent to the
 (custodian's terminate, a user's ``kill``) go to the whole group, and the guard exits as the
 program did, so whoever started it (``subprocess`` or custodian) sees the program's own status.
 Being in a group of its own, the program does not get a terminal's Ctrl-C: the runner decides
-how jobs stop (``ilflows.farm``).
+how jobs stop (``ilflows.farm``).  With a LIMIT above 0 (seconds) the group gets SIGTERM when the
+time is up and SIGKILL :data:`GRACE` seconds later; the guard then says so on stderr and exits
+:data:`TIMED_OUT`, like coreutils' ``timeout``.
 """
 
 import ctypes
@@ -18,6 +20,9 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+TIMED_OUT = 124  # exit status after the time limit, as coreutils' timeout
+TIMEOUT_MESSAGE = "engine_guard: timed out after"  # how the log names it (ilflows.execute reads it)
+GRACE = 10.0  # s between SIGTERM and SIGKILL at the time limit: a program may write its restart files
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -29,8 +34,8 @@ def _end_group(group: int, signum: int) -> None:
 
 
 def main() -> None:
-    """Run ``sys.argv[2:]`` under the guard of worker ``sys.argv[1]``; exit as it exits."""
-    parent, program = int(sys.argv[1]), sys.argv[2:]
+    """Run ``sys.argv[3:]`` guarded for worker ``sys.argv[1]``, ``sys.argv[2]`` s at most; exit as it does."""
+    parent, limit, program = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
     if prctl is None:  # no parent-death signal: run the program in place
         os.execvp(program[0], program)
@@ -60,13 +65,27 @@ def main() -> None:
 
     for signum in passed:
         signal.signal(signum, forward)
+    timed_out = []
+
+    def time_up(_signum, _frame) -> None:
+        timed_out.append(True)
+        _end_group(child, signal.SIGTERM if len(timed_out) == 1 else signal.SIGKILL)
+        signal.setitimer(signal.ITIMER_REAL, GRACE)  # then SIGKILL, if it has not ended
+
+    if limit > 0:
+        signal.signal(signal.SIGALRM, time_up)
+        signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         os.setpgid(child, child)  # also here, so the group exists before any signal is forwarded
     except OSError:  # the child already exec'd (EACCES) or exited
         pass
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     _, status = os.waitpid(child, 0)
+    signal.setitimer(signal.ITIMER_REAL, 0)
     _end_group(child, signal.SIGKILL)  # strays the program left behind in its group
+    if timed_out:
+        print(f"{TIMEOUT_MESSAGE} {limit:g} s: {program[0]} and its group were killed", file=sys.stderr)
+        os._exit(TIMED_OUT)
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
         if signum in FORWARDED:

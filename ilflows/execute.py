@@ -10,20 +10,50 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
+from ilflows.engine_guard import TIMED_OUT, TIMEOUT_MESSAGE
 from ilflows.settings import get_settings
 
 _GUARD = str(Path(__file__).with_name("engine_guard.py"))
+_time_limit: ContextVar[float | None] = ContextVar("engine_time_limit", default=None)
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Give every program started in the block at most ``seconds`` (None: no limit).
+
+    A job sets it around its engine (the spec's ``time_limits``); the guard enforces it on the
+    program's whole process group.
+    """
+    token = _time_limit.set(seconds)
+    try:
+        yield
+    finally:
+        _time_limit.reset(token)
 
 
 def guarded(args: list[str]) -> list[str]:
-    """Return ``args`` behind :mod:`ilflows.engine_guard`: the program dies with this process."""
-    return [sys.executable, "-I", "-S", _GUARD, str(os.getpid()), *args]  # -S: no site, starts in 25 ms
+    """Return ``args`` behind :mod:`ilflows.engine_guard`: the program dies with this process.
+
+    The block's :func:`time_limit`, if any, goes with it.
+    """
+    limit = _time_limit.get() or 0
+    return [sys.executable, "-I", "-S", _GUARD, str(os.getpid()), str(limit), *args]  # -S: starts in 25 ms
 
 
 class EngineError(RuntimeError):
     """An external program failed; the message names it, its folder and the end of its log."""
+
+
+class EngineTimeoutError(EngineError):
+    """An external program ran past its time limit and was killed with its process group.
+
+    An :class:`EngineError`: a DFT label that timed out is a failed label, and the campaign goes on.
+    """
 
 
 class EngineKilledError(RuntimeError):
@@ -70,6 +100,8 @@ def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: P
     ------
     EngineError
         When the program exits non-zero; the message carries the last lines of its log.
+    EngineTimeoutError
+        When the program ran past the block's :func:`time_limit` (its group was killed).
     EngineKilledError
         When the program was killed by a signal.
     """
@@ -81,6 +113,8 @@ def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: P
             guarded(args), cwd=workdir, stdin=source, stdout=out, stderr=subprocess.STDOUT, env=engine_env()
         )
     wall = time.perf_counter() - start
+    if proc.returncode == TIMED_OUT and TIMEOUT_MESSAGE in log.read_text(errors="replace"):
+        raise EngineTimeoutError(f"{args[0]} timed out after {_time_limit.get():g} s in {workdir}; killed")
     if proc.returncode < 0:
         signame = signal.Signals(-proc.returncode).name
         raise EngineKilledError(f"{args[0]} was killed by {signame} in {workdir}; the job can run again")

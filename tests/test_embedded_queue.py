@@ -317,3 +317,25 @@ def test_a_stop_signal_puts_running_jobs_back_and_frees_the_queue_last(tmp_path,
     proc = ilflows(["worker", "--workers", "2"], tmp_path, **_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _runs(tmp_path) == Counter({str(i): 1 for i in range(6)})  # each job finished once
+
+
+def test_an_engine_past_its_time_limit_is_killed_with_what_it_started(tmp_path):
+    from ilflows.execute import EngineTimeoutError, run_command, time_limit
+
+    mark = f"TOY_LIMIT={tmp_path}"
+    start = time.time()
+    with pytest.raises(EngineTimeoutError, match=r"env timed out after 1.5 s in"), time_limit(1.5):
+        run_command(["env", mark, "sh", "-c", "sleep 60 & sleep 61; wait"], tmp_path, "hang.log")
+    assert time.time() - start < 5
+    assert "engine_guard: timed out after 1.5 s" in (tmp_path / "hang.log").read_text()
+    left = [p for p in Path("/proc").glob("[0-9]*") if _has_env(p, mark)]
+    assert left == []  # the wrapper's children went with it
+    with time_limit(30):
+        assert run_command(["sh", "-c", "exit 0"], tmp_path, "quick.log") < 5
+
+
+def _has_env(proc: Path, entry: str) -> bool:
+    try:
+        return entry.encode() in (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False

@@ -51,3 +51,29 @@ def test_rerun_of_an_unknown_campaign_is_one_line(tmp_path):
     assert (
         proc.stderr == "ilflows: error: campaign: no campaign named 'nope' in the queue; see ilflows status\n"
     )
+
+
+@pytest.mark.slow
+def test_a_hanging_engine_is_killed_at_its_limit_and_its_label_counts_as_failed(tmp_path):
+    spec = tmp_path / "hang.yaml"
+    limits = {"label": 20}  # an xTB label of one ion pair takes about 3 s
+    spec.write_text(
+        yaml.safe_dump({**SPEC, "name": "hang", "time_limits": limits, "validation": {"holdout_fraction": 0}})
+    )
+    hang = (
+        tmp_path / "cp2k"
+    )  # the first CP2K run hangs (a stuck SCF, a dead file system); the others are real
+    hang.write_text(
+        f"#!/bin/sh\nif [ ! -e {tmp_path}/hung ]; then touch {tmp_path}/hung; sleep 60 & sleep 61; wait; fi\n"
+        'exec cp2k.psmp "$@"\n'
+    )
+    hang.chmod(0o755)
+    proc = _ilflows(["run", str(spec), "--quiet"], tmp_path, ILFLOWS_CP2K_CMD=str(hang))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    labels = json.loads(_ilflows(["query", "labels", "--json"], tmp_path).stdout)
+    failed = [lab for lab in labels if not lab["converged"]]
+    assert len(failed) == 1 and "timed out after 20 s" in failed[0]["error"]
+    assert 20 <= failed[0]["wall_time_s"] < 40  # killed at its limit, not after the 60 s sleep
+    report = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["hang"]
+    assert report["jobs"]["fizzled"] == 0 and report["iterations"][0]["failed_labels"] == 1
+    assert subprocess.run(["pgrep", "-f", "sleep 6[01]"], capture_output=True).stdout == b""  # none left

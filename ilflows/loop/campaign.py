@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response, job
 
+from ilflows.execute import time_limit
 from ilflows.loop.production import analyse, produce
 from ilflows.loop.steps import (
     ExploreMaker,
@@ -105,7 +106,7 @@ def label_jobs(
     spec: CampaignSpec, frames: list[tuple[Frame | None, FrameOrigin]], iteration: int
 ) -> list[Job]:
     """One DFT job per frame (None: an explored frame the job reads from the store)."""
-    maker = LabelMaker(campaign=spec.name, spec=spec.dft)
+    maker = LabelMaker(campaign=spec.name, spec=spec.dft, time_limit=spec.time_limits.label)
     jobs = []
     for frame, origin in frames:
         label = maker.make(origin, iteration, frame)
@@ -186,6 +187,7 @@ def iteration_flow(
             dispersion=spec.dispersion,
             holdout_fraction=spec.validation.holdout_fraction,
             outlier_k=spec.guards.label_outlier_k,
+            time_limit=spec.time_limits.train,
         )
         for k in range(family.n_models):
             train = trainer.make(labels, iteration, len(trains), seed=family.seed + k)
@@ -206,6 +208,7 @@ def iteration_flow(
         type_map=type_map,
         dispersion=spec.dispersion,
         energy_deviation=spec.select.energy_window is not None,
+        time_limit=spec.time_limits.explore,
     )
     explores = []
     for walker, (start, start_id) in enumerate(zip(starts, start_ids, strict=True)):
@@ -343,16 +346,17 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
     """
     engine, settings = md_engine(spec, md)
     t0 = time.perf_counter()
-    run = engine.run_md(
-        box,
-        settings,
-        _folder("md"),
-        n_steps=md.n_steps,
-        temperature=md.temperature,
-        timestep=md.timestep,
-        every=md.every,
-        seed=origin.seed,
-    )
+    with time_limit(spec.time_limits.md):  # a run cut at its limit keeps the frames it finished
+        run = engine.run_md(
+            box,
+            settings,
+            _folder("md"),
+            n_steps=md.n_steps,
+            temperature=md.temperature,
+            timestep=md.timestep,
+            every=md.every,
+            seed=origin.seed,
+        )
     wall = time.perf_counter() - t0
     written = run.snapshots
     origins = [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jobflow import JobConfig, Maker, job
 
+from ilflows.execute import time_limit
 from ilflows.schemas import (
     BIG_FIELDS,
     DFTLabel,
@@ -83,6 +84,7 @@ class LabelMaker(Maker):
     name: str = "label"
     campaign: str = ""
     spec: DFTSpec = field(default_factory=DFTSpec)
+    time_limit: float | None = None  # s per label (time_limits.label); past it the label is failed
 
     @ilflows_job(output_schema=DFTLabel)
     def make(self, origin: FrameOrigin, iteration: int, frame: Frame | None = None) -> DFTLabel:
@@ -97,7 +99,8 @@ class LabelMaker(Maker):
 
         if frame is None:
             frame = explored_frame(CURRENT_JOB.store, origin)
-        result = get_engine(self.spec.engine).label(frame, self.spec, _workdir("dft"))
+        with time_limit(self.time_limit):
+            result = get_engine(self.spec.engine).label(frame, self.spec, _workdir("dft"))
         return DFTLabel(
             **result.model_dump(),
             campaign=self.campaign,
@@ -133,6 +136,7 @@ class TrainMaker(Maker):
     dispersion: DispersionSpec | None = None
     holdout_fraction: float = 0.0
     outlier_k: float | None = None
+    time_limit: float | None = None  # s per training (time_limits.train)
 
     @ilflows_job(output_schema=TrainingRun)
     def make(self, after: list, iteration: int, member: int, seed: int) -> TrainingRun:
@@ -163,7 +167,8 @@ class TrainMaker(Maker):
             # a member whose previous training crashed starts from scratch
             if parent := previous_model(CURRENT_JOB.store, self.campaign, iteration - 1, member):
                 hyperparameters["init_model"] = parent
-        result = trainer.train(good, self.type_map, hyperparameters, _workdir("train"))
+        with time_limit(self.time_limit):
+            result = trainer.train(good, self.type_map, hyperparameters, _workdir("train"))
         return TrainingRun(
             **result.model_dump(),
             campaign=self.campaign,
@@ -314,6 +319,7 @@ class ExploreMaker(Maker):
     type_map: list[str] = field(default_factory=list)
     dispersion: DispersionSpec | None = None
     energy_deviation: bool = False  # selection needs each frame's energy deviation
+    time_limit: float | None = None  # s per exploration (time_limits.explore)
 
     @ilflows_job(output_schema=Exploration)
     def make(
@@ -340,16 +346,17 @@ class ExploreMaker(Maker):
         models = trained
 
         seed = 1000 * iteration + walker + 1
-        result = get_explorer(self.spec.engine).explore(
-            models,
-            start,
-            self.type_map,
-            self.spec,
-            seed,
-            _workdir("md"),
-            self.dispersion,
-            energy_deviation=self.energy_deviation,
-        )
+        with time_limit(self.time_limit):
+            result = get_explorer(self.spec.engine).explore(
+                models,
+                start,
+                self.type_map,
+                self.spec,
+                seed,
+                _workdir("md"),
+                self.dispersion,
+                energy_deviation=self.energy_deviation,
+            )
         return Exploration(
             **result.model_dump(),
             campaign=self.campaign,

@@ -623,6 +623,21 @@ class WorkersSpec(_Section):
     )
 
 
+class TimeLimitsSpec(_Section):
+    """Most wall time of one engine run, per kind of job, s; null: no limit.
+
+    A program past its limit is killed with every process it started (SIGTERM, then SIGKILL 10 s
+    later): a hung SCF, an MPI deadlock or a dead file system never holds a worker for ever.
+    A DFT label that timed out is a failed label (left out of training; the campaign goes on);
+    a training or exploration that timed out fails its job, which ``ilflows status`` names.
+    """
+
+    label: float | None = Field(None, gt=0, description="One DFT label (CP2K, VASP), s.")
+    md: float | None = Field(None, gt=0, description="One initial or validation MD run (xTB, AIMD), s.")
+    train: float | None = Field(None, gt=0, description="One member's training and freezing, s.")
+    explore: float | None = Field(None, gt=0, description="One exploration MD run (LAMMPS, ASE), s.")
+
+
 class ProductionSpec(_Section):
     """One production MD run with the final models, and the liquid properties computed from it."""
 
@@ -742,6 +757,7 @@ class CampaignSpec(_Section):
     guards: GuardSpec = Field(default_factory=GuardSpec)
     loop: LoopSpec = Field(default_factory=LoopSpec)
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
+    time_limits: TimeLimitsSpec = Field(default_factory=TimeLimitsSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     production: list[ProductionSpec] = Field(
         default_factory=list, description="Production runs with the final models once the loop stops."

@@ -64,6 +64,7 @@ CASES = [
         _set("explore.stages", [{"temprature": 300}]),
         "explore.stages.0.temprature: not a field",
     ),
+    ("zero time limit", _set("time_limits.label", 0), "time_limits.label: Input should be greater than 0"),
     (
         "holdout too large",
         _set("validation.holdout_fraction", 0.7),

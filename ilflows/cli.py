@@ -23,15 +23,17 @@ def _spec(args):
 
 
 def _print_iterations(store, campaign: str) -> None:
-    from ilflows.store.queries import format_table, iteration_table, outputs, table_rows
+    from ilflows.store.queries import ERRORS, EXPLORED, format_table, iteration_table, outputs, table_rows
 
-    print(
-        f"\ncampaign {campaign}: per-iteration results (errors: the ensemble mean's, on every label of a set)"
-    )
-    print(format_table(table_rows(iteration_table(store, campaign))))
-    for s in sorted(
+    rows = table_rows(iteration_table(store, campaign))
+    print(f"\ncampaign {campaign}: per-iteration results, exploration")
+    print(format_table([{c: r[c] for c in EXPLORED} for r in rows]))
+    print(f"\ncampaign {campaign}: errors of the ensemble mean on every label of each set")
+    print(format_table([{c: r[c] for c in ERRORS} for r in rows]))
+    selections = sorted(
         outputs(store, "selection", campaign, fields=["iteration", "notes"]), key=lambda s: s["iteration"]
-    ):
+    )
+    for s in selections:
         for note in s.get("notes") or []:
             print(f"note (iteration {s['iteration']}): {note}")
 

@@ -66,9 +66,17 @@ def _query(home: Path, *args: str) -> list[dict]:
 def test_campaign_runs_two_iterations_and_prints_the_table(tiny_campaign):
     home, out = tiny_campaign
     assert "jobs done" in out  # progress lines
-    table = out[out.index("per-iteration results") :].splitlines()
-    assert table[1].split()[:5] == ["iteration", "stage", "trained_on", "held_out", "failed_labels"]
+    table = out[out.index("per-iteration results, exploration") :].splitlines()
+    assert table[1].split()[:4] == ["iteration", "stage", "frames", "accurate"]
     assert [row.split()[0] for row in table[2:4]] == ["0", "1"]
+    errors = out[out.index("errors of the ensemble mean on every label") :].splitlines()
+    assert errors[1].split()[:5] == [
+        "iteration",
+        "trained_on",
+        "held_out",
+        "failed_labels",
+        "train_rmse_f_eV_A",
+    ]
     status = json.loads(_ilflows(["status", "--json"], home).stdout)["tiny"]
     assert status["jobs"]["completed"] == status["jobs"]["total"] and status["jobs"]["fizzled"] == 0
     it0, it1 = status["iterations"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ilflows.store.queries import format_value, iteration_table, outputs, table_rows
+from ilflows.store.queries import ERRORS, EXPLORED, format_value, iteration_table, outputs, table_rows
 
 
 @dataclass
@@ -291,23 +291,6 @@ def write_report(store, campaign: str, folder: Path) -> Path:
     page = folder / "report.html"
     page.write_text(_html(campaign, summary, rows, figures, folder))
     return page
-
-
-# the per-iteration table in two parts, so that each fits the page: what was explored, how good the models are
-EXPLORED = [
-    "iteration",
-    "stage",
-    "frames",
-    "accurate",
-    "candidate",
-    "failed",
-    "accurate_ratio",
-    "trust_lo_eV_A",
-]
-EXPLORED += ["flagged"]
-EXPLORED += ["repeated", "selected", "devi_median_eV_A", "stop_reason"]
-ERRORS = ["iteration", "trained_on", "held_out", "failed_labels", "train_rmse_f_eV_A", "heldout_rmse_f_eV_A"]
-ERRORS += ["heldout_rmse_e_meV_atom", "val_rmse_f_eV_A", "val_rmse_e_meV_atom", "devi_floor_eV_A"]
 
 
 def _summary(spec: dict, rows: list[dict]) -> list[tuple[str, str]]:

@@ -286,6 +286,23 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
     return rows
 
 
+# the per-iteration table in two parts that each fit a page or terminal: what was explored,
+# and how good the models are
+EXPLORED = [
+    "iteration",
+    "stage",
+    "frames",
+    "accurate",
+    "candidate",
+    "failed",
+    "accurate_ratio",
+    "trust_lo_eV_A",
+]
+EXPLORED += ["flagged", "repeated", "selected", "devi_median_eV_A", "stop_reason"]
+ERRORS = ["iteration", "trained_on", "held_out", "failed_labels", "train_rmse_f_eV_A", "heldout_rmse_f_eV_A"]
+ERRORS += ["heldout_rmse_e_meV_atom", "val_rmse_f_eV_A", "val_rmse_e_meV_atom", "devi_floor_eV_A"]
+
+
 def format_value(value) -> str:
     """Format a table cell: floats to 4 significant digits, None as '-'."""
     if isinstance(value, float):
@@ -300,8 +317,8 @@ def format_table(rows: list[dict]) -> str:
     cols = list(rows[0])
     body = [[format_value(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)).rstrip() for b in body]
     return "\n".join(lines)
 
 

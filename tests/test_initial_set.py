@@ -98,4 +98,4 @@ def test_md_and_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_
     assert {"imp/initial/md2/0", "imp/initial/md2/1"} <= {lab["frame_id"] for lab in md_labels}  # EQ run kept
     trainings = json.loads(_ilflows(["query", "trainings", "--json"], tmp_path).stdout)
     # 1 packed box + 20 imported + the MD frames the guards kept, never the validation ones
-    assert [t["n_frames"] for t in trainings] == [21 + len(md_labels)] * 2
+    assert [t["n_frames"] + t["n_held_out"] for t in trainings] == [21 + len(md_labels)] * 2

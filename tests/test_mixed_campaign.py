@@ -67,7 +67,7 @@ def test_both_families_train_on_the_same_labels(mixed_store, iteration):
     ]
     assert len({tuple(t["label_ids"]) for t in runs}) == 1  # one label set for every member
     expected = 4 if iteration == 0 else 4 + len(_outputs(mixed_store, "selection", 0)[0]["selected"])
-    assert runs[0]["n_frames"] + runs[0]["n_failed_labels"] == expected
+    assert runs[0]["n_frames"] + runs[0]["n_held_out"] + runs[0]["n_failed_labels"] == expected
 
 
 @pytest.mark.slow

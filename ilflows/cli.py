@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 
@@ -142,14 +143,18 @@ def _labels_stored_or_queued(iterations: list[dict]) -> int:
 def cmd_status(args) -> int:
     """Per-iteration table and queue state of each campaign."""
     from ilflows.farm import archive_file, campaign_progress, queue_health
-    from ilflows.store import connect_jobstore, embedded_limit_notes, get_launchpad
+    from ilflows.store import connect_jobstore, embedded_limit_notes, get_launchpad, require_store
     from ilflows.store.queries import campaigns, iteration_table, table_rows
 
+    require_store()
     store = connect_jobstore()
     lp = get_launchpad()
     settings = get_settings()
     queued = [n for n in lp.workflows.distinct("metadata.campaign") if n]
-    names = [args.campaign] if args.campaign else sorted(set(campaigns(store)) | set(queued))
+    known = sorted(set(campaigns(store)) | set(queued))
+    if args.campaign:
+        _known_campaign(args.campaign, known + [p.stem for p in (settings.home / "archive").glob("*.json")])
+    names = [args.campaign] if args.campaign else known
     report = {}
     for name in names:
         done, fizzled, total = campaign_progress(lp, name)
@@ -204,8 +209,9 @@ def cmd_report(args) -> int:
     from pathlib import Path
 
     from ilflows.analysis.report import write_report
-    from ilflows.store import connect_jobstore
+    from ilflows.store import connect_jobstore, require_store
 
+    require_store()
     folder = Path(args.out) if args.out else get_settings().home / "reports" / args.campaign
     try:
         page = write_report(connect_jobstore(), args.campaign, folder)
@@ -225,12 +231,25 @@ def cmd_archive(args) -> int:
     return 0
 
 
+def _known_campaign(name: str, known: list[str]) -> None:
+    from ilflows.farm import CampaignError
+
+    if name not in known:
+        listed = ", ".join(known) or "none yet"
+        raise CampaignError(
+            f"campaign: no campaign named '{name}' in the store or the queue (known: {listed})"
+        )
+
+
 def cmd_query(args) -> int:
     """Labels, trainings, explorations, validation errors or frames by deviation range."""
-    from ilflows.store import connect_jobstore
+    from ilflows.store import connect_jobstore, require_store
     from ilflows.store import queries as q
 
+    require_store()
     store = connect_jobstore()
+    if args.campaign:
+        _known_campaign(args.campaign, q.campaigns(store))
     if args.what == "labels":
         rows = q.labels(store, args.campaign, args.iteration)
     elif args.what == "trainings":
@@ -246,7 +265,8 @@ def cmd_query(args) -> int:
     if args.iteration is not None and args.what != "labels":
         rows = [r for r in rows if r["iteration"] == args.iteration]
     if args.csv:
-        columns = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ in columns
+        # rows may differ in columns; with none, the query's own columns make the header
+        columns = list(dict.fromkeys(key for row in rows for key in row)) or q.COLUMNS[args.what]
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -351,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before or after the workers ran: nothing was left half done
         print("ilflows: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (ilflows query labels | head): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        return 0
 
 
 if __name__ == "__main__":

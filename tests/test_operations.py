@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import ONE_ITERATION, ilflows
+from cli_runs import ONE_ITERATION, ROOT, cli_env, ilflows
 
 SPEC = {"name": "ops", **ONE_ITERATION}
 
@@ -77,3 +79,48 @@ def test_a_hanging_engine_is_killed_at_its_limit_and_its_label_counts_as_failed(
     report = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["hang"]
     assert report["jobs"]["fizzled"] == 0 and report["iterations"][0]["failed_labels"] == 1
     assert subprocess.run(["pgrep", "-f", "sleep 6[01]"], capture_output=True).stdout == b""  # none left
+
+
+def test_readers_refuse_a_missing_store_and_unknown_campaigns_in_one_line(tmp_path):
+    for args in (["status"], ["query", "labels"], ["report", "x"]):
+        proc = _ilflows(args, tmp_path / "nohome")
+        assert proc.returncode == 2 and proc.stderr.startswith(
+            f"ilflows: error: no ilflows store in {tmp_path / 'nohome'}"
+        )
+        assert len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "nohome").exists()  # a reader creates nothing
+    (tmp_path / "jobstore").mkdir()  # an empty store
+    for args in (["status", "nosuch"], ["query", "labels", "--campaign", "nosuch"]):
+        proc = _ilflows(args, tmp_path)
+        assert proc.returncode == 2
+        message = "ilflows: error: campaign: no campaign named 'nosuch' in the store or the queue"
+        assert proc.stderr == f"{message} (known: none yet)\n"
+    empty = _ilflows(["query", "trainings", "--csv"], tmp_path)
+    assert empty.returncode == 0
+    assert empty.stdout.splitlines()[0].startswith("iteration,member,seed,engine,n_frames,n_held_out")
+
+
+def test_a_closed_pipe_ends_a_query_quietly(tmp_path):
+    from ilflows.store.queries import natural
+
+    assert sorted(["c/it0/w0/f10", "c/it0/w0/f2", "c/it0/w1/f1"], key=natural) == [
+        "c/it0/w0/f2",
+        "c/it0/w0/f10",
+        "c/it0/w1/f1",
+    ]
+    (tmp_path / "jobstore").mkdir()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: every write fails
+    proc = subprocess.run(
+        [sys.executable, "-m", "ilflows.cli", "query", "labels", "--csv"],
+        env=cli_env(tmp_path),
+        cwd=ROOT,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    os.close(write_end)
+    err = proc.stderr
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -12,6 +12,7 @@ from ilflows.store.backends import (
     open_queue,
     prepare_fireworks,
     queue_holder,
+    require_store,
 )
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "StoreConfigError",
     "check_connection",
     "connect_jobstore",
+    "require_store",
     "embedded_limit_notes",
     "get_jobstore",
     "get_launchpad",

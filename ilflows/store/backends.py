@@ -243,6 +243,24 @@ def embedded_limit_notes(jobs: int, labels: int, settings: IlflowsSettings) -> l
     return notes
 
 
+def require_store(settings: IlflowsSettings | None = None) -> None:
+    """Refuse, in one line, to read an embedded store that is not there (and create nothing).
+
+    Raises
+    ------
+    StoreConfigError
+        Neither the queue file nor the results store exists in the home folder.
+    """
+    settings = settings or get_settings()
+    if settings.backend != "embedded":
+        return
+    if not (settings.home / "jobstore").is_dir() and not queue_file(settings).exists():
+        raise StoreConfigError(
+            f"no ilflows store in {settings.home.resolve()}; run a campaign there first, or point "
+            "ILFLOWS_HOME (or home: in ~/.ilflows.yaml) at the folder that holds launchpad.json and jobstore/"
+        )
+
+
 def get_jobstore(settings: IlflowsSettings | None = None):
     """Return the configured :class:`jobflow.JobStore` with a ``data`` store for big objects."""
     settings = settings or get_settings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,6 +27,11 @@ def _field(doc: dict, dotted: str):
     for key in dotted.split("."):
         doc = doc.get(key) if isinstance(doc, dict) else None
     return doc
+
+
+def natural(text: str) -> tuple:
+    """Sort key that orders the numbers in ``text`` by value: f2 before f10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
 def campaigns(store) -> list[str]:
@@ -66,7 +72,7 @@ def labels(store, campaign: str | None = None, iteration: int | None = None) -> 
                 "error": out["error"],
             }
         )
-    return sorted(rows, key=lambda r: (r["iteration"], r["frame_id"]))
+    return sorted(rows, key=lambda r: (r["iteration"], natural(r["frame_id"])))
 
 
 def trainings(store, campaign: str | None = None) -> list[dict]:
@@ -285,6 +291,29 @@ def iteration_table(store, campaign: str) -> list[IterationRow]:
         )
     return rows
 
+
+# each query's columns, for the header of an empty CSV (properties add a D column per ion)
+COLUMNS = {
+    "labels": ["frame_id", "iteration", "converged", "energy_per_atom_eV", "n_atoms", "method"]
+    + ["deviation_eV_A", "engine", "wall_time_s", "error"],
+    "trainings": ["iteration", "member", "seed", "engine", "n_frames", "n_held_out"]
+    + ["last_step_rmse_e_meV_atom", "last_step_rmse_f_eV_A", "wall_time_s"],
+    "explorations": ["iteration", "walker", "engine", "ensemble", "temperature_K", "n_steps", "n_frames"]
+    + ["median_deviation_eV_A", "max_deviation_eV_A", "wall_time_s"],
+    "validation": [
+        "campaign",
+        "iteration",
+        "label_set",
+        "model",
+        "subset",
+        "n_frames",
+        "energy_rmse_meV_atom",
+    ]
+    + ["energy_mae_meV_atom", "force_rmse_eV_A", "force_mae_eV_A"],
+    "properties": ["campaign", "run", "iteration", "ensemble", "temperature", "n_frames", "time_span"]
+    + ["max_deviation", "density", "density_ci", "models"],
+    "frames": ["campaign", "iteration", "walker", "frame_index", "md_step", "deviation_eV_A"],
+}
 
 # the per-iteration table in two parts that each fit a page or terminal: what was explored,
 # and how good the models are

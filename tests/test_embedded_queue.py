@@ -339,3 +339,21 @@ def _has_env(proc: Path, entry: str) -> bool:
         return entry.encode() in (proc / "environ").read_bytes().split(b"\0")
     except OSError:
         return False
+
+
+def test_a_damaged_queue_file_is_one_line_and_the_previous_state_is_kept(tmp_path):
+    _queue_naps(tmp_path, 2, 0.0)
+    assert ilflows(["worker"], tmp_path, **_env(tmp_path)).returncode == 0
+    queue, previous = tmp_path / "launchpad.json", tmp_path / "launchpad.json.previous"
+    assert json.loads(previous.read_text())["ilflows"]["fireworks"][
+        "documents"
+    ]  # a whole queue, one save older
+    queue.write_text(queue.read_text()[:100])  # truncated, as by a full disk
+    for args in (["status"], ["worker"], ["rerun", "naps"]):
+        proc = ilflows(args, tmp_path, **_env(tmp_path))
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert f"{queue} is not a readable queue (JSONDecodeError" in proc.stderr
+        assert f"the queue before its last change is {previous}, copy it over it" in proc.stderr
+    queue.write_text(previous.read_text())
+    status = ilflows(["status"], tmp_path)
+    assert status.returncode == 0 and re.search(r"campaign naps: [12]/2 jobs completed", status.stdout)

@@ -216,8 +216,20 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
         self._connect()
 
     def _connect(self) -> None:
+        from ilflows.store.backends import StoreConfigError
+
         self._mtime = self._path.stat().st_mtime_ns
-        LaunchPad.__init__(self, host="localhost", name="ilflows", strm_lvl="WARNING")
+        try:
+            LaunchPad.__init__(self, host="localhost", name="ilflows", strm_lvl="WARNING")
+        except ValueError as err:  # JSON and Unicode decoding errors: a truncated or foreign file
+            backup, why = self._backup(), f"{type(err).__name__}: {str(err).splitlines()[0][:80]}"
+            keep = (
+                f"the queue before its last change is {backup}, copy it over it; " if backup.exists() else ""
+            )
+            raise StoreConfigError(
+                f"{self._path} is not a readable queue ({why}); {keep}or move it away and run the spec "
+                "again (results already stored are not computed again)"
+            ) from None
         # mongomock_persistence would write the whole file, non-atomically, when the client is
         # garbage collected, from every process that read it; only _save() writes.
         self.connection._store._finalizer.detach()
@@ -235,8 +247,16 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        if self._path.exists():  # the state before this change stays beside it
+            link = self._backup().with_suffix(".tmp")
+            link.unlink(missing_ok=True)
+            os.link(self._path, link)
+            os.replace(link, self._backup())
         os.replace(tmp, self._path)
         self._mtime = self._path.stat().st_mtime_ns
+
+    def _backup(self) -> Path:
+        return self._path.with_name(f"{self._path.name}.previous")
 
     def recover_lost_runs(self, query: dict | None = None) -> list[str]:
         """Put back the RUNNING jobs (matching ``query``): with the queue held, none has a live worker.

@@ -213,7 +213,7 @@ class QueueHealth:
     """Jobs of a campaign that need a person: failed ones, those waiting on them, lost ones."""
 
     fizzled: list[tuple[str, str]]  # (job name, the last line of its error)
-    blocked: int  # WAITING jobs below a fizzled one: they run only after a rerun
+    blocked: int  # WAITING jobs below a fizzled or lost one: they run only after a rerun
     lost: list[str]  # RUNNING jobs whose worker is gone
 
 
@@ -230,9 +230,8 @@ def queue_health(lp, name: str, settings: IlflowsSettings | None = None) -> Queu
         return QueueHealth([], 0, [])
     nodes = wf["nodes"]
     fws = {fw["fw_id"]: fw for fw in lp.fireworks.find({"fw_id": {"$in": nodes}}, {"spec._tasks": 0})}
-    links = wf["links"]
-    fizzled, below = [], set()
-    for fw_id, fw in fws.items():
+    fizzled = []
+    for fw in fws.values():
         if fw["state"] != "FIZZLED":
             continue
         launch = (
@@ -241,18 +240,19 @@ def queue_health(lp, name: str, settings: IlflowsSettings | None = None) -> Queu
         trace = (((launch or {}).get("action") or {}).get("stored_data") or {}).get("_exception", {})
         lines = [line for line in str(trace.get("_stacktrace", "")).splitlines() if line.strip()]
         fizzled.append((fw["name"], lines[-1].strip() if lines else "no error recorded"))
-        todo = list(links.get(str(fw_id), []))
-        while todo:
-            child = todo.pop()
-            if child not in below and fws.get(child, {}).get("state") == "WAITING":
-                below.add(child)
-                todo.extend(links.get(str(child), []))
     if settings.backend == "mongodb":
         _, lost_ids, _ = lp.detect_lostruns(query={"fw_id": {"$in": nodes}})
     elif queue_holder(settings) is None:
         lost_ids = [fw_id for fw_id, fw in fws.items() if fw["state"] == "RUNNING"]
     else:
         lost_ids = []
+    stuck = [fw_id for fw_id, fw in fws.items() if fw["state"] == "FIZZLED"] + list(lost_ids)
+    below, todo = set(), [child for fw_id in stuck for child in wf["links"].get(str(fw_id), [])]
+    while todo:  # every WAITING job below a failed or lost one
+        child = todo.pop()
+        if child not in below and fws.get(child, {}).get("state") == "WAITING":
+            below.add(child)
+            todo.extend(wf["links"].get(str(child), []))
     lost = [fws[fw_id]["name"] for fw_id in lost_ids if fw_id in fws]
     return QueueHealth(sorted(fizzled), len(below), sorted(lost))
 

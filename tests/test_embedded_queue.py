@@ -357,3 +357,23 @@ def test_a_damaged_queue_file_is_one_line_and_the_previous_state_is_kept(tmp_pat
     queue.write_text(previous.read_text())
     status = ilflows(["status"], tmp_path)
     assert status.returncode == 0 and re.search(r"campaign naps: [12]/2 jobs completed", status.stdout)
+
+
+def test_status_counts_the_jobs_that_wait_on_a_lost_one(tmp_path):
+    _queue(tmp_path, "queue_chain(30.0)")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "ilflows.cli", "worker"],
+        env=cli_env(tmp_path, **_env(tmp_path)),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 30
+        while _states(tmp_path)["RUNNING"] < 1 and time.time() < deadline:
+            time.sleep(0.1)
+        runner.send_signal(signal.SIGKILL)  # the first nap is lost; the second waits on it
+    finally:
+        runner.wait()
+    status = ilflows(["status"], tmp_path).stdout
+    assert "  lost     nap: its worker stopped" in status
+    assert "1 jobs wait on them; `ilflows rerun chain` puts them back in the queue" in status

@@ -53,6 +53,12 @@ def queue_killer(times: int) -> None:
     _queue(Flow([killer, nap(killer.output, 0.0)], name="killer"), "killer")
 
 
+def queue_chain(seconds: float) -> None:
+    """Queue a nap of ``seconds`` and one that waits on it, as a campaign named "chain"."""
+    first = nap(0, seconds)
+    _queue(Flow([first, nap(first.output["i"], 0.0)], name="chain"), "chain")
+
+
 def queue_naps(n: int, seconds: float, trips: int = 0) -> None:
     """Add ``n`` independent naps (and ``trips`` failing jobs) to the queue, as a campaign named "naps"."""
     _queue(Flow([nap(i, seconds) for i in range(n)] + [trip() for _ in range(trips)], name="naps"), "naps")

@@ -79,26 +79,42 @@ class CampaignMaker(Maker):
         """Return the campaign flow; everything after the initial set is added dynamically."""
         if self.spec is None:
             raise ValueError("CampaignMaker.spec is required")
-        initial = build_initial_set(self.spec)
-        initial.name = "initial set"
-        place(initial, self.spec, "other")
+        initial = place(build_initial_set(self.spec), self.spec, "initial set", "other")
         return Flow([initial], output=initial.output, name=self.spec.name)
 
 
-def place(job: Job, spec: CampaignSpec, kind: str) -> Job:
-    """Name ``job``'s place in the campaign: its uuid, and the FireWorks category of its kind.
+def place(
+    job: Job,
+    spec: CampaignSpec,
+    name: str,
+    kind: str,
+    *,
+    iteration: int | None = None,
+    tolerant: bool = False,
+    record: str | None = None,
+) -> Job:
+    """Give ``job`` its place in the campaign in one step: name, identity, category, tolerance, metadata.
 
-    The uuid comes from the campaign and the job's name (unique in a campaign: the frame it
-    labels, the iteration and member it trains, ...), so a job added again by a rerun is known
-    and not queued twice (:class:`ilflows.store.launchpad.IlflowsLaunchPad`).  Call it before
-    the job's output is referenced.  The category (``spec.workers``) says who may run it;
-    jobflow hands a job's manager config, and config updates, on to the jobs its Response adds,
-    which carry categories of their own, so nothing is handed on.
+    The uuid comes from the campaign and ``name`` (unique in a campaign: the frame it labels,
+    the iteration and member it trains, ...), set together so that they cannot drift apart: a
+    job added again by a rerun is known and not queued twice
+    (:class:`ilflows.store.launchpad.IlflowsLaunchPad`), and a job whose result is stored
+    returns it unrun.  Call it before the job's output is referenced.  The category of ``kind``
+    (``spec.workers``) says who may run it; jobflow hands a job's manager config, and config
+    updates, on to the jobs its Response adds, which carry categories of their own, so nothing is
+    handed on.  A ``tolerant`` job runs with a missing parent output (None), so a crashed member
+    or walker leaves a gap, not a dead campaign.  The metadata name the campaign, the
+    ``iteration`` and the ``record`` kind the job stores.
     """
-    job.set_uuid(str(uuid.uuid5(uuid.NAMESPACE_URL, f"ilflows:{spec.name}/{job.name}")))
+    job.name = name
+    job.set_uuid(str(uuid.uuid5(uuid.NAMESPACE_URL, f"ilflows:{spec.name}/{name}")))
     job.update_config({"pass_manager_config": False}, dynamic=False)
     if category := getattr(spec.workers, kind):
         job.update_config({"manager_config": {"_category": category}}, dynamic=False)
+    if tolerant:
+        job.update_config(TOLERANT)
+    metadata = {"campaign": spec.name, "iteration": iteration, "kind": record}
+    job.update_metadata({key: value for key, value in metadata.items() if value is not None})
     return job
 
 
@@ -109,10 +125,17 @@ def label_jobs(
     maker = LabelMaker(campaign=spec.name, spec=spec.dft, time_limit=spec.time_limits.label)
     jobs = []
     for frame, origin in frames:
-        label = maker.make(origin, iteration, frame)
-        label.name = f"label it{iteration} {origin.frame_id.split('/', 1)[1]}"
-        label.update_metadata({"campaign": spec.name, "iteration": iteration, "kind": "dft_label"})
-        jobs.append(place(label, spec, "dft"))
+        name = f"label it{iteration} {origin.frame_id.split('/', 1)[1]}"
+        jobs.append(
+            place(
+                maker.make(origin, iteration, frame),
+                spec,
+                name,
+                "dft",
+                iteration=iteration,
+                record="dft_label",
+            )
+        )
     return jobs
 
 
@@ -145,12 +168,9 @@ def md_and_properties(
     The MD is tolerant of a missing member model: its own failure then leaves the loop going.
     """
     md = produce(spec, run, iteration, type_map, after)
-    md.name = f"{md_label} {run.name}"
-    md.update_config(TOLERANT)
-    place(md, spec, "explore")
+    place(md, spec, f"{md_label} {run.name}", "explore", iteration=iteration, tolerant=True)
     props = analyse(spec, run, md.output, md.uuid)
-    props.name = f"{props_label} {run.name}"
-    return [md, place(props, spec, "other")]
+    return [md, place(props, spec, f"{props_label} {run.name}", "other", iteration=iteration)]
 
 
 def iteration_flow(
@@ -191,15 +211,13 @@ def iteration_flow(
         )
         for k in range(family.n_models):
             train = trainer.make(labels, iteration, len(trains), seed=family.seed + k)
-            train.name = f"train it{iteration} m{len(trains)} {family.engine}"
-            train.update_config(TOLERANT)
-            trains.append(place(train, spec, "train"))
+            name = f"train it{iteration} m{len(trains)} {family.engine}"
+            trains.append(place(train, spec, name, "train", iteration=iteration, tolerant=True))
     models = [t.output.model_file for t in trains]
     split = spec.validation.holdout_fraction, spec.guards.label_outlier_k
     score = score_models(spec.name, iteration, models, *split, spec.dispersion, [j.output for j in held_out])
-    score.name = f"validate it{iteration}"
-    score.update_config(TOLERANT)  # a crashed member is left out
-    place(score, spec, "train")
+    # tolerant: a crashed member is left out
+    place(score, spec, f"validate it{iteration}", "train", iteration=iteration, tolerant=True)
     observed = observation_jobs(spec, iteration, type_map, trains)
     conditions = spec.stages()[stage]
     explorer = ExploreMaker(
@@ -217,9 +235,17 @@ def iteration_flow(
         if resume and resume[walker] is not None:
             start, start_id = resume[walker]
         explore = explorer.make(models, start, start_id, iteration, walker)
-        explore.name = f"explore it{iteration} w{walker}"
-        explore.update_config(TOLERANT)  # a crashed member is left out of the committee
-        explores.append(place(explore, spec, "explore"))
+        # tolerant: a crashed member is left out of the committee
+        explores.append(
+            place(
+                explore,
+                spec,
+                f"explore it{iteration} w{walker}",
+                "explore",
+                iteration=iteration,
+                tolerant=True,
+            )
+        )
     select = select_and_continue(
         spec,
         iteration,
@@ -233,12 +259,8 @@ def iteration_flow(
         stage,
         stage_start,
     )
-    select.name = f"select it{iteration}"
-    select.update_config(TOLERANT)
-    place(select, spec, "other")
+    place(select, spec, f"select it{iteration}", "other", iteration=iteration, tolerant=True)
     jobs = [*trains, score, *(j for pair in observed.values() for j in pair), *explores, select]
-    for j in jobs:
-        j.update_metadata({"campaign": spec.name, "iteration": iteration})
     return Flow([*new_labels, *waits_for, *jobs], output=select.output, name=f"iteration {iteration}")
 
 
@@ -257,10 +279,8 @@ def import_jobs(spec: CampaignSpec) -> tuple[list[Job], list[Job], list[str]]:
         imported = read_import(entry, spec.name, f"import{k}")
         reports.append(imported.report.summary())
         for label in imported.labels:
-            keep = record_label(label)
-            keep.name = f"import {label.frame_id.split('/', 1)[1]}"
-            keep.update_metadata({"campaign": spec.name, "iteration": -1, "kind": "dft_label"})
-            place(keep, spec, "other")
+            name = f"import {label.frame_id.split('/', 1)[1]}"
+            keep = place(record_label(label), spec, name, "other", iteration=-1, record="dft_label")
             (held_out if entry.stage == "validation" else training).append(keep)
     return training, held_out, reports
 
@@ -285,10 +305,9 @@ def build_initial_set(spec: CampaignSpec) -> Response:
     runs = []
     for stage in ("initial", "validation"):
         for run, box, origin in md_boxes(spec, _folder("md"), stage):
-            md = md_frames(spec, run, box, origin)
-            md.name = f"md {stage}/{origin.index}"
-            md.update_metadata({"campaign": spec.name, "iteration": -1})
-            place(md, spec, "dft")
+            md = place(
+                md_frames(spec, run, box, origin), spec, f"md {stage}/{origin.index}", "dft", iteration=-1
+            )
             (runs if stage == "initial" else held_out).append(md)
     start_ids = [origin.frame_id for _, origin in starts]
     starting = [f for f, _ in starts]
@@ -392,9 +411,8 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
             frame=frame,
             origin=origins[k],
         )
-        kept_label = record_label(record)
-        kept_label.name = f"md label {origins[k].frame_id.split('/', 1)[1]}"
-        jobs.append(place(kept_label, spec, "other"))
+        name = f"md label {origins[k].frame_id.split('/', 1)[1]}"
+        jobs.append(place(record_label(record), spec, name, "other", iteration=-1, record="dft_label"))
     output = MDFrames(
         campaign=spec.name,
         box_frame_id=origin.frame_id,
@@ -428,8 +446,6 @@ def production_flow(spec: CampaignSpec, iteration: int, type_map: list[str]) -> 
     jobs = []
     for run in spec.production:
         jobs += md_and_properties(spec, run, iteration, type_map, "production", "properties")
-    for j in jobs:
-        j.update_metadata({"campaign": spec.name, "iteration": iteration})
     return Flow(jobs, name="production")
 
 

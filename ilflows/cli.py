@@ -14,7 +14,7 @@ from ilflows.settings import get_settings
 
 def _spec(args):
     """Load the spec and run the preflight checks, printing what they found."""
-    from ilflows.farm import preflight
+    from ilflows.preflight import preflight
     from ilflows.schemas import load_spec
 
     spec = load_spec(args.spec, local=args.local)

@@ -32,65 +32,6 @@ from ilflows.worker_processes import (
 )
 
 
-def preflight(spec: CampaignSpec) -> list[str]:
-    """Refuse a campaign that cannot run here, before anything is queued; return notes to show.
-
-    Checks the executables of its engines, reads every imported data set (its elements must
-    be the campaign's) and every walker start file (its molecules must be a composition's).
-    The notes are the import reports: oddities a chemist should see.
-
-    Raises
-    ------
-    EngineError
-        An executable is missing.
-    SpecError
-        An import cannot be read or holds elements the campaign's models do not have, or a
-        start file is not a box of one of the compositions.
-    """
-    from ilflows.dft import get_engine
-    from ilflows.execute import require_executable
-    from ilflows.explore import get_explorer
-    from ilflows.external import read_import
-    from ilflows.loop import type_map_of
-    from ilflows.schemas import SpecError
-    from ilflows.train import get_trainer
-
-    needs = [(get_settings().packmol_cmd, "packmol_cmd")]
-    trainers = [get_trainer(family.engine) for family in spec.train]
-    for engine in (get_engine(spec.dft.engine), *trainers, get_explorer(spec.explore.engine)):
-        needs += engine.executables()
-    for command, setting in needs:
-        require_executable(command, setting)
-    notes, elements = [], set(type_map_of(spec))
-    for k, entry in enumerate(spec.initial.imports):
-        field = f"initial.imports.{k}"
-        try:
-            imported = read_import(entry, spec.name, f"import{k}")
-        except OSError as err:
-            raise SpecError(
-                f"{field}.path: cannot read {entry.path} ({err.strerror}); give a path relative to the "
-                "spec's folder, on a file system the workers share"
-            ) from err
-        except ValueError as err:
-            raise SpecError(f"{field}: {str(err).splitlines()[0]}") from err
-        foreign = sorted(set(imported.report.species) - elements)
-        if foreign:
-            raise SpecError(
-                f"{field}: elements {', '.join(foreign)} are not in the campaign's system "
-                f"({', '.join(sorted(elements))}); import data of the same liquid"
-            )
-        notes.append(f"{field} ({entry.path.name}):\n{imported.report.summary()}")
-    if spec.explore.starts:
-        from ilflows.systems.starts import read_start
-
-        for k, path in enumerate(spec.explore.starts):
-            try:
-                read_start(path, spec)
-            except ValueError as err:
-                raise SpecError(f"explore.starts.{k}: {err}") from err
-    return notes
-
-
 class CampaignError(ValueError):
     """A campaign name that cannot be used: queued from another spec, or not in the queue."""
 

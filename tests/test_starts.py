@@ -81,7 +81,7 @@ def test_walker_count_and_start_files_must_agree():
 
 
 def test_a_bad_start_file_is_refused_before_anything_is_queued(tmp_path):
-    from ilflows.farm import preflight
+    from ilflows.preflight import preflight
     from ilflows.schemas import SpecError
 
     atoms = ase.io.read(PEER_CONFS / "ip35.POSCAR")

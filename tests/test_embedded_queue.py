@@ -128,22 +128,29 @@ def test_a_worker_stops_only_when_no_sibling_may_add_jobs(monkeypatch, in_flight
     assert queue.looks == looks
 
 
-def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
-    _queue_naps(tmp_path, 6, 3.0)
+def _runner_mid_campaign(home: Path, **popen) -> subprocess.Popen:
+    """Queue six 3-s naps and start a two-worker runner; return it once two are done and two run."""
+    _queue_naps(home, 6, 3.0)
     runner = subprocess.Popen(
         [sys.executable, "-m", "ilflows.cli", "worker", "--workers", "2"],
-        env=cli_env(tmp_path, **_env(tmp_path)),
+        env=cli_env(home, **_env(home)),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
+        **popen,
     )
-    try:
-        for line in runner.stdout:  # kill -9 the runner alone while two more jobs run
-            if re.search(r"\s2/6\s+jobs done", line):
-                break
-        deadline = time.time() + 2.0
-        while _states(tmp_path)["RUNNING"] < 2 and time.time() < deadline:
-            time.sleep(0.05)
+    for line in runner.stdout:
+        if re.search(r"\s2/6\s+jobs done", line):
+            break
+    deadline = time.time() + 2.0
+    while _states(home)["RUNNING"] < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    return runner
+
+
+def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
+    runner = _runner_mid_campaign(tmp_path)
+    try:  # kill -9 the runner alone while two more jobs run
         assert _states(tmp_path) == Counter({"COMPLETED": 2, "RUNNING": 2, "READY": 2})  # on disk
         runner.send_signal(signal.SIGKILL)
     finally:
@@ -282,23 +289,9 @@ def test_qlaunch_refuses_what_cannot_work(tmp_path, args, message):
 )
 def test_a_stop_signal_puts_running_jobs_back_and_frees_the_queue_last(tmp_path, signum, group):
     """Ctrl-C (the whole group, or the runner alone), walltime's SIGTERM, a closed terminal."""
-    _queue_naps(tmp_path, 6, 3.0)
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "ilflows.cli", "worker", "--workers", "2"],
-        env=cli_env(tmp_path, **_env(tmp_path)),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a group of its own, as a shell's foreground job
-    )
+    # a group of its own, as a shell's foreground job
+    runner = _runner_mid_campaign(tmp_path, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        for line in runner.stdout:
-            if re.search(r"\s2/6\s+jobs done", line):
-                break
-        deadline = time.time() + 2.0
-        while _states(tmp_path)["RUNNING"] < 2 and time.time() < deadline:
-            time.sleep(0.05)
         (os.killpg if group else os.kill)(runner.pid, signum)
         start = time.time()
         out, err = runner.communicate(timeout=30)

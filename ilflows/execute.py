@@ -94,7 +94,9 @@ def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: P
     """Run ``command`` in ``workdir`` with stdout/stderr to ``log_name``; return wall time in s.
 
     ``stdin`` names a file given as standard input (a real file: Packmol rewinds it).  The
-    program dies with this process (:func:`guarded`).
+    program dies with this process (:func:`guarded`).  A program killed by a signal (the
+    out-of-memory killer, a node's admin) runs once more, its first log kept as ``LOG.killed``:
+    that says nothing about its input.
 
     Raises
     ------
@@ -103,21 +105,30 @@ def run_command(command: str | list[str], workdir: Path, log_name: str, stdin: P
     EngineTimeoutError
         When the program ran past the block's :func:`time_limit` (its group was killed).
     EngineKilledError
-        When the program was killed by a signal.
+        When the program was killed by a signal twice.
     """
     args = shlex.split(command) if isinstance(command, str) else list(command)
     log = Path(workdir) / log_name
-    start = time.perf_counter()
-    with open(log, "w") as out, open(stdin or os.devnull) as source:
-        proc = subprocess.run(
-            guarded(args), cwd=workdir, stdin=source, stdout=out, stderr=subprocess.STDOUT, env=engine_env()
-        )
-    wall = time.perf_counter() - start
+    for attempt in (1, 2):
+        start = time.perf_counter()
+        with open(log, "w") as out, open(stdin or os.devnull) as source:
+            proc = subprocess.run(
+                guarded(args),
+                cwd=workdir,
+                stdin=source,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=engine_env(),
+            )
+        wall = time.perf_counter() - start
+        if proc.returncode >= 0:
+            break
+        signame = signal.Signals(-proc.returncode).name
+        if attempt == 2:
+            raise EngineKilledError(f"{args[0]} was killed by {signame} in {workdir} twice; rerun the job")
+        os.replace(log, log.with_name(f"{log.name}.killed"))
     if proc.returncode == TIMED_OUT and TIMEOUT_MESSAGE in log.read_text(errors="replace"):
         raise EngineTimeoutError(f"{args[0]} timed out after {_time_limit.get():g} s in {workdir}; killed")
-    if proc.returncode < 0:
-        signame = signal.Signals(-proc.returncode).name
-        raise EngineKilledError(f"{args[0]} was killed by {signame} in {workdir}; the job can run again")
     if proc.returncode != 0:
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
         raise EngineError(f"{args[0]} exited {proc.returncode} in {workdir}: {tail}")

@@ -370,3 +370,13 @@ def test_status_counts_the_jobs_that_wait_on_a_lost_one(tmp_path):
     status = ilflows(["status"], tmp_path).stdout
     assert "  lost     nap: its worker stopped" in status
     assert "1 jobs wait on them; `ilflows rerun chain` puts them back in the queue" in status
+
+
+def test_an_engine_killed_alone_runs_once_more(tmp_path):
+    from ilflows.execute import EngineKilledError, run_command
+
+    once = f"if [ ! -e {tmp_path}/tried ]; then touch {tmp_path}/tried; kill -9 $$; fi; echo done"
+    run_command(["sh", "-c", once], tmp_path, "once.log")  # the out-of-memory killer, once
+    assert (tmp_path / "once.log").read_text() == "done\n" and (tmp_path / "once.log.killed").exists()
+    with pytest.raises(EngineKilledError, match="sh was killed by SIGKILL in .* twice; rerun the job"):
+        run_command(["sh", "-c", "kill -9 $$"], tmp_path, "always.log")

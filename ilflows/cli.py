@@ -275,6 +275,31 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Write a campaign's labels as DeePMD systems or extxyz, and its models."""
+    from pathlib import Path
+
+    from ilflows import export
+    from ilflows.store import connect_jobstore, require_store
+    from ilflows.store.queries import campaigns, outputs
+
+    require_store()
+    store = connect_jobstore()
+    _known_campaign(args.campaign, campaigns(store))
+    out = Path(args.out)
+    labels = export.campaign_labels(store, args.campaign, args.iteration)
+    if args.format == "extxyz":
+        written = [export.write_extxyz(labels, out / f"{args.campaign}.extxyz")]
+    else:
+        type_map = outputs(store, "initial_set", args.campaign, fields=["type_map"])[0]["type_map"]
+        written = export.write_deepmd(labels, type_map, out)
+    print(f"campaign {args.campaign}: {len(labels)} labels written to {', '.join(map(str, written))}")
+    if args.models:
+        models = export.write_models(store, args.campaign, args.iteration, out / "models")
+        print(f"{len(models)} models with their training records in {out / 'models'}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
@@ -338,6 +363,17 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("archive", help="move a finished campaign's jobs out of the live queue")
     s.add_argument("campaign", help="campaign name")
     s.set_defaults(func=cmd_archive)
+    s = sub.add_parser(
+        "export", help="a campaign's labels as DeePMD systems (dpdata) or extxyz, and its models"
+    )
+    s.add_argument("campaign", help="campaign name")
+    s.add_argument("--out", required=True, help="folder to write to")
+    s.add_argument(
+        "--format", choices=["deepmd-npy", "extxyz"], default="deepmd-npy", help="default deepmd-npy"
+    )
+    s.add_argument("--iteration", type=int, help="labels asked for up to this iteration; models of it")
+    s.add_argument("--models", action="store_true", help="also the frozen models and their training records")
+    s.set_defaults(func=cmd_export)
     s = sub.add_parser("query", help="records of the store (tables, JSON or CSV)")
     s.add_argument(
         "what", choices=["labels", "trainings", "explorations", "validation", "properties", "frames"]

@@ -293,3 +293,35 @@ def test_a_lost_queue_is_rebuilt_without_running_any_engine_again(tiny_campaign,
     assert re.search(r"queued and ran tiny: (\d+)/\1 jobs completed, 0 fizzled", proc.stdout)
     assert _query(home, "labels") == before  # the same records, wall times included: none computed again
     assert _query(home, "trainings") == trainings
+
+
+def test_export_round_trips_through_dpdata_and_ase(tiny_campaign, tmp_path):
+    import ase.io
+    import dpdata
+    import numpy as np
+
+    home, _ = tiny_campaign
+    stored = {lab["frame_id"]: lab for lab in _query(home, "labels") if lab["converged"]}
+    proc = _ilflows(["export", "tiny", "--out", str(tmp_path / "npy"), "--models"], home)
+    assert proc.returncode == 0, proc.stderr
+    system = dpdata.LabeledSystem(str(tmp_path / "npy/sys000"), fmt="deepmd/npy")
+    assert len(system) == len(stored) and system["atom_names"] == ["H", "B", "C", "N", "F"]
+    n_atoms = system.get_natoms()
+    energies = sorted(lab["energy_per_atom_eV"] * n_atoms for lab in stored.values())
+    np.testing.assert_allclose(sorted(system["energies"]), energies, rtol=1e-12)
+    models = sorted(p.name for p in (tmp_path / "npy/models").iterdir())
+    assert models[:2] == ["it1_m0_deepmd.json", "it1_m0_deepmd.pb"] and len(models) == 8
+    proc = _ilflows(["export", "tiny", "--out", str(tmp_path / "xyz"), "--format", "extxyz"], home)
+    assert proc.returncode == 0, proc.stderr
+    frames = ase.io.read(tmp_path / "xyz/tiny.extxyz", index=":")
+    assert sorted(f.info["frame_id"] for f in frames) == sorted(stored)
+    for atoms in frames:
+        label = stored[atoms.info["frame_id"]]
+        assert atoms.get_potential_energy() / len(atoms) == pytest.approx(
+            label["energy_per_atom_eV"], rel=1e-12
+        )
+    # the virial DeePMD trains on is the pressure-sign stress times the volume, both in eV
+    first = frames[0]
+    virial = -first.get_stress(voigt=False) * first.get_volume()
+    match = [i for i in range(len(system)) if np.allclose(system["coords"][i], first.positions)]
+    np.testing.assert_allclose(system["virials"][match[0]], virial, rtol=1e-9, atol=1e-9)

@@ -66,6 +66,39 @@ CASES = [
     ),
     ("zero time limit", _set("time_limits.label", 0), "time_limits.label: Input should be greater than 0"),
     (
+        "NaN temperature",
+        _set("explore.temperature", float("nan")),
+        "explore.temperature: Input should be a finite",
+    ),
+    (
+        "infinite rattle",
+        _set("initial.rattle_stdev", float("inf")),
+        "initial.rattle_stdev: Input should be a finite",
+    ),
+    (
+        "NaN pressure",
+        _set("explore.pressure", float("nan")),
+        "explore.pressure: Input should be a finite number",
+    ),
+    (
+        "infinite trust_hi",
+        _set("select.trust_hi", float("inf")),
+        "select.trust_hi: Input should be a finite number",
+    ),
+    (
+        "count given as yes",
+        _set("initial.boxes_per_density", True),
+        "boxes_per_density: True is a yes/no, not a number",
+    ),
+    (
+        "duplicated key",
+        "name: bad\nsystem: {ions: {PYR14: 1, BF4: 1}, density: 0.22}\n"
+        "explore: {n_steps: 10}\nexplore: {n_steps: 20}\n",
+        "key 'explore' is given twice (line 4); keep one",
+    ),
+    ("name of dots", _set("name", ".."), "name: String should match pattern"),
+    ("name too long", _set("name", "x" * 300), "name: String should have at most 100 characters"),
+    (
         "holdout too large",
         _set("validation.holdout_fraction", 0.7),
         "validation.holdout_fraction: Input should be less than 0.5",
@@ -200,6 +233,15 @@ def test_bad_spec_exits_with_one_line_naming_field_and_fix(home, capsys, case, c
         assert out.err.count("\n") == 1 and out.err.startswith("ilflows: error: "), out.err
         assert expected in out.err and "Traceback" not in out.err
     assert not (home / "home" / "launchpad.json").exists()  # nothing queued
+
+
+def test_a_spec_file_that_is_not_text(home, capsys):
+    path = home / "spec.yaml"
+    path.write_bytes(bytes(range(256)))
+    assert main(["check", str(path)]) == 2
+    assert (
+        capsys.readouterr().err == f"ilflows: error: {path}: not a text file; give the campaign's YAML spec\n"
+    )
 
 
 def test_a_spec_file_that_does_not_exist(home, capsys):

@@ -9,9 +9,22 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+NUMBERS = (int, float, int | None, float | None)  # field types a YAML yes/no must not fill
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # every number finite: a NaN temperature or an infinite rattle is a typo, never a request
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_yes_or_no(cls, data):
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                if isinstance(value, bool) and field is not None and field.annotation in NUMBERS:
+                    raise ValueError(f"{name}: {value} is a yes/no, not a number; give a number")
+        return data
 
     # monty's MSONable protocol: Makers holding a section serialise it as data, not as its repr
     def as_dict(self) -> dict:
@@ -735,7 +748,12 @@ class LoopSpec(_Section):
 class CampaignSpec(_Section):
     """A whole concurrent-learning campaign."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Campaign name (letters, digits, _ . -).")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
+        max_length=100,
+        description="Campaign name (letters, digits, _ . -, not starting with a dot; at most 100): it names "
+        "folders and files.",
+    )
     system: list[SystemSpec] = Field(
         min_length=1,
         description="Compositions of the campaign (a mapping: one); every composition gets its own "
@@ -896,6 +914,21 @@ class SpecError(ValueError):
     """A campaign spec that cannot be run; the message is one line naming the field."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key {key!r} is given twice (line {key_node.start_mark.line + 1}); keep one"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
     """Read and validate a campaign spec, raising :class:`SpecError` with a one-line message.
 
@@ -906,7 +939,9 @@ def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file; give the campaign's YAML spec") from None
     except (OSError, yaml.YAMLError) as err:
         raise SpecError(f"{path}: cannot read YAML: {str(err).splitlines()[0]}") from err
     if not isinstance(raw, dict):

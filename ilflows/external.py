@@ -158,10 +158,12 @@ def _closest_contact(frame: Frame) -> float:
     return float(min(neighbor_list("d", atoms, CONTACT_CUTOFF), default=CONTACT_CUTOFF))
 
 
-def _missing(energy, forces) -> str | None:
+def _missing(energy, forces, n_atoms: int) -> str | None:
     """Return why a frame cannot be used, or None."""
     if energy is None or forces is None:
         return "no energy" if energy is None else "no forces"
+    if np.size(forces) != 3 * n_atoms:
+        return f"forces for {np.size(forces) // 3} of {n_atoms} atoms"
     return None if np.isfinite(energy) and np.isfinite(forces).all() else "energy or forces not finite"
 
 
@@ -177,7 +179,7 @@ def _assemble(rows: Iterable, campaign: str, stage: str, files: list[Path], fiel
     labels: list[DFTLabel] = []
     skipped: dict[int, str] = {}
     for index, frame, energy, forces, stress, extra in rows:
-        if reason := _missing(energy, forces):
+        if reason := _missing(energy, forces, frame.n_atoms):
             skipped[index] = reason
             continue
         origin = FrameOrigin(

@@ -275,3 +275,18 @@ def test_deepmd_virial_round_trip_over_sets(tmp_path, energy_unit, factor):
 def test_not_a_deepmd_system(tmp_path):
     with pytest.raises(ValueError, match="not a DeePMD system"):
         read_deepmd_npy(tmp_path, campaign="c", stage="initial", level_of_theory="-", source="-")
+
+
+def test_a_deepmd_set_with_forces_for_too_few_atoms_is_skipped(tmp_path):
+    (tmp_path / "type_map.raw").write_text("H\nO\n")
+    (tmp_path / "type.raw").write_text("1\n0\n0\n")
+    coord = np.random.default_rng(1).uniform(0, 5, size=(2, 9))
+    box = np.tile(np.diag([6.0, 7.0, 8.0]).ravel(), (2, 1))
+    _write_set(
+        tmp_path / "set.000", box=box, coord=coord, energy=np.array([-10.0, -10.1]), force=np.zeros((2, 9))
+    )
+    _write_set(
+        tmp_path / "set.001", box=box[:1], coord=coord[:1], energy=np.array([-9.0]), force=np.zeros((1, 6))
+    )
+    imported = read_deepmd_npy(tmp_path, campaign="c", stage="initial", level_of_theory="-", source="-")
+    assert imported.report.n_frames == 2 and imported.report.skipped == {2: "forces for 2 of 3 atoms"}

@@ -325,3 +325,14 @@ def test_export_round_trips_through_dpdata_and_ase(tiny_campaign, tmp_path):
     virial = -first.get_stress(voigt=False) * first.get_volume()
     match = [i for i in range(len(system)) if np.allclose(system["coords"][i], first.positions)]
     np.testing.assert_allclose(system["virials"][match[0]], virial, rtol=1e-9, atol=1e-9)
+
+
+def test_the_report_says_when_trust_lo_is_below_what_the_committee_resolves(tiny_campaign, tmp_path):
+    home, out = tiny_campaign
+    assert "note (iteration 0): trust_lo 0.01 eV/Å is below the committee's deviation" in out
+    proc = _ilflows(["report", "tiny", "--out", str(tmp_path)], home)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "report.html").read_text()
+    assert "<li>iteration 0: trust_lo 0.01 eV/Å is below the committee&#x27;s deviation" in text
+    assert "<dt>trust window</dt><dd>0.01-50 eV/Å, at most 3 labels per iteration</dd>" in text
+    assert "cold: 200 K, 100 steps, up to 1 iterations; warm: 300 K, 200 steps, up to 3 iterations" in text

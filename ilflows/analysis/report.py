@@ -278,6 +278,10 @@ def write_report(store, campaign: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     initial = next(iter(outputs(store, "initial_set", campaign, fields=["spec"])), {})
     summary = _summary(initial.get("spec") or {}, rows)
+    selections = sorted(
+        outputs(store, "selection", campaign, fields=["iteration", "notes"]), key=lambda s: s["iteration"]
+    )
+    notes = [f"iteration {s['iteration']}: {note}" for s in selections for note in s.get("notes") or []]
     figures = [
         f
         for f in (
@@ -289,7 +293,7 @@ def write_report(store, campaign: str, folder: Path) -> Path:
     ]
     figures += parity_figures(store, campaign, folder) + property_figures(store, campaign, folder)
     page = folder / "report.html"
-    page.write_text(_html(campaign, summary, rows, figures, folder))
+    page.write_text(_html(campaign, summary, rows, notes, figures, folder))
     return page
 
 
@@ -335,7 +339,12 @@ def _summary(spec: dict, rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def _html(
-    campaign: str, summary: list[tuple[str, str]], rows: list[dict], figures: list[Figure], folder: Path
+    campaign: str,
+    summary: list[tuple[str, str]],
+    rows: list[dict],
+    notes: list[str],
+    figures: list[Figure],
+    folder: Path,
 ) -> str:
     title = html.escape(f"ilflows campaign {campaign}")
     facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in summary)
@@ -343,6 +352,8 @@ def _html(
         table = "<h3>Exploration</h3>" + _table([{c: r[c] for c in EXPLORED} for r in rows])
         table += "<h3>Errors (ensemble mean, every label of each set)</h3>"
         table += _table([{c: r[c] for c in ERRORS} for r in rows])
+        if notes:
+            table += "<h3>Notes</h3><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
     else:
         table = "<p>No iteration has finished yet.</p>"
     body = "\n".join(

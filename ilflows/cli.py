@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from ilflows.settings import get_settings
 
@@ -300,6 +301,36 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import_dpgen(args) -> int:
+    """Write an ilflows campaign spec from a DP-GEN param.json, printing what was not mapped."""
+    import yaml
+
+    from ilflows.dpgen_import import spec_from_dpgen
+    from ilflows.schemas import SpecError
+
+    source = Path(args.param)
+    try:
+        param = json.loads(source.read_text())
+    except (OSError, ValueError) as err:
+        raise SpecError(f"{source}: cannot read DP-GEN parameters ({err})") from None
+    try:
+        spec, notes = spec_from_dpgen(
+            param, source.resolve().parent, args.name or source.resolve().parent.name
+        )
+    except ValueError as err:
+        raise SpecError(f"{source}: {err}") from None
+    if args.machine:
+        notes.append(f"{args.machine}: resources are ilflows' settings and qadapter templates; not read")
+    out = Path(args.out)
+    out.write_text(
+        f"# from DP-GEN {source.resolve()} by ilflows import-dpgen\n" + yaml.safe_dump(spec, sort_keys=False)
+    )
+    print(f"wrote {out}")
+    for note in notes:
+        print(f"  note: {note}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
@@ -374,6 +405,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--iteration", type=int, help="labels asked for up to this iteration; models of it")
     s.add_argument("--models", action="store_true", help="also the frozen models and their training records")
     s.set_defaults(func=cmd_export)
+    s = sub.add_parser(
+        "import-dpgen", help="an ilflows spec from a DP-GEN param.json (what is dropped is said)"
+    )
+    s.add_argument("param", help="DP-GEN param.json")
+    s.add_argument("--machine", help="DP-GEN machine.json (only noted: resources are ilflows settings)")
+    s.add_argument("--out", required=True, help="the spec YAML to write")
+    s.add_argument("--name", help="campaign name (default: the folder of param.json)")
+    s.set_defaults(func=cmd_import_dpgen)
     s = sub.add_parser("query", help="records of the store (tables, JSON or CSV)")
     s.add_argument(
         "what", choices=["labels", "trainings", "explorations", "validation", "properties", "frames"]

@@ -56,8 +56,8 @@ def read_start(path: Path, spec: CampaignSpec) -> tuple[int, Frame]:
     )
 
 
-def composition_order(atoms, system: SystemSpec) -> list[int]:
-    """Return the indices of ``atoms`` in the order of a box packed for ``system``."""
+def _molecules(atoms) -> list[nx.Graph]:
+    """Return the molecules of ``atoms``: connected components of its covalent bonds (minimum image)."""
     symbols = atoms.get_chemical_symbols()
     cutoffs = BOND_FACTOR * covalent_radii[atoms.get_atomic_numbers()]
     i, j = neighbor_list("ij", atoms, cutoffs)
@@ -65,7 +65,56 @@ def composition_order(atoms, system: SystemSpec) -> list[int]:
     graph = nx.Graph()
     graph.add_nodes_from((n, {"element": s}) for n, s in enumerate(symbols))
     graph.add_edges_from((a, b) for a, b in zip(i, j, strict=True) if bonding[a] and bonding[b])
-    molecules = [graph.subgraph(c) for c in nx.connected_components(graph)]
+    return [graph.subgraph(c) for c in nx.connected_components(graph)]
+
+
+def identify_ions(path: Path) -> tuple[dict[str, int], float]:
+    """Return the ions of the box in ``path`` (name -> count, library order) and its density, g/cm^3.
+
+    Raises
+    ------
+    ValueError
+        One line: the file cannot be read or has no cell, or a molecule is no ion of the library.
+    """
+    import ase.io
+    from ase.units import _Nav
+
+    from ilflows.systems.ions import ION_LIBRARY
+
+    try:
+        atoms = ase.io.read(path)
+    except Exception as err:  # ASE raises many kinds for a file it cannot parse
+        raise ValueError(f"cannot read {path} with ASE ({type(err).__name__}: {err})") from err
+    if atoms.cell.rank < 3:
+        raise ValueError(f"{path} has no periodic cell; write it in a format with one (POSCAR, extxyz)")
+    atoms.pbc = True
+    found: Counter = Counter()
+    for molecule in _molecules(atoms):
+        name = next((ion for ion in ION_LIBRARY if _same_molecule(_template_graph(ion), molecule)), None)
+        if name is None:
+            formula = "".join(
+                f"{s}{n}"
+                for s, n in sorted(Counter(nx.get_node_attributes(molecule, "element").values()).items())
+            )
+            raise ValueError(
+                f"{path}: a molecule {formula} (atom {min(molecule) + 1}) is no ion of the library"
+            )
+        found[name] += 1
+    density = atoms.get_masses().sum() / _Nav / (atoms.get_volume() * 1e-24)
+    return {ion: found[ion] for ion in ION_LIBRARY if found[ion]}, float(density)
+
+
+def _same_molecule(template: nx.Graph, molecule: nx.Graph) -> bool:
+    matcher = nx.isomorphism.GraphMatcher(
+        template, molecule, node_match=lambda a, b: a["element"] == b["element"]
+    )
+    return len(template) == len(molecule) and matcher.is_isomorphic()
+
+
+def composition_order(atoms, system: SystemSpec) -> list[int]:
+    """Return the indices of ``atoms`` in the order of a box packed for ``system``."""
+    symbols = atoms.get_chemical_symbols()
+    molecules = _molecules(atoms)
     order: list[int] = []
     for name, count in ordered_ions(system):
         template = _template_graph(name)

@@ -64,6 +64,11 @@ CASES = [
         _set("explore.stages", [{"temprature": 300}]),
         "explore.stages.0.temprature: not a field",
     ),
+    (
+        "small deepmd",
+        _set("train.preset", "small"),
+        "train: preset small is for engine mace; deepmd has tiny and paper",
+    ),
     ("zero time limit", _set("time_limits.label", 0), "time_limits.label: Input should be greater than 0"),
     (
         "NaN temperature",

@@ -277,8 +277,10 @@ class TrainSpec(_Section):
     engine: Literal["deepmd", "mace"] = Field(
         "deepmd", description="Trainer name: 'deepmd' (DeePMD-kit se_e2_a) or 'mace' (MACE)."
     )
-    preset: Literal["tiny", "paper"] = Field(
-        "tiny", description="Hyperparameter preset ('paper': paper 1's production set)."
+    preset: Literal["tiny", "small", "paper"] = Field(
+        "tiny",
+        description="Hyperparameter preset: 'tiny' (tests, a few steps), 'small' (mace: sized to learn a "
+        "one-pair box on two cores), 'paper' (paper 1's production set).",
     )
     n_models: int = Field(4, ge=1, description="Members of this family; they differ only by seed.")
     seed: int = Field(1, description="Seed of member 0; member i uses seed + i.")
@@ -293,6 +295,8 @@ class TrainSpec(_Section):
 
     @model_validator(mode="after")
     def _finetune(self) -> TrainSpec:
+        if self.preset == "small" and self.engine != "mace":
+            raise ValueError(f"preset small is for engine mace; {self.engine} has tiny and paper")
         if self.finetune and self.engine != "mace":
             raise ValueError(f"finetune is for engine mace, not {self.engine}; drop finetune")
         return self

@@ -212,8 +212,8 @@ def test_nothing_else_writes_the_queue_while_workers_run(tmp_path):
         deadline = time.time() + 60
         while _states(tmp_path)["RUNNING"] == 0 and time.time() < deadline:
             time.sleep(0.2)
-        spec = tmp_path / "demo.yaml"
-        spec.write_text((ROOT / "workflows/demo.yaml").read_text())
+        spec = tmp_path / "peer_pyr14bf4.yaml"
+        spec.write_text((ROOT / "workflows/peer_pyr14bf4.yaml").read_text())
         submit = ilflows(["submit", str(spec)], tmp_path)
         assert submit.returncode == 2
         assert submit.stderr.startswith("ilflows: error: the embedded queue")
@@ -265,7 +265,7 @@ def test_a_finished_campaign_moves_out_of_the_live_queue(tmp_path):
     assert (tmp_path / "launchpad.json").stat().st_size < size / 3
     assert ilflows(["archive", "naps"], tmp_path).returncode == 2  # gone from the queue
     spec = tmp_path / "naps.yaml"  # a campaign of that name again would redo its work
-    spec.write_text((ROOT / "workflows/demo.yaml").read_text().replace("name: demo-pyr14bf4", "name: naps"))
+    spec.write_text((ROOT / "workflows/peer_pyr14bf4.yaml").read_text().replace("name: peer-pyr14bf4", "name: naps"))
     again = ilflows(["submit", str(spec)], tmp_path)
     assert again.returncode == 2 and "campaign 'naps' has finished and was archived" in again.stderr
 

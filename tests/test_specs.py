@@ -52,12 +52,12 @@ def test_local_switch_scales_the_campaign_down():
 
 def test_local_switch_needs_a_local_section():
     with pytest.raises(SpecError, match="local: --local needs a 'local:' mapping"):
-        load_spec(WORKFLOWS / "demo.yaml", local=True)
+        load_spec(WORKFLOWS / "peer_pyr14bf4.yaml", local=True)
 
 
 def test_validation_boxes_must_not_reuse_training_seeds(tmp_path):
     path = tmp_path / "overlap.yaml"
-    path.write_text((WORKFLOWS / "demo.yaml").read_text() + "validation: {boxes_per_density: 2, seed: 10}\n")
+    path.write_text((WORKFLOWS / "peer_pyr14bf4.yaml").read_text() + "validation: {boxes_per_density: 2, seed: 10}\n")
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert str(err.value).endswith(
@@ -100,7 +100,7 @@ def test_initial_md_entries_are_checked_before_queueing(tmp_path, md, message):
     ],
 )
 def test_dynamics_modifiers_are_checked_before_queueing(tmp_path, explore, message):
-    spec = yaml.safe_load((WORKFLOWS / "demo.yaml").read_text())
+    spec = yaml.safe_load((WORKFLOWS / "peer_pyr14bf4.yaml").read_text())
     spec["explore"] = {**spec.get("explore", {}), **explore}
     path = tmp_path / "modifiers.yaml"
     path.write_text(yaml.safe_dump(spec))

@@ -149,7 +149,7 @@ def test_submit_refuses_an_unreachable_mongodb_in_one_line_without_the_password(
     env |= {**MONGO_ENV, "ILFLOWS_LAUNCHPAD_FILE": str(launchpad), "ILFLOWS_HOME": str(tmp_path)}
     env |= {"ILFLOWS_MONGO_HOST": "127.0.0.1", "ILFLOWS_MONGO_PORT": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "ilflows.cli", "submit", str(ROOT / "workflows/demo.yaml")],
+        [sys.executable, "-m", "ilflows.cli", "submit", str(ROOT / "workflows/peer_pyr14bf4.yaml")],
         env=env,
         capture_output=True,
         text=True,

@@ -265,7 +265,9 @@ def test_a_finished_campaign_moves_out_of_the_live_queue(tmp_path):
     assert (tmp_path / "launchpad.json").stat().st_size < size / 3
     assert ilflows(["archive", "naps"], tmp_path).returncode == 2  # gone from the queue
     spec = tmp_path / "naps.yaml"  # a campaign of that name again would redo its work
-    spec.write_text((ROOT / "workflows/peer_pyr14bf4.yaml").read_text().replace("name: peer-pyr14bf4", "name: naps"))
+    spec.write_text(
+        (ROOT / "workflows/peer_pyr14bf4.yaml").read_text().replace("name: peer-pyr14bf4", "name: naps")
+    )
     again = ilflows(["submit", str(spec)], tmp_path)
     assert again.returncode == 2 and "campaign 'naps' has finished and was archived" in again.stderr
 

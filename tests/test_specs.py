@@ -57,7 +57,9 @@ def test_local_switch_needs_a_local_section():
 
 def test_validation_boxes_must_not_reuse_training_seeds(tmp_path):
     path = tmp_path / "overlap.yaml"
-    path.write_text((WORKFLOWS / "peer_pyr14bf4.yaml").read_text() + "validation: {boxes_per_density: 2, seed: 10}\n")
+    path.write_text(
+        (WORKFLOWS / "peer_pyr14bf4.yaml").read_text() + "validation: {boxes_per_density: 2, seed: 10}\n"
+    )
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert str(err.value).endswith(

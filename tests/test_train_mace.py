@@ -235,3 +235,25 @@ def test_batch_never_exceeds_the_training_frames(ean_labels, tmp_path):
     assert (options["batch_size"], len(ase.io.read(tmp_path / "train.xyz", ":"))) == (3, 3)
     options = write_inputs(ean_labels, TYPE_MAP, params, tmp_path / "all")
     assert options["batch_size"] == 4  # the paper's batch when there are enough frames
+
+
+def test_finetuned_members_take_the_finetune_overrides(type_map):
+    from ilflows.loop.steps import finetuning
+    from ilflows.schemas import ModelFile
+    from ilflows.schemas.campaign import TrainSpec
+    from ilflows.train import get_trainer
+
+    spec = TrainSpec(
+        engine="mace",
+        preset="small",
+        finetune=True,
+        finetune_overrides={"max_num_epochs": 20, "start_swa": 15},
+    )
+    fresh = get_trainer("mace").hyperparameters(spec, type_map, seed=3)
+    parent = ModelFile(name="m.model", sha256="0", size=0, content_b64="")
+    tuned = finetuning(fresh, spec, parent)
+    assert (fresh["max_num_epochs"], fresh["start_swa"]) == (60, 45)  # from scratch: the preset's
+    assert (tuned["max_num_epochs"], tuned["start_swa"], tuned["seed"]) == (20, 15, 3)
+    assert tuned["init_model"] is parent and tuned["hidden_irreps"] == "16x0e+16x1o"
+    with pytest.raises(ValueError, match="finetune_overrides apply to fine-tuned members"):
+        TrainSpec(engine="mace", finetune_overrides={"max_num_epochs": 20})

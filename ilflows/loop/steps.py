@@ -166,7 +166,7 @@ class TrainMaker(Maker):
         if self.spec.finetune and iteration > 0:
             # a member whose previous training crashed starts from scratch
             if parent := previous_model(CURRENT_JOB.store, self.campaign, iteration - 1, member):
-                hyperparameters["init_model"] = parent
+                hyperparameters = finetuning(hyperparameters, self.spec, parent)
         with time_limit(self.time_limit):
             result = trainer.train(good, self.type_map, hyperparameters, _workdir("train"))
         return TrainingRun(
@@ -181,6 +181,13 @@ class TrainMaker(Maker):
             label_ids=[lab.frame_id for lab in good],
             dispersion=self.dispersion.model_dump() if self.dispersion else None,
         )
+
+
+def finetuning(hyperparameters: dict, spec: TrainSpec, parent: ModelFile) -> dict:
+    """Return ``hyperparameters`` for a member that starts from ``parent``: ``finetune_overrides`` on top."""
+    from ilflows.train import deep_merge
+
+    return {**deep_merge(hyperparameters, spec.finetune_overrides), "init_model": parent}
 
 
 def previous_model(store, campaign: str, iteration: int, member: int) -> ModelFile | None:

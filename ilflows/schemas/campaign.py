@@ -292,11 +292,21 @@ class TrainSpec(_Section):
         description="From iteration 1 on, start each member from its own model of the previous "
         "iteration instead of from scratch (mace only).",
     )
+    finetune_overrides: dict = Field(
+        default_factory=dict,
+        description="Trainer options merged on top when a member starts from its previous model, e.g. "
+        "fewer epochs (DP-GEN's training_reuse_numb_steps, training_reuse_start_lr): training is most of "
+        "an iteration's time and grows with the labels.",
+    )
 
     @model_validator(mode="after")
     def _finetune(self) -> TrainSpec:
         if self.preset == "small" and self.engine != "mace":
             raise ValueError(f"preset small is for engine mace; {self.engine} has tiny and paper")
+        if self.finetune_overrides and not self.finetune:
+            raise ValueError(
+                "finetune_overrides apply to fine-tuned members; set finetune: true or drop them"
+            )
         if self.finetune and self.engine != "mace":
             raise ValueError(f"finetune is for engine mace, not {self.engine}; drop finetune")
         return self

@@ -33,15 +33,7 @@ def read_start(path: Path, spec: CampaignSpec) -> tuple[int, Frame]:
         One line: the file cannot be read, has no cell, matches no composition, or holds a
         molecule that is not one of its composition's ions.
     """
-    import ase.io
-
-    try:
-        atoms = ase.io.read(path)
-    except Exception as err:  # ASE raises many kinds for a file it cannot parse
-        raise ValueError(f"cannot read {path} with ASE ({type(err).__name__}: {err})") from err
-    if atoms.cell.rank < 3:
-        raise ValueError(f"{path} has no periodic cell; write it in a format with one (POSCAR, extxyz)")
-    atoms.pbc = True
+    atoms = read_box(path)
     formula = Counter(atoms.get_chemical_symbols())
     for k, system in enumerate(spec.system):
         if formula == Counter(species(system)):
@@ -76,18 +68,11 @@ def identify_ions(path: Path) -> tuple[dict[str, int], float]:
     ValueError
         One line: the file cannot be read or has no cell, or a molecule is no ion of the library.
     """
-    import ase.io
     from ase.units import _Nav
 
     from ilflows.systems.ions import ION_LIBRARY
 
-    try:
-        atoms = ase.io.read(path)
-    except Exception as err:  # ASE raises many kinds for a file it cannot parse
-        raise ValueError(f"cannot read {path} with ASE ({type(err).__name__}: {err})") from err
-    if atoms.cell.rank < 3:
-        raise ValueError(f"{path} has no periodic cell; write it in a format with one (POSCAR, extxyz)")
-    atoms.pbc = True
+    atoms = read_box(path)
     found: Counter = Counter()
     for molecule in _molecules(atoms):
         name = next((ion for ion in ION_LIBRARY if _same_molecule(_template_graph(ion), molecule)), None)
@@ -109,6 +94,20 @@ def _same_molecule(template: nx.Graph, molecule: nx.Graph) -> bool:
         template, molecule, node_match=lambda a, b: a["element"] == b["element"]
     )
     return len(template) == len(molecule) and matcher.is_isomorphic()
+
+
+def read_box(path: Path):
+    """Read a periodic structure file with ASE (any format it knows); one-line ValueError if not."""
+    import ase.io
+
+    try:
+        atoms = ase.io.read(path)
+    except Exception as err:  # ASE raises many kinds for a file it cannot parse
+        raise ValueError(f"cannot read {path} with ASE ({type(err).__name__}: {err})") from err
+    if atoms.cell.rank < 3:
+        raise ValueError(f"{path} has no periodic cell; write it in a format with one (POSCAR, extxyz)")
+    atoms.pbc = True
+    return atoms
 
 
 def composition_order(atoms, system: SystemSpec) -> list[int]:

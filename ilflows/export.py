@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ilflows.schemas import DFTLabel, ModelFile
-
-EV_PER_A3_IN_GPA = 160.21766208  # 1 eV/Å^3 in GPa
+from ilflows.train.deepmd import EV_PER_A3_IN_GPA  # the factor the trainer writes virials with
 
 
 def campaign_labels(store, campaign: str, iteration: int | None = None) -> list[DFTLabel]:

@@ -101,10 +101,12 @@ def choose(
     if spec.select.choose == "random":
         rng = np.random.default_rng([spec.select.seed, iteration])
         return np.sort(rng.choice(idx, size=n, replace=False))
-    from ilflows.loop import type_map_of
     from ilflows.select.diversity import descriptor, farthest_points
+    from ilflows.systems import elements as elements_of
 
-    elements = type_map_of(spec)
+    elements = sorted(
+        {el for system in spec.system for el in elements_of(system)}
+    )  # select does not import loop
     points = np.array([descriptor(owner[i][0].trajectory.frame(owner[i][1]), elements) for i in idx])
     known = np.array([descriptor(frame, elements) for frame in labelled_frames]).reshape(-1, points.shape[1])
     picks = farthest_points(points, known, n, first=int(np.argmax(deviations[idx])))

@@ -279,9 +279,9 @@ def run_worker(
     with open_queue(settings) as lp, stop_on_signals() as stop:
         if settings.backend == "mongodb":
             check_connection(lp)
+        results = connect_jobstore(settings)  # creates the indexes on MongoDB; refuses a lost store
         queued = spec is not None and _queue(lp, spec)
         recovered = lp.recover_lost_runs() if settings.backend == "embedded" else []
-        results = connect_jobstore(settings)  # creates the indexes on MongoDB
         # a campaign queued afresh whose results are stored: its queue was lost (jobs return them unrun)
         stored = results.count({"output.campaign": spec.name}) if queued else 0
         SETTINGS.JOB_STORE = get_jobstore(settings)  # unconnected: each worker connects its own

@@ -387,3 +387,28 @@ def test_an_engine_killed_alone_runs_once_more(tmp_path):
     assert (tmp_path / "once.log").read_text() == "done\n" and (tmp_path / "once.log.killed").exists()
     with pytest.raises(EngineKilledError, match="sh was killed by SIGKILL in .* twice; rerun the job"):
         run_command(["sh", "-c", "kill -9 $$"], tmp_path, "always.log")
+
+
+def test_a_deleted_or_damaged_results_store_is_refused_in_one_line(tmp_path):
+    import shutil
+
+    _queue_naps(tmp_path, 2, 0.0)
+    assert ilflows(["worker"], tmp_path, **_env(tmp_path)).returncode == 0
+    store = tmp_path / "jobstore"
+    kept = tmp_path / "jobstore.kept"
+    shutil.copytree(store, kept)
+    shutil.rmtree(store)  # deleted: the queue says two jobs finished, their results are gone
+    for args in (["status"], ["worker"], ["query", "labels"]):
+        proc = ilflows(args, tmp_path, **_env(tmp_path))
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert f"results store ({store}) holds no results, but the queue has 2 finished jobs" in proc.stderr
+    shutil.rmtree(store)  # the refused commands left an empty folder at most
+    shutil.copytree(kept, store)
+    for table in (f for f in store.rglob("*") if f.is_file()):  # damaged: sqlite files overwritten
+        table.write_bytes(b"not a database" * 100)
+    proc = ilflows(["status"], tmp_path, **_env(tmp_path))
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert f"the results store {store} is damaged (file is not a database)" in proc.stderr
+    shutil.rmtree(store)
+    shutil.copytree(kept, store)
+    assert ilflows(["status"], tmp_path).returncode == 0

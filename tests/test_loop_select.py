@@ -242,3 +242,27 @@ def test_energy_and_virial_criteria_combine_as_in_dp_gen(frames):
         select_frames(spec, 0, [run], None)
     with pytest.raises(ValueError, match=r"virial_window: \[0.5, 0.1\] must be \[lo, hi\]"):
         CampaignSpec.model_validate({**SPEC, "select": {"virial_window": [0.5, 0.1]}})
+
+
+@pytest.mark.parametrize("how", ["spread", "farthest", "random"])
+def test_every_choice_takes_candidates_only_and_all_of_few(frames, how):
+    from ilflows.select.iteration import pick
+
+    intact, broken = frames
+    pos = np.asarray(intact.positions)
+    shaken = [intact.model_copy(update={"positions": (pos + 0.05 * k).tolist()}) for k in range(8)]
+    shaken[5] = broken
+    deviations = np.array([0.01, 0.2, 0.3, 2.0, 0.4, 0.5, 0.6, 0.02])
+    candidate = (deviations >= 0.05) & (deviations < 1.5)
+
+    def choose(n):
+        return pick(how, deviations, candidate, n, frame=shaken.__getitem__, labelled=[intact],
+                    elements=["B", "C", "F", "H", "N"], seed=[0, 1])  # fmt: skip
+
+    assert choose(9).tolist() == [1, 2, 4, 5, 6]  # five candidates, room for nine: all of them
+    three = choose(3)
+    assert len(three) == 3 and set(three) <= {1, 2, 4, 5, 6}
+    if how == "spread":
+        assert three.tolist() == [1, 4, 6]  # lowest, middle and highest deviation
+    if how == "farthest":
+        assert 5 in three  # the broken frame is the least like the labelled box

@@ -8,6 +8,7 @@ stop rules (:mod:`ilflows.select.stopping`) make one :class:`SelectionRecord`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,20 +96,44 @@ def choose(
     idx = np.flatnonzero(candidate)
     if idx.size == 0:
         return idx
-    n = spec.select.window(walker_system(spec, owner[idx[0]][0]))[2]
-    if spec.select.choose == "spread" or idx.size <= n:
-        return choose_candidates(deviations, candidate, n)
-    if spec.select.choose == "random":
-        rng = np.random.default_rng([spec.select.seed, iteration])
-        return np.sort(rng.choice(idx, size=n, replace=False))
-    from ilflows.select.diversity import descriptor, farthest_points
     from ilflows.systems import elements as elements_of
 
-    elements = sorted(
-        {el for system in spec.system for el in elements_of(system)}
-    )  # select does not import loop
-    points = np.array([descriptor(owner[i][0].trajectory.frame(owner[i][1]), elements) for i in idx])
-    known = np.array([descriptor(frame, elements) for frame in labelled_frames]).reshape(-1, points.shape[1])
+    return pick(
+        spec.select.choose,
+        deviations,
+        candidate,
+        spec.select.window(walker_system(spec, owner[idx[0]][0]))[2],
+        frame=lambda i: owner[i][0].trajectory.frame(owner[i][1]),
+        labelled=labelled_frames,
+        elements=sorted({el for system in spec.system for el in elements_of(system)}),
+        seed=[spec.select.seed, iteration],
+    )
+
+
+def pick(
+    strategy: str,
+    deviations: np.ndarray,
+    candidate: np.ndarray,
+    n: int,
+    frame: Callable[[int], Frame],
+    labelled: list[Frame],
+    elements: list[str],
+    seed: list[int],
+) -> np.ndarray:
+    """Return the sorted indices of at most ``n`` candidates chosen by ``strategy`` (``select.choose``).
+
+    ``frame(i)`` gives frame ``i`` (read only by ``farthest``), ``labelled`` the frames labelled
+    so far, ``seed`` seeds ``random``.  With ``n`` or fewer candidates all are taken.
+    """
+    idx = np.flatnonzero(candidate)
+    if strategy == "spread" or idx.size <= n:
+        return choose_candidates(deviations, candidate, n)
+    if strategy == "random":
+        return np.sort(np.random.default_rng(seed).choice(idx, size=n, replace=False))
+    from ilflows.select.diversity import descriptor, farthest_points
+
+    points = np.array([descriptor(frame(i), elements) for i in idx])
+    known = np.array([descriptor(f, elements) for f in labelled]).reshape(-1, points.shape[1])
     picks = farthest_points(points, known, n, first=int(np.argmax(deviations[idx])))
     return np.sort(idx[picks])
 

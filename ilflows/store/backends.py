@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -291,9 +292,37 @@ def connect_jobstore(settings: IlflowsSettings | None = None):
     if settings.backend == "mongodb":  # montydb has no indexes; it scans
         for key in JOBSTORE_INDEXES:
             store.docs_store.ensure_index(key)
-        return store
-    for part in (store.docs_store, *store.additional_stores.values()):
-        database = part._collection.database  # maggma exposes no public handle to it
-        if part.collection_name not in database.list_collection_names():
-            database.create_collection(part.collection_name)
+    else:
+        try:
+            for part in (store.docs_store, *store.additional_stores.values()):
+                database = part._collection.database  # maggma exposes no public handle to it
+                if part.collection_name not in database.list_collection_names():
+                    database.create_collection(part.collection_name)
+            store.docs_store.count()  # reads the documents table: a damaged file fails here
+        except sqlite3.DatabaseError as err:
+            raise StoreConfigError(
+                f"the results store {settings.home.resolve() / 'jobstore'} is damaged ({err}); put back its "
+                "folder from a backup (finished labels, trainings and MD are in it), then run again"
+            ) from None
+    _refuse_lost_results(store, settings)
     return store
+
+
+def _refuse_lost_results(store, settings: IlflowsSettings) -> None:
+    """Raise :class:`StoreConfigError` when the queue has finished jobs but the results store has none.
+
+    The results store was deleted or replaced: reading or running on would recompute (or lose
+    track of) every finished DFT label, training and MD run.
+    """
+    if store.docs_store.count() > 0:
+        return
+    finished = get_launchpad(settings).fireworks.count_documents({"state": "COMPLETED"})
+    if finished:
+        embedded = settings.backend == "embedded"
+        where = settings.home.resolve() / "jobstore" if embedded else settings.jobstore_file
+        queue = queue_file(settings) if embedded else "the LaunchPad database"
+        raise StoreConfigError(
+            f"the results store ({where}) holds no results, but the queue has {finished} finished jobs: "
+            f"it was deleted or replaced; put it back from a backup, or move the queue ({queue}) aside to "
+            "start afresh"
+        )

@@ -16,9 +16,15 @@ from ilflows.settings import get_settings
 def _spec(args):
     """Load the spec and run the preflight checks, printing what they found."""
     from ilflows.preflight import preflight
-    from ilflows.schemas import load_spec
+    from ilflows.schemas import SpecError, load_spec
+    from ilflows.schemas.cost import check_cost
 
     spec = load_spec(args.spec, local=args.local)
+    if not args.force:
+        try:
+            check_cost(spec, get_settings().cost_limits)
+        except SpecError as err:
+            raise SpecError(f"{args.spec}: {err}") from None
     for note in preflight(spec):
         print(note, flush=True)
     return spec
@@ -354,6 +360,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("spec", help="campaign YAML, e.g. workflows/demo.yaml")
         s.add_argument(
             "--local", action="store_true", help="use the spec's 'local:' sections: the campaign scaled down"
+        )
+        s.add_argument(
+            "--force",
+            action="store_true",
+            help="queue a campaign that asks for more than the max_* settings allow (atoms, labels, "
+            "MD steps, trainings)",
         )
         s.set_defaults(func=func)
     s = sub.add_parser("worker", help="run ready jobs of the configured queue until none is left")

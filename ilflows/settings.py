@@ -67,6 +67,29 @@ class IlflowsSettings(BaseSettings):
         "results lookup scans all stored documents (about 1 s per label write or query at 3,000 labels, "
         "benchmarks/store_scaling.py).",
     )
+    max_box_atoms: int = Field(
+        5_000,
+        ge=1,
+        description="Most atoms in one composition's box (what each DFT label holds); check, submit and run "
+        "refuse a spec above it unless given --force.",
+    )
+    max_labels: int = Field(
+        200_000,
+        ge=1,
+        description="Most DFT labels a campaign may ask for (every iteration run, every cap filled); above: "
+        "refused unless --force.",
+    )
+    max_md_steps: int = Field(
+        10_000_000_000,
+        ge=1,
+        description="Most MD steps a campaign may ask for, all runs together; above: refused unless --force.",
+    )
+    max_trainings: int = Field(
+        10_000,
+        ge=1,
+        description="Most model trainings a campaign may ask for (members x iterations); above: refused "
+        "unless --force.",
+    )
     packmol_cmd: str = Field("packmol", description="Packmol executable that packs the boxes.")
     cp2k_cmd: str = Field("cp2k.psmp", description="CP2K executable (Debian: cp2k.psmp).")
     vasp_cmd: str = Field(
@@ -102,6 +125,16 @@ class IlflowsSettings(BaseSettings):
         if isinstance(value, str) and not value.strip():  # e.g. ILFLOWS_SCRATCH=$TMPDIR with TMPDIR unset
             raise ValueError("is empty (a variable that was not set?); give a folder, or unset it")
         return value
+
+    @property
+    def cost_limits(self) -> dict[str, int]:
+        """Most work a campaign may ask for: total name -> limit (:func:`ilflows.schemas.cost.check_cost`)."""
+        return {
+            "box_atoms": self.max_box_atoms,
+            "labels": self.max_labels,
+            "md_steps": self.max_md_steps,
+            "trainings": self.max_trainings,
+        }
 
     @property
     def runs_dir(self) -> Path:

@@ -37,6 +37,27 @@ def _set(path: str, value):
 
 # (case, change or raw YAML text, what the one-line error must contain)
 CASES = [
+    (
+        "a billion ion pairs",
+        _set("system.ions", {"PYR14": 10**9, "BF4": 10**9}),
+        "system.ions: the campaign would need up to 3.5e+10 atoms in a box, above the limit of 5e+03 "
+        "(setting max_box_atoms); lower system.ions, or pass --force",
+    ),
+    (
+        "10^12 MD steps",
+        _set("explore.n_steps", 10**12),
+        "explore.n_steps: the campaign would need up to 3e+12 MD",
+    ),
+    (
+        "a million models",
+        _set("train.n_models", 10**6),
+        "train.n_models: the campaign would need up to 4e+06 trainings",
+    ),
+    (
+        "ten million boxes",
+        _set("initial.boxes_per_density", 10**7),
+        "initial.boxes_per_density: the campaign would need up to 1e+07 DFT labels",
+    ),
     ("unknown ion", _set("system.ions", {"XYZ": 1, "BF4": 1}), "system.ions: unknown ion 'XYZ'; known:"),
     (
         "net charge",

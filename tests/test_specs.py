@@ -120,3 +120,31 @@ def test_a_spec_is_known_by_what_it_sets_apart_from_the_defaults():
     assert spec_digest(spec) == spec_digest(spelled_out)
     other = CampaignSpec.model_validate({**base, "validation": {"holdout_fraction": 0.2}})
     assert spec_digest(other) != spec_digest(spec)
+
+
+def test_cost_estimate_counts_the_demo_by_hand():
+    from ilflows.schemas.cost import estimate
+
+    cost = estimate(load_spec(WORKFLOWS / "demo.yaml"))
+    # PYR14+ C9H20N (30 atoms) + BF4- (5); 3 density factors x 2 boxes x (box + 1 rattled copy),
+    # 100-step MD every 5 steps (21 frames) for the initial and validation sets, 8 iterations x 10
+    # candidates; 2 members trained in iteration 0 and after each of 8 iterations
+    assert (cost.box_atoms, cost.labels, cost.trainings) == (35, 12 + 21 + 21 + 80, 2 * 9)
+    assert cost.md_steps == 100 + 100 + 8 * 4 * 300
+
+
+def test_a_costly_spec_is_queued_with_force_only(tmp_path, monkeypatch, capsys):
+    from ilflows.cli import main
+    from ilflows.settings import get_settings
+
+    monkeypatch.setenv("ILFLOWS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ILFLOWS_MAX_LABELS", "100")
+    get_settings.cache_clear()
+    try:
+        assert main(["check", str(WORKFLOWS / "demo.yaml")]) == 2
+        assert (
+            "select.max_candidates: the campaign would need up to 134 DFT labels" in capsys.readouterr().err
+        )
+        assert main(["check", "--force", str(WORKFLOWS / "demo.yaml")]) == 0
+    finally:
+        get_settings.cache_clear()

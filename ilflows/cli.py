@@ -442,11 +442,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ilflows`` console script."""
+    from pymongo.errors import PyMongoError  # a dependency of fireworks, jobflow and maggma
+
     from ilflows.execute import EngineError
     from ilflows.farm import CampaignError
     from ilflows.schemas import SpecError
     from ilflows.settings import SettingsError
-    from ilflows.store import StoreBusyError, StoreConfigError, prepare_fireworks
+    from ilflows.store import StoreBusyError, StoreConfigError, mongo_failure, prepare_fireworks
 
     args = parser().parse_args(argv)
     try:
@@ -454,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (SettingsError, SpecError, StoreBusyError, StoreConfigError, EngineError, CampaignError) as err:
         print(f"ilflows: error: {err}", file=sys.stderr)
+        return 2
+    except PyMongoError as err:  # any command's store read or write: the server, not ilflows, failed
+        if get_settings().backend != "mongodb":
+            raise
+        print(f"ilflows: error: {mongo_failure(err, None, None, None, None)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before or after the workers ran: nothing was left half done
         print("ilflows: interrupted", file=sys.stderr)

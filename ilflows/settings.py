@@ -53,6 +53,12 @@ class IlflowsSettings(BaseSettings):
         description="jobflow config YAML (JOB_STORE) for the mongodb backend; "
         "${VAR} in it is filled from the environment.",
     )
+    mongo_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds to wait for a MongoDB server before a command fails (pymongo's server "
+        "selection timeout, unless the LaunchPad or JobStore file sets serverSelectionTimeoutMS).",
+    )
     embedded_job_limit: int = Field(
         3000,
         ge=1,

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MONGO_ENV = {
@@ -140,25 +139,49 @@ def test_fworker_templates_take_one_category(category):
     assert worker.category == category and worker.query["spec._category"] == category
 
 
-def test_submit_refuses_an_unreachable_mongodb_in_one_line_without_the_password(tmp_path):
-    config = yaml.safe_load((ROOT / "launchpad_configs/my_launchpad.yaml").read_text())
-    config["mongoclient_kwargs"] = {"serverSelectionTimeoutMS": 300}  # a closed port fails at once
-    launchpad = tmp_path / "my_launchpad.yaml"
-    launchpad.write_text(yaml.safe_dump(config))
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["submit", str(ROOT / "workflows/peer_pyr14bf4.yaml")],
+        ["worker"],
+        ["status"],
+        ["status", "demo"],
+        ["query", "labels"],
+        ["report", "demo"],
+        ["rerun", "demo"],
+        ["archive", "demo"],
+        ["export", "demo", "--out", "exported"],
+    ],
+    ids=lambda c: c[0] + ("" if len(c) == 1 or c[0] == "submit" else f" {c[1]}"),
+)
+def test_every_command_refuses_an_unreachable_mongodb_in_one_line_without_the_password(tmp_path, command):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
-    env |= {**MONGO_ENV, "ILFLOWS_LAUNCHPAD_FILE": str(launchpad), "ILFLOWS_HOME": str(tmp_path)}
-    env |= {"ILFLOWS_MONGO_HOST": "127.0.0.1", "ILFLOWS_MONGO_PORT": "1"}
+    env |= {**MONGO_ENV, "ILFLOWS_HOME": str(tmp_path), "ILFLOWS_MONGO_TIMEOUT": "0.5"}
+    env |= {"ILFLOWS_MONGO_HOST": "127.0.0.1", "ILFLOWS_MONGO_PORT": "1"}  # a closed port
     proc = subprocess.run(
-        [sys.executable, "-m", "ilflows.cli", "submit", str(ROOT / "workflows/peer_pyr14bf4.yaml")],
+        [sys.executable, "-m", "ilflows.cli", *command],
         env=env,
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "cannot reach MongoDB at 127.0.0.1:1" in proc.stderr
+    assert proc.stderr == (
+        "ilflows: error: cannot reach MongoDB at 127.0.0.1:1 (ServerSelectionTimeoutError, after 0.5 s); "
+        "check ILFLOWS_MONGO_HOST and ILFLOWS_MONGO_PORT, the network and the TLS options\n"
+    )
     assert "s3cret" not in proc.stdout + proc.stderr
+
+
+def test_a_port_that_is_not_a_number_is_named_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}
+    env |= {**MONGO_ENV, "ILFLOWS_HOME": str(tmp_path), "ILFLOWS_MONGO_PORT": "abc"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ilflows.cli", "status"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "port 'abc' is not a number; set ILFLOWS_MONGO_PORT" in proc.stderr
 
 
 def test_a_refused_login_is_named_in_one_line_without_the_password():

@@ -72,6 +72,11 @@ def _fill_env(value, source: Path):
     if isinstance(value, dict):
         filled = {k: _fill_env(v, source) for k, v in value.items()}
         if isinstance(filled.get("port"), str):  # "${PORT}" arrives as text
+            if not filled["port"].isdigit():
+                raise StoreConfigError(
+                    f"{source}: port {filled['port']!r} is not a number; set ILFLOWS_MONGO_PORT (or the port "
+                    "in that file) to the server's port, e.g. 27017"
+                )
             filled["port"] = int(filled["port"])
         return filled
     if isinstance(value, list):
@@ -110,8 +115,16 @@ def get_launchpad(settings: IlflowsSettings | None = None):
     from ilflows.store.launchpad import EmbeddedLaunchPad, IlflowsLaunchPad
 
     if settings.backend == "mongodb":
-        return IlflowsLaunchPad.from_dict(_read_config(settings.launchpad_file))
+        return IlflowsLaunchPad.from_dict(_with_timeout(_read_config(settings.launchpad_file), settings))
     return EmbeddedLaunchPad(_queue_path(settings), writable=False)
+
+
+def _with_timeout(config: dict, settings: IlflowsSettings) -> dict:
+    """Give a MongoDB client config the mongo_timeout setting, unless it sets its own."""
+    kwargs = config.setdefault("mongoclient_kwargs", {}) or {}
+    kwargs.setdefault("serverSelectionTimeoutMS", int(settings.mongo_timeout * 1000))
+    config["mongoclient_kwargs"] = kwargs
+    return config
 
 
 def _queue_path(settings: IlflowsSettings) -> Path:
@@ -130,23 +143,42 @@ def check_connection(lp) -> None:
     Run before anything is queued.  The message names host, port, user and database, never
     the password (pymongo's own message is left out for that reason).
     """
-    from pymongo.errors import OperationFailure, PyMongoError
+    from pymongo.errors import PyMongoError
 
     try:
         lp.db.command("ping")  # reaches the server
         lp.db.list_collection_names()  # needs a login that may read the database
-    except OperationFailure as err:
-        reason = (err.details or {}).get("codeName") or err.code
-        raise StoreConfigError(
-            f"MongoDB at {lp.host}:{lp.port} refused user {lp.username!r} on database {lp.name!r} "
-            f"({reason}); check ILFLOWS_MONGO_USER, ILFLOWS_MONGO_PASSWORD and authsource "
-            f"in {get_settings().launchpad_file}"
-        ) from None
     except PyMongoError as err:
-        raise StoreConfigError(
-            f"cannot reach MongoDB at {lp.host}:{lp.port} ({type(err).__name__}); check "
-            "ILFLOWS_MONGO_HOST and ILFLOWS_MONGO_PORT, the network and the TLS options"
-        ) from None
+        raise StoreConfigError(mongo_failure(err, lp.host, lp.port, lp.username, lp.name)) from None
+
+
+def mongo_failure(err, host, port, username, database, settings: IlflowsSettings | None = None) -> str:
+    """One line saying why MongoDB failed ``err`` and which settings to check; never the password.
+
+    pymongo's own message is left out: it can quote the connection string.  Without a server
+    in view (``host`` None) the LaunchPad file's are named.
+    """
+    from pymongo.errors import OperationFailure
+
+    settings = settings or get_settings()
+    if host is None:
+        try:
+            config = _read_config(settings.launchpad_file)
+        except (StoreConfigError, OSError, ValueError):
+            config = {}
+        host, port = config.get("host", "?"), config.get("port", "?")
+        username, database = config.get("username"), config.get("name")
+    if isinstance(err, OperationFailure):
+        reason = (err.details or {}).get("codeName") or err.code
+        return (
+            f"MongoDB at {host}:{port} refused user {username!r} on database {database!r} "
+            f"({reason}); check ILFLOWS_MONGO_USER, ILFLOWS_MONGO_PASSWORD and authsource "
+            f"in {settings.launchpad_file}"
+        )
+    return (
+        f"cannot reach MongoDB at {host}:{port} ({type(err).__name__}, after {settings.mongo_timeout:g} s); "
+        "check ILFLOWS_MONGO_HOST and ILFLOWS_MONGO_PORT, the network and the TLS options"
+    )
 
 
 def initialize_queue(lp) -> None:
@@ -269,7 +301,11 @@ def get_jobstore(settings: IlflowsSettings | None = None):
 
     if settings.backend == "mongodb":
         config = _read_config(settings.jobstore_file)
-        return JobStore.from_dict_spec(config.get("JOB_STORE", config))
+        spec = config.get("JOB_STORE", config)
+        for part in (spec.get("docs_store"), *(spec.get("additional_stores") or {}).values()):
+            if isinstance(part, dict):
+                _with_timeout(part, settings)
+        return JobStore.from_dict_spec(spec)
     from maggma.stores import MontyStore
 
     path = str((settings.home / "jobstore").resolve())

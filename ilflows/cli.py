@@ -118,7 +118,7 @@ def cmd_worker(args) -> int:
         None, get_settings(), printer, category=args.category, workers=args.workers, timeout=args.timeout
     )
     _print_recovered(r)
-    print(f"queue: {r.completed}/{r.total} jobs completed, {r.fizzled} fizzled")
+    print(f"queue: {r.completed}/{r.total} jobs completed, {r.fizzled} fizzled ({args.workers} workers)")
     return 0 if r.fizzled == 0 else 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from functools import lru_cache
@@ -19,6 +20,37 @@ def _venv_tool(name: str) -> str:
     """Prefer the tool installed beside this Python (the venv's dp, lmp), else the PATH's."""
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def fireworks_launchpad_file() -> Path:
+    """Return the LaunchPad file FireWorks itself would load, else ilflows' template.
+
+    As fireworks.fw_config does: the first FW_config.yaml of this folder, ~/.fireworks and
+    FW_CONFIG_FILE gives LAUNCHPAD_LOC, or a CONFIG_FILE_DIR searched first for my_launchpad.yaml,
+    then this folder and ~/.fireworks.  Read here without importing fireworks, whose embedded
+    mode must be chosen before its import.
+    """
+    home = Path("~/.fireworks").expanduser()
+    configs = [Path("FW_config.yaml"), home / "FW_config.yaml"]
+    configs += [Path(os.environ["FW_CONFIG_FILE"])] if "FW_CONFIG_FILE" in os.environ else []
+    folders = [Path("."), home]
+    config = next((path for path in configs if path.is_file()), None)
+    if config is not None:
+        overrides = yaml.safe_load(config.read_text()) or {}
+        if overrides.get("LAUNCHPAD_LOC"):
+            return Path(overrides["LAUNCHPAD_LOC"]).expanduser()
+        if overrides.get("CONFIG_FILE_DIR"):
+            folders.insert(0, Path(overrides["CONFIG_FILE_DIR"]).expanduser())
+    found = [folder / "my_launchpad.yaml" for folder in folders]
+    return next((path for path in found if path.is_file()), Path("launchpad_configs/my_launchpad.yaml"))
+
+
+def jobflow_config_file() -> Path:
+    """Return the config jobflow itself would load (JOBFLOW_CONFIG_FILE, ~/.jobflow.yaml), else ilflows'."""
+    if "JOBFLOW_CONFIG_FILE" in os.environ:
+        return Path(os.environ["JOBFLOW_CONFIG_FILE"]).expanduser()
+    home = Path("~/.jobflow.yaml").expanduser()
+    return home if home.is_file() else Path("launchpad_configs/jobflow.yaml")
 
 
 class SettingsError(ValueError):
@@ -44,14 +76,17 @@ class IlflowsSettings(BaseSettings):
         description="Folder of the embedded store, its lock and the job run folders.",
     )
     launchpad_file: Path = Field(
-        Path("launchpad_configs/my_launchpad.yaml"),
+        default_factory=lambda: fireworks_launchpad_file(),
         description="FireWorks LaunchPad YAML for the mongodb backend; "
-        "${VAR} in it is filled from the environment (passwords).",
+        "${VAR} in it is filled from the environment (passwords).  Unset: where FireWorks looks "
+        "(LAUNCHPAD_LOC of its FW_config.yaml, my_launchpad.yaml in this folder or ~/.fireworks), "
+        "else launchpad_configs/my_launchpad.yaml.",
     )
     jobstore_file: Path = Field(
-        Path("launchpad_configs/jobflow.yaml"),
+        default_factory=lambda: jobflow_config_file(),
         description="jobflow config YAML (JOB_STORE) for the mongodb backend; "
-        "${VAR} in it is filled from the environment.",
+        "${VAR} in it is filled from the environment.  Unset: where jobflow looks "
+        "(JOBFLOW_CONFIG_FILE, ~/.jobflow.yaml), else launchpad_configs/jobflow.yaml.",
     )
     mongo_timeout: float = Field(
         10.0,
@@ -151,8 +186,6 @@ class IlflowsSettings(BaseSettings):
 @lru_cache
 def get_settings() -> IlflowsSettings:
     """Load settings once per process (environment first, then the YAML file)."""
-    import os
-
     path = Path(os.environ.get("ILFLOWS_CONFIG_FILE", DEFAULT_CONFIG_FILE)).expanduser()
     file_values = yaml.safe_load(path.read_text()) if path.exists() else {}
     env_names = {k[len("ILFLOWS_") :].lower() for k in os.environ if k.startswith("ILFLOWS_")}

@@ -2,6 +2,7 @@
 
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import ase.io
@@ -60,6 +61,26 @@ def test_single_point_parsed(reference):
     assert params["eps_scf"] == 1e-6 and params["max_scf"] == 50
     assert params["stress_tensor"] == "ANALYTICAL" and params["charge"] == 0
     assert reference.wall_time > 0
+    # the program's own version, read from its output ("CP2K| version string: CP2K version 2023.1")
+    version = subprocess.run([CP2K, "--version"], capture_output=True, text=True).stdout
+    assert f"CP2K version {reference.software['cp2k']}" in version
+    assert set(reference.software) == {"ilflows", "cp2k"}
+
+
+def test_a_label_document_states_its_formula_and_composition(atoms, reference):
+    from ilflows.schemas import DFTLabel, FrameOrigin
+
+    origin = FrameOrigin(campaign="c", stage="initial", method="packmol", index=0)
+    label = DFTLabel(
+        **reference.model_dump(),
+        campaign="c",
+        iteration=-1,
+        frame_id=origin.frame_id,
+        frame=Frame.from_ase(atoms),
+        origin=origin,
+    )
+    assert label.formula == "C9H20BF4N" == atoms.get_chemical_formula("hill")  # PYR14+ BF4-
+    assert label.composition == {"C": 9, "H": 20, "N": 1, "B": 1, "F": 4}
 
 
 @needs_cp2k

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ase
 import numpy as np
 import pytest
 from ase import Atoms, units
@@ -122,6 +123,7 @@ def test_md_records_frames_and_deviations(
     assert traj.species == start.species and np.array(traj.positions).shape == (5, start.n_atoms, 3)
     assert result.parameters["seed"] == 5 and result.parameters["models"] == [m.sha256 for m in mace_models]
     assert result.wall_time > 0
+    assert result.software["ase"] == ase.__version__
     assert not np.allclose(traj.positions[0], traj.positions[-1])
     # each recorded deviation is the committee's on that very frame, in eV/Å
     frames = [traj.frame(i) for i in (0, len(traj.steps) - 1)]

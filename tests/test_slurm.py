@@ -21,11 +21,11 @@ def test_qlaunch_runs_a_campaign_through_slurm(slurm_cluster, tmp_path):
     spec.write_text(yaml.safe_dump({"name": "queue", **ONE_ITERATION}))
     assert ilflows(["submit", str(spec)], tmp_path).returncode == 0
 
-    # the shipped template, with a worker of every category on the node's two cores
+    # the shipped template, with a worker of every category and one job process per task asked for
     qadapter = yaml.safe_load((ROOT / "launchpad_configs/my_qadapter_slurm.yaml").read_text())
     assert qadapter["rocket_launch"].startswith("$ILFLOWS_VENV/bin/ilflows worker")
     qadapter |= {
-        "rocket_launch": "$ILFLOWS_VENV/bin/ilflows worker --workers 2 --quiet",
+        "rocket_launch": qadapter["rocket_launch"].replace(" --category cpu", ""),
         "ntasks": 2,
         "walltime": "00:30:00",
         "pre_rocket": "export OMP_NUM_THREADS=1",
@@ -43,5 +43,6 @@ def test_qlaunch_runs_a_campaign_through_slurm(slurm_cluster, tmp_path):
     report = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["queue"]
     total = report["jobs"]["total"]
     assert report["jobs"] == {"completed": total, "fizzled": 0, "total": total, "blocked": 0}
-    assert f"queue: {total}/{total} jobs completed, 0 fizzled" in outputs[0].read_text()
+    # the node's two tasks each ran jobs: one worker process per task
+    assert f"queue: {total}/{total} jobs completed, 0 fizzled (2 workers)" in outputs[0].read_text()
     assert report["iterations"][-1]["trained_on"] > 0

@@ -128,6 +128,10 @@ def test_queue_templates_render_a_worker_script(name, directive, tmp_path):
     assert directive in script
     # the worker by absolute path (login shells reset PATH), of one category, no secret in the file
     assert "$ILFLOWS_VENV/bin/ilflows worker --category cpu" in script
+    # one job process per task or core the batch job asked for
+    assert {"slurm": "--workers ${SLURM_NTASKS:-1}", "pbs": "--workers ${PBS_NP:-${NCPUS:-1}}"}[
+        name
+    ] in script
     assert "PASSWORD" not in (ROOT / f"launchpad_configs/my_qadapter_{name}.yaml").read_text()
 
 
@@ -229,3 +233,29 @@ def test_embedded_limit_notes_start_at_four_fifths_of_each_limit_and_never_on_mo
     (labels,) = embedded_limit_notes(79, 800, embedded)
     assert labels.startswith("the embedded results store holds or awaits 800 DFT labels (limit 1000)")
     assert embedded_limit_notes(10**6, 10**6, embedded.model_copy(update={"backend": "mongodb"})) == []
+
+
+def test_without_ilflows_settings_the_store_files_are_where_fireworks_and_jobflow_look(tmp_path, monkeypatch):
+    from ilflows.settings import IlflowsSettings
+
+    for name in ("ILFLOWS_LAUNCHPAD_FILE", "ILFLOWS_JOBSTORE_FILE", "FW_CONFIG_FILE", "JOBFLOW_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    settings = lambda: IlflowsSettings()  # noqa: E731
+    assert settings().launchpad_file == Path("launchpad_configs/my_launchpad.yaml")
+    assert settings().jobstore_file == Path("launchpad_configs/jobflow.yaml")
+    fireworks = tmp_path / "home/.fireworks"
+    fireworks.mkdir(parents=True)
+    (fireworks / "my_launchpad.yaml").write_text("host: a\n")
+    (tmp_path / "home/.jobflow.yaml").write_text("JOB_STORE: {}\n")
+    assert settings().launchpad_file == fireworks / "my_launchpad.yaml"
+    assert settings().jobstore_file == tmp_path / "home/.jobflow.yaml"
+    (tmp_path / "my_launchpad.yaml").write_text("host: b\n")  # this folder comes first
+    assert settings().launchpad_file == Path("my_launchpad.yaml")
+    (fireworks / "FW_config.yaml").write_text(f"LAUNCHPAD_LOC: {tmp_path / 'lp.yaml'}\n")
+    assert settings().launchpad_file == tmp_path / "lp.yaml"
+    monkeypatch.setenv("JOBFLOW_CONFIG_FILE", str(tmp_path / "jf.yaml"))
+    assert settings().jobstore_file == tmp_path / "jf.yaml"
+    monkeypatch.setenv("ILFLOWS_LAUNCHPAD_FILE", "mine.yaml")  # ilflows' own setting wins
+    assert settings().launchpad_file == Path("mine.yaml")

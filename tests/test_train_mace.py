@@ -70,6 +70,9 @@ def test_two_seeds_give_two_models_that_load(tiny_pair, ean_labels, tmp_path):
     # Members differ only in seed: same options, same held-out frames.
     assert {**first.hyperparameters, "seed": 0} == {**second.hyperparameters, "seed": 0}
     assert len(first.hyperparameters["valid_ids"]) == 2
+    import mace
+
+    assert first.software["mace-torch"] == mace.__version__ and first.software["torch"].startswith("2.")
 
     label = ean_labels[0]
     atoms = label.frame.to_ase()

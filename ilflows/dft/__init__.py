@@ -11,6 +11,7 @@ from ilflows.registry import instantiate
 from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
+from ilflows.software import software
 
 # Imported only when asked for, so that listing engines never needs their dependencies.
 ENGINES = {
@@ -79,7 +80,8 @@ def finish_label(
 ) -> DFTResult:
     """Build the label from an engine's parsed output, or the failed label with its reason.
 
-    ``parsed`` has ``energy`` (eV), ``forces`` (eV/Å) and ``stress`` (GPa); ``error`` is the
+    ``parsed`` has ``energy`` (eV), ``forces`` (eV/Å), ``stress`` (GPa) and the program's
+    ``version`` (recorded under ``engine``'s program, the part before '-'); ``error`` is the
     engine's own reason to fail (SCF, abort, custodian), checked first.  Then a label needs an
     energy, one force per atom, and a stress when ``spec.stress`` asks for it.
     """
@@ -91,11 +93,20 @@ def finish_label(
             error = f"forces printed for {n} atoms, frame has {frame.n_atoms}"
         elif spec.stress and parsed.stress is None:
             error = "stress requested but not in the output"
+    made_by = software(**{engine.split("-")[0]: parsed.version})
     if error is not None:
-        return DFTResult(engine=engine, parameters=parameters, converged=False, error=error, wall_time=wall)
+        return DFTResult(
+            engine=engine,
+            parameters=parameters,
+            converged=False,
+            error=error,
+            wall_time=wall,
+            software=made_by,
+        )
     return DFTResult(
         engine=engine,
         parameters=parameters,
+        software=made_by,
         converged=True,
         energy=parsed.energy,
         forces=np.asarray(parsed.forces).tolist(),

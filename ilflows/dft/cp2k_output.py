@@ -26,6 +26,7 @@ class Cp2kOutput(NamedTuple):
     energy: float | None
     forces: np.ndarray | None
     stress: np.ndarray | None
+    version: str | None = None  # CP2K's version string, e.g. '2023.1'
 
 
 def parse_cp2k_output(text: str) -> Cp2kOutput:
@@ -41,7 +42,9 @@ def parse_cp2k_output(text: str) -> Cp2kOutput:
             forces = np.array([row.split()[-3:] for row in lines[i + 3 : end]], float) * Hartree / Bohr
         elif "STRESS| Analytical stress tensor [GPa]" in line:
             stress = np.array([row.split()[-3:] for row in lines[i + 2 : i + 5]], float)
-    return Cp2kOutput(scf_converged, float(energies[-1]) * Hartree if energies else None, forces, stress)
+    version = re.search(r"CP2K\| version string:\s+CP2K version (\S+)", text)
+    energy = float(energies[-1]) * Hartree if energies else None
+    return Cp2kOutput(scf_converged, energy, forces, stress, version.group(1) if version else None)
 
 
 def abort_message(text: str) -> str | None:
@@ -91,6 +94,7 @@ def md_labels(
     if not (pos.exists() and frc.exists()):
         return []
     evaluations = re.split(r"MD\| Step number", text)[:-1]
+    version = parse_cp2k_output(evaluations[0]).version if evaluations else None
     positions, forces = read_cp2k_xyz(pos), read_cp2k_xyz(frc)
     labelled = []
     for k in range(1, min(len(positions), len(forces))):  # frame 0 is the start
@@ -100,7 +104,7 @@ def md_labels(
         out = parse_cp2k_output(evaluations[step - 1])
         frame = Frame(species=start.species, positions=positions[k][1].tolist(), cell=start.cell)
         energy, force = positions[k][0] * Hartree, forces[k][1] * Hartree / Bohr
-        parsed = Cp2kOutput(out.scf_converged, energy, force, out.stress)
+        parsed = Cp2kOutput(out.scf_converged, energy, force, out.stress, version)
         error = None if out.scf_converged else f"SCF not converged at MD step {step}"
         label = finish_label(engine, {**parameters, "md_step": step}, frame, spec, step_wall, parsed, error)
         labelled.append((step, frame, label))

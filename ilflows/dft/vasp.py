@@ -34,6 +34,7 @@ class VaspOutput(NamedTuple):
     energy: float
     forces: np.ndarray
     stress: np.ndarray | None
+    version: str | None = None  # VASP's version from vasprun.xml, e.g. '6.4.2'
 
 
 def atom_order(frame: Frame) -> list[int]:
@@ -150,7 +151,8 @@ class Vasp:
         forces = np.empty((frame.n_atoms, 3))
         forces[atom_order(frame)] = step["forces"]
         stress = np.array(step["stress"]) * 0.1 if "stress" in step else None  # kbar -> GPa
-        return VaspOutput(run.converged_electronic, step["e_fr_energy"] - pv, forces, stress)
+        energy = step["e_fr_energy"] - pv
+        return VaspOutput(run.converged_electronic, energy, forces, stress, run.vasp_version)
 
     def label(self, frame: Frame, spec: DFTSpec, workdir: Path) -> DFTResult:
         """Label one frame; every failure but a missing executable returns ``converged=False``.

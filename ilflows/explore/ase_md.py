@@ -47,6 +47,7 @@ from ilflows.schemas.records import MDResult, ModelFile, Trajectory
 from ilflows.select import energy_deviation as energy_deviation_of
 from ilflows.select import force_deviations, virial_deviation
 from ilflows.settings import get_settings
+from ilflows.software import software
 
 
 class AseCommittee:
@@ -171,6 +172,7 @@ class AseCommittee:
             virial_deviations=None if np.isnan(virials).any() else virials,
             wall_time=wall_time,
             stopped_at=stopped_at,
+            software=software(("ase", "mace-torch", "torch", "deepmd-kit", "tensorflow", "tensorflow-cpu")),
         )
 
 

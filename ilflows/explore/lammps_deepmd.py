@@ -14,6 +14,7 @@ from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
 from ilflows.settings import get_settings
+from ilflows.software import software
 
 # Thermostat and barostat relaxation times in time steps (LAMMPS's recommended 100 and 1000).
 TDAMP_STEPS = 100
@@ -81,6 +82,7 @@ class LammpsDeepmd:
             virial_deviations=devi.max_devi_v,
             energy_deviations=energies,
             wall_time=wall_time,
+            software=software(("lammps", "deepmd-kit", "tensorflow", "tensorflow-cpu")),
         )
 
 

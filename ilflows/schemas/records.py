@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +47,11 @@ class DFTResult(BaseModel):
         description="Stress tensor, pressure sign (positive when compressed), shape (3, 3), GPa.",
     )
     wall_time: float = Field(description="Wall time of the engine run, s.")
+    software: dict[str, str] = Field(
+        default_factory=dict,
+        description="Name -> version of the programs that made the label (ilflows, cp2k, vasp); empty for "
+        "imported labels (their source says who made them).",
+    )
 
 
 class DFTLabel(DFTResult):
@@ -60,11 +66,23 @@ class DFTLabel(DFTResult):
     frame_hash: str = Field(
         "", description="Frame.fingerprint() of the frame (filled in when empty): no frame is labelled twice."
     )
+    formula: str = Field(
+        "", description="Hill formula of the frame, e.g. 'C9H20BF4N' (filled in when empty)."
+    )
+    composition: dict[str, int] = Field(
+        default_factory=dict, description="Element -> atoms of the frame (filled in when empty)."
+    )
 
     @model_validator(mode="after")
     def _fingerprint(self) -> DFTLabel:
+        from ase.formula import Formula
+
         if not self.frame_hash:
             self.frame_hash = self.frame.fingerprint()
+        if not self.formula:
+            self.formula = Formula.from_list(self.frame.species).format("hill")
+        if not self.composition:
+            self.composition = dict(Counter(self.frame.species))
         return self
 
 
@@ -155,6 +173,9 @@ class TrainResult(BaseModel):
     )
     wall_time: float = Field(description="Wall time of training and freezing, s.")
     model_file: ModelFile = Field(description="Frozen model (data store).")
+    software: dict[str, str] = Field(
+        default_factory=dict, description="Name -> version of ilflows and the trainer's packages."
+    )
 
 
 class TrainingRun(TrainResult):
@@ -221,6 +242,9 @@ class MDResult(BaseModel):
     )
     wall_time: float = Field(description="Wall time of the MD run, s.")
     trajectory: Trajectory = Field(description="Written frames (data store).")
+    software: dict[str, str] = Field(
+        default_factory=dict, description="Name -> version of ilflows and the explorer's packages."
+    )
 
     @classmethod
     def of_run(cls, engine: str, spec, parameters: dict, trajectory: Trajectory, **results) -> MDResult:

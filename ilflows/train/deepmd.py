@@ -15,6 +15,7 @@ from ilflows.execute import require_executable, run_command
 from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, LearningCurvePoint, ModelFile, TrainResult
 from ilflows.settings import get_settings
+from ilflows.software import software
 from ilflows.train import check_labels, deep_merge
 
 # 1 eV/Å^3 in GPa.
@@ -132,6 +133,7 @@ class DeepmdTrainer:
             rmse_force=curve[-1].rmse_force,
             wall_time=wall_time,
             model_file=ModelFile.from_path(workdir / "model.pb"),
+            software=software(("deepmd-kit", "tensorflow", "tensorflow-cpu")),
         )
 
 

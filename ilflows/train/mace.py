@@ -22,6 +22,7 @@ from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, LearningCurvePoint, ModelFile, TrainResult
 from ilflows.settings import get_settings
+from ilflows.software import software
 from ilflows.train import check_labels, deep_merge
 
 NAME = "mace"  # --name: MACE names its files after it (mace.model, logs/mace_run-<seed>.log, ...)
@@ -180,6 +181,7 @@ class MaceTrainer:
             stage_two_epoch=stage_two_epoch,
             wall_time=wall_time,
             model_file=ModelFile.from_path(model),
+            software=software(("mace-torch", "torch")),
         )
 
 

@@ -129,9 +129,8 @@ def test_queue_templates_render_a_worker_script(name, directive, tmp_path):
     # the worker by absolute path (login shells reset PATH), of one category, no secret in the file
     assert "$ILFLOWS_VENV/bin/ilflows worker --category cpu" in script
     # one job process per task or core the batch job asked for
-    assert {"slurm": "--workers ${SLURM_NTASKS:-1}", "pbs": "--workers ${PBS_NP:-${NCPUS:-1}}"}[
-        name
-    ] in script
+    cores = {"slurm": "${SLURM_NTASKS:-1}", "pbs": "${PBS_NP:-${NCPUS:-1}}"}[name]
+    assert f"--workers {cores}" in script
     assert "PASSWORD" not in (ROOT / f"launchpad_configs/my_qadapter_{name}.yaml").read_text()
 
 

@@ -8,8 +8,6 @@ before it packs a box or grows a workflow in memory.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, Field
 
 from ilflows.schemas.campaign import CampaignSpec, MDFramesSpec, SpecError, SystemSpec
@@ -46,9 +44,11 @@ class CampaignCost(BaseModel):
 
 def ion_atoms(name: str) -> int:
     """Atoms of one library ion, counted from its formula (no geometry is read)."""
+    from ase.formula import Formula
+
     from ilflows.systems.ions import get_ion
 
-    return sum(int(n or 1) for _, n in re.findall(r"([A-Z][a-z]?)(\d*)", get_ion(name).formula))
+    return len(Formula(get_ion(name).formula))
 
 
 def box_atoms(system: SystemSpec) -> int:

@@ -58,7 +58,7 @@ def test_single_point_parsed(reference):
     assert stress.shape == (3, 3)
     assert np.allclose(stress, stress.T)
     params = reference.parameters
-    assert params["eps_scf"] == 1e-6 and params["max_scf"] == 50
+    assert params["eps_scf"] == 1e-6 and params["max_scf"] == 10
     assert params["stress_tensor"] == "ANALYTICAL" and params["charge"] == 0
     assert reference.wall_time > 0
     # the program's own version, read from its output ("CP2K| version string: CP2K version 2023.1")

@@ -110,7 +110,7 @@ class Cp2kDft:
             "rel_cutoff": spec.rel_cutoff,
             "ngrids": 5,
             "eps_scf": spec.eps_scf,
-            "max_scf": spec.max_scf,
+            "max_scf": spec.max_scf or 50,
             "outer_max_scf": 10,
             "ot": True,
             "minimizer": "DIIS",
@@ -234,9 +234,8 @@ class Cp2kDft:
         if abort := abort_message(text):
             error = f"cp2k aborted: {abort}"
         elif not out.scf_converged:
-            error = (
-                f"SCF not converged (max_scf={spec.max_scf}, eps_scf={spec.eps_scf}, {n_fixes} corrections)"
-            )
+            scf = f"max_scf={parameters['max_scf']}, eps_scf={spec.eps_scf}"
+            error = f"SCF not converged ({scf}, {n_fixes} corrections)"
         elif failure:
             error = f"custodian: {failure}"
         return finish_label(self.name, parameters, frame, spec, wall, out, error)

@@ -65,7 +65,7 @@ class Vasp:
             "IVDW": {"D3": 11, "D3(BJ)": 12, "none": None}[spec.dispersion or "D3"],
             "ENCUT": spec.encut,
             "EDIFF": spec.ediff,
-            "NELM": spec.max_scf,
+            "NELM": spec.max_scf or 50,
             "ISMEAR": 0,
             "SIGMA": spec.sigma,
             "ISPIN": 1,
@@ -177,7 +177,7 @@ class Vasp:
             return DFTResult(**failed, error=error, wall_time=wall)
         error = None
         if not out.scf_converged:
-            error = f"SCF not converged (NELM={spec.max_scf}, EDIFF={spec.ediff} eV)"
+            error = f"SCF not converged (NELM={spec.max_scf or 50}, EDIFF={spec.ediff} eV)"
         elif failure:
             error = f"custodian: {failure}"
         return finish_label(self.name, parameters, frame, spec, wall, out, error)

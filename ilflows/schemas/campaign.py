@@ -190,8 +190,11 @@ class DFTSpec(_Section):
         description="DFT engine: 'cp2k-xtb' (CP2K GFN1-xTB), 'cp2k-dft' (CP2K Quickstep GPW), "
         "'vasp' (VASP PAW; needs licensed POTCARs).",
     )
-    max_scf: int = Field(
-        50, gt=0, description="SCF iterations: CP2K inner iterations per outer step; VASP NELM."
+    max_scf: int | None = Field(
+        None,
+        gt=0,
+        description="SCF iterations: CP2K inner iterations per outer step; VASP NELM.  Unset: the "
+        "engine's own (cp2k-xtb 10, cp2k-dft 50, vasp 50).",
     )
     eps_scf: float = Field(1e-6, gt=0, description="CP2K SCF convergence threshold, Hartree.")
     stress: bool = Field(

@@ -258,3 +258,41 @@ def test_without_ilflows_settings_the_store_files_are_where_fireworks_and_jobflo
     assert settings().jobstore_file == tmp_path / "jf.yaml"
     monkeypatch.setenv("ILFLOWS_LAUNCHPAD_FILE", "mine.yaml")  # ilflows' own setting wins
     assert settings().launchpad_file == Path("mine.yaml")
+
+
+FIRST = """
+import json
+from ilflows.farm import initialize_queue
+from ilflows.loop.campaign import place
+from fireworks import FWorker
+from jobflow import Flow, job
+from jobflow.managers.fireworks import flow_to_workflow
+from ilflows.schemas import CampaignSpec
+from ilflows.store import open_queue
+
+@job
+def step(x):
+    return x
+
+spec = CampaignSpec(name="order", system={"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22})
+# the queue takes the newest of equals first: the validation, listed first, would run last
+jobs = [place(step(9), spec, "validate", "train", first=True)]
+jobs += [place(step(k), spec, f"walker {k}", "explore") for k in range(3)]
+with open_queue() as lp:
+    initialize_queue(lp)
+    lp.add_wf(flow_to_workflow(Flow(jobs), store=None))
+    order = []
+    while True:
+        fw, launch_id = lp.checkout_fw(FWorker(), "")
+        if fw is None:
+            break
+        order.append(fw.name)
+print(json.dumps(order))
+"""
+
+
+def test_a_job_placed_first_is_taken_before_the_others_ready(tmp_path):
+    proc = _python(FIRST, {"ILFLOWS_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    order = json.loads(proc.stdout.splitlines()[-1])
+    assert order[0] == "validate" and sorted(order[1:]) == ["walker 0", "walker 1", "walker 2"]

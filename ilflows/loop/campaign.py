@@ -92,6 +92,7 @@ def place(
     iteration: int | None = None,
     tolerant: bool = False,
     record: str | None = None,
+    first: bool = False,
 ) -> Job:
     """Give ``job`` its place in the campaign in one step: name, identity, category, tolerance, metadata.
 
@@ -103,14 +104,16 @@ def place(
     (``spec.workers``) says who may run it; jobflow hands a job's manager config, and config
     updates, on to the jobs its Response adds, which carry categories of their own, so nothing is
     handed on.  A ``tolerant`` job runs with a missing parent output (None), so a crashed member
-    or walker leaves a gap, not a dead campaign.  The metadata name the campaign, the
-    ``iteration`` and the ``record`` kind the job stores.
+    or walker leaves a gap, not a dead campaign.  A job ``first`` is taken before the other
+    ready jobs (FireWorks' ``_priority``).  The metadata name the campaign, the ``iteration`` and
+    the ``record`` kind the job stores.
     """
     job.name = name
     job.set_uuid(str(uuid.uuid5(uuid.NAMESPACE_URL, f"ilflows:{spec.name}/{name}")))
     job.update_config({"pass_manager_config": False}, dynamic=False)
-    if category := getattr(spec.workers, kind):
-        job.update_config({"manager_config": {"_category": category}}, dynamic=False)
+    manager = {"_category": getattr(spec.workers, kind), "_priority": 1 if first else None}
+    if manager := {key: value for key, value in manager.items() if value}:
+        job.update_config({"manager_config": manager}, dynamic=False)
     if tolerant:
         job.update_config(TOLERANT)
     metadata = {"campaign": spec.name, "iteration": iteration, "kind": record}
@@ -216,8 +219,9 @@ def iteration_flow(
     models = [t.output.model_file for t in trains]
     split = spec.validation.holdout_fraction, spec.guards.label_outlier_k
     score = score_models(spec.name, iteration, models, *split, spec.dispersion, [j.output for j in held_out])
-    # tolerant: a crashed member is left out
-    place(score, spec, f"validate it{iteration}", "train", iteration=iteration, tolerant=True)
+    # tolerant: a crashed member is left out; first: the selection waits for it, so it runs beside
+    # the walkers rather than alone after them
+    place(score, spec, f"validate it{iteration}", "train", iteration=iteration, tolerant=True, first=True)
     observed = observation_jobs(spec, iteration, type_map, trains)
     conditions = spec.stages()[stage]
     explorer = ExploreMaker(

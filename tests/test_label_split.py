@@ -54,6 +54,9 @@ def test_outliers_are_explored_labels_far_from_their_composition():
         _label(20, "explored", -4.0, 10.0),  # 1 eV/atom above the rest: squeezed bonds
         _label(21, "explored", -5.0, 150.0),  # forces of a compressed bond
         _label(22, "initial", -5.0, 150.0),  # the initial set is the campaign's design: kept
+        # a hotter frame: 12 MAD of this reference, not 0.1 eV/atom: thermal, kept (the BMIM-BF4 local
+        # spec's 500 K ramp frames sat 0.06 eV/atom, 12 MAD, above its 300 K initial set)
+        _label(23, "explored", -4.92, 12.0),
     ]
     found = outliers(labels, k=10)
     assert sorted(found) == ["c/it0/w0/f20", "c/it0/w0/f21"]

@@ -633,7 +633,8 @@ class GuardSpec(_Section):
         gt=0,
         description="An explored label whose energy per atom or largest force lies more than this many "
         "median absolute deviations from the median of its composition's labels is held back from "
-        "training and listed (10 MAD: about 7 standard deviations); null trains on every converged label.",
+        "training and listed (10 MAD: about 7 standard deviations; never closer than 0.1 eV/atom or "
+        "10 eV/Å, thermal spread); null trains on every converged label.",
     )
 
 

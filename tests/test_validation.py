@@ -89,6 +89,28 @@ def test_members_are_scored_against_their_own_predictions(committee, peer_labels
     assert got["mean", "all"].force_rmse == pytest.approx(np.sqrt(np.mean(mean_error**2)))
 
 
+def test_scoring_keeps_to_the_threads_setting(committee, peer_labels, monkeypatch):
+    """Scored beside a walker, a validation on every core took three times as long."""
+    import torch
+
+    from ilflows.explore.committee import CommitteeCalculator
+
+    seen, calculate = [], CommitteeCalculator.calculate
+
+    def counted(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return calculate(self, *args, **kwargs)
+
+    monkeypatch.setattr(CommitteeCalculator, "calculate", counted)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        predict(committee, peer_labels[:2])
+        assert seen == [1, 1] and torch.get_num_threads() == 2  # the threads setting (1), then back
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_scoring_reads_each_label_set_and_skips_a_crashed_member(committee, peer_labels, tmp_path):
     labels = peer_labels[:4]
     energies, forces = predict(committee, labels)

@@ -20,15 +20,16 @@ from ilflows.select import max_force_deviation
 
 def predict(model_paths: Sequence[Path], labels: Sequence[DFTLabel]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Each member's energy (n_models, n_frames), eV, and forces (one (n_models, n_atoms, 3) per frame)."""
+    from ilflows.execute import torch_threads
     from ilflows.explore.committee import CommitteeCalculator
 
     calc = CommitteeCalculator(model_paths, drive="mean")
     energies, forces = [], []
-    for label in labels:
-        atoms = label.frame.to_ase()
-        calc.calculate(atoms, ["energies_comm", "forces_comm"])
-        energies.append(calc.results["energies_comm"])
-        forces.append(calc.results["forces_comm"])
+    with torch_threads():
+        for label in labels:
+            calc.calculate(label.frame.to_ase(), ["energies_comm", "forces_comm"])
+            energies.append(calc.results["energies_comm"])
+            forces.append(calc.results["forces_comm"])
     return np.array(energies).T.reshape(len(model_paths), len(labels)), forces
 
 

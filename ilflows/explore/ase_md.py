@@ -38,7 +38,7 @@ from ase.md.md import MolecularDynamics
 from ase.md.nose_hoover_chain import IsotropicMTKNPT
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
-from ilflows.execute import EngineError
+from ilflows.execute import EngineError, torch_threads
 from ilflows.explore import model_devi
 from ilflows.explore.lammps_deepmd import PDAMP_STEPS, TDAMP_STEPS
 from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
@@ -46,7 +46,6 @@ from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
 from ilflows.select import energy_deviation as energy_deviation_of
 from ilflows.select import force_deviations, virial_deviation
-from ilflows.settings import get_settings
 from ilflows.software import software
 
 
@@ -88,9 +87,7 @@ class AseCommittee:
             When ``start`` has elements outside ``type_map`` or the seed is negative.
 
         """
-        # torch and MACE load only when MD runs, not when the farm asks for executables
-        import torch
-
+        # MACE loads only when MD runs, not when the farm asks for executables
         from ilflows.explore.committee import CommitteeCalculator
 
         if seed < 0:
@@ -145,10 +142,12 @@ class AseCommittee:
         if spec.temperature_ramp or spec.density_ramp:  # first, so a frame records its step's density
             dyn.attach(_Modifier(dyn, atoms, spec), interval=1)
         dyn.attach(record, interval=spec.frame_every)
-        threads, stopped_at = torch.get_num_threads(), None
-        torch.set_num_threads(get_settings().threads)  # as OMP_NUM_THREADS for external engines
+        stopped_at = None
         try:
-            with MDLogger(dyn, atoms, str(workdir / "md.log"), stress=spec.ensemble == "npt") as logger:
+            with (
+                torch_threads(),
+                MDLogger(dyn, atoms, str(workdir / "md.log"), stress=spec.ensemble == "npt") as logger,
+            ):
                 dyn.attach(logger, interval=spec.frame_every)
                 dyn.run(spec.n_steps)
         except _DeviationReachedError:
@@ -158,8 +157,6 @@ class AseCommittee:
                 f"ASE MD in {workdir} blew up after {dyn.nsteps} steps ({err}); the {len(steps)} frames "
                 "made before are in traj.extxyz and model_devi.out, see md.log"
             ) from err
-        finally:
-            torch.set_num_threads(threads)
         trajectory = Trajectory(species=list(start.species), steps=steps, positions=positions, cells=cells)
         wall_time = time.perf_counter() - start_time
         return MDResult.of_run(

@@ -309,8 +309,14 @@ def build_initial_set(spec: CampaignSpec) -> Response:
     runs = []
     for stage in ("initial", "validation"):
         for run, box, origin in md_boxes(spec, _folder("md"), stage):
+            # first: the longest jobs of the initial set; started last, one of them ran alone
             md = place(
-                md_frames(spec, run, box, origin), spec, f"md {stage}/{origin.index}", "dft", iteration=-1
+                md_frames(spec, run, box, origin),
+                spec,
+                f"md {stage}/{origin.index}",
+                "dft",
+                iteration=-1,
+                first=True,
             )
             (runs if stage == "initial" else held_out).append(md)
     start_ids = [origin.frame_id for _, origin in starts]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import ONE_ITERATION, ROOT, ilflows
+from cli_runs import ONE_ITERATION, ROOT, cli_env, ilflows
 
 pytest_plugins = ["slurm_cluster"]
 
@@ -46,3 +48,60 @@ def test_qlaunch_runs_a_campaign_through_slurm(slurm_cluster, tmp_path):
     # the node's two tasks each ran jobs: one worker process per task
     assert f"queue: {total}/{total} jobs completed, 0 fizzled (2 workers)" in outputs[0].read_text()
     assert report["iterations"][-1]["trained_on"] > 0
+
+
+@pytest.mark.slow
+def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_path):
+    """SLURM's SIGTERM at the time limit (SIGKILL KillWait = 5 s later) is a stop, not a failure."""
+    toys = {"PYTHONPATH": str(ROOT / "tests"), "TOY_LOG": str(tmp_path / "log")}
+    # a 5-s nap, then a 100-s one: SLURM checks limits about every 30 s, so a 1-min batch job gets
+    # its SIGTERM 60-90 s in, while the second nap runs
+    queue = "from toy_jobs import queue_chain; queue_chain(5.0, then=100.0)"
+    subprocess.run([sys.executable, "-c", queue], env=cli_env(tmp_path, **toys), check=True, cwd=ROOT)
+    qadapter = yaml.safe_load((ROOT / "launchpad_configs/my_qadapter_slurm.yaml").read_text())
+    exports = " ".join(f"{key}={value}" for key, value in toys.items())
+    qadapter |= {
+        "rocket_launch": qadapter["rocket_launch"].replace(" --category cpu", ""),
+        "ntasks": 1,
+        "walltime": "00:01:00",
+        "pre_rocket": f"export OMP_NUM_THREADS=1 {exports}",
+    }
+    (tmp_path / "qadapter.yaml").write_text(yaml.safe_dump(qadapter))
+    env = {**slurm_cluster.env, "ILFLOWS_VENV": str(VENV)}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "ilflows.cli", "qlaunch", str(tmp_path / "qadapter.yaml"), "--poll", "1"],
+        env=cli_env(tmp_path, **env),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:  # one batch job only: the next one would run out of time on the 100-s nap as well
+        deadline = time.time() + 60
+        while not slurm_cluster.jobs() and time.time() < deadline:
+            time.sleep(0.2)
+        assert slurm_cluster.jobs(), slurm_cluster.logs()
+    finally:
+        launcher.terminate()
+        launcher.communicate(timeout=30)
+    slurm_cluster.wait_jobs(timeout=180)
+
+    outputs = list((tmp_path / "runs/queue").glob("block_*/launcher_*/ilflows-*.out"))
+    assert len(outputs) == 1, slurm_cluster.logs()
+    said = outputs[0].read_text()
+    assert "stopped by SIGTERM: 1 interrupted jobs are back in the queue, ready (nap)" in said, said[-2000:]
+    report = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["chain"]
+    assert report["jobs"] == {"completed": 1, "fizzled": 0, "total": 2, "blocked": 0}
+    left = [p.name for p in Path("/proc").glob("[0-9]*") if _has_env(p, f"TOY_LOG={toys['TOY_LOG']}")]
+    assert left == []  # the nap's engine went with its worker
+    proc = ilflows(["worker"], tmp_path, timeout=300, **toys)  # the next worker finishes the campaign
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = (tmp_path / "log").read_text().split()
+    assert runs[::2] == ["0", "0"]  # each nap finished once
+
+
+def _has_env(proc: Path, entry: str) -> bool:
+    try:
+        return entry.encode() in (proc / "environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or not ours
+        return False

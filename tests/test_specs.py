@@ -127,9 +127,9 @@ def test_cost_estimate_counts_the_demo_by_hand():
 
     cost = estimate(load_spec(WORKFLOWS / "demo.yaml"))
     # PYR14+ C9H20N (30 atoms) + BF4- (5); 3 density factors x 2 boxes x (box + 1 rattled copy),
-    # 100-step MD every 5 steps (21 frames) for the initial and validation sets, 8 iterations x 10
+    # 100-step MD every 5 steps (21 frames) for the initial and validation sets, 8 iterations x 14
     # candidates; 2 members trained in iteration 0 and after each of 8 iterations
-    assert (cost.box_atoms, cost.labels, cost.trainings) == (35, 12 + 21 + 21 + 80, 2 * 9)
+    assert (cost.box_atoms, cost.labels, cost.trainings) == (35, 12 + 21 + 21 + 112, 2 * 9)
     assert cost.md_steps == 100 + 100 + 8 * 4 * 300
 
 
@@ -143,7 +143,7 @@ def test_a_costly_spec_is_queued_with_force_only(tmp_path, monkeypatch, capsys):
     try:
         assert main(["check", str(WORKFLOWS / "demo.yaml")]) == 2
         assert (
-            "select.max_candidates: the campaign would need up to 134 DFT labels" in capsys.readouterr().err
+            "select.max_candidates: the campaign would need up to 166 DFT labels" in capsys.readouterr().err
         )
         assert main(["check", "--force", str(WORKFLOWS / "demo.yaml")]) == 0
     finally:

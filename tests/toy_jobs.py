@@ -53,10 +53,13 @@ def queue_killer(times: int) -> None:
     _queue(Flow([killer, nap(killer.output, 0.0)], name="killer"), "killer")
 
 
-def queue_chain(seconds: float) -> None:
-    """Queue a nap of ``seconds`` and one that waits on it, as a campaign named "chain"."""
+def queue_chain(seconds: float, then: float = 0.0) -> None:
+    """Queue a nap of ``seconds`` and one of ``then`` seconds that waits on it, as a campaign named "chain".
+
+    Both sign the log as job 0 (the second nap is given the first one's ``i``).
+    """
     first = nap(0, seconds)
-    _queue(Flow([first, nap(first.output["i"], 0.0)], name="chain"), "chain")
+    _queue(Flow([first, nap(first.output["i"], then)], name="chain"), "chain")
 
 
 def queue_naps(n: int, seconds: float, trips: int = 0) -> None:

@@ -352,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
         (
             "submit",
             cmd_submit,
-            "queue SPEC on the configured LaunchPad for rlaunch/qlaunch workers",
+            "queue SPEC on the configured LaunchPad for ilflows worker/qlaunch",
         ),
         ("check", cmd_check, "validate SPEC and its executables without queueing"),
     ]:

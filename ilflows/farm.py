@@ -16,6 +16,7 @@ from pathlib import Path
 from ilflows.schemas import CampaignSpec
 from ilflows.settings import IlflowsSettings, get_settings
 from ilflows.store import (
+    WORKER_NAME,
     check_connection,
     connect_jobstore,
     get_jobstore,
@@ -288,7 +289,7 @@ def run_worker(
         workdir = settings.scratch / f"ilflows-{os.getpid()}" if settings.scratch else settings.runs_dir
         workdir.mkdir(parents=True, exist_ok=True)
         lp.on_progress = on_progress
-        fworker = FWorker(category=category or "")
+        fworker = FWorker(name=WORKER_NAME, category=category or "")
         lp.remove_completed_runs = not settings.keep_workdirs
         deadline = time.monotonic() + (timeout or FOREVER)
         with _quiet_fireworks(), _inside(workdir), workers_follow_this_process():
@@ -373,7 +374,7 @@ def queue_launch(
     with _quiet_fireworks():
         rapidfire(
             lp,
-            FWorker(category=category or ""),
+            FWorker(name=WORKER_NAME, category=category or ""),
             qadapter,
             str(block),
             nlaunches=0,

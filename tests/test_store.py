@@ -134,14 +134,6 @@ def test_queue_templates_render_a_worker_script(name, directive, tmp_path):
     assert "PASSWORD" not in (ROOT / f"launchpad_configs/my_qadapter_{name}.yaml").read_text()
 
 
-@pytest.mark.parametrize("category", ["cpu", "gpu"])
-def test_fworker_templates_take_one_category(category):
-    from fireworks import FWorker
-
-    worker = FWorker.from_file(str(ROOT / f"launchpad_configs/my_fworker_{category}.yaml"))
-    assert worker.category == category and worker.query["spec._category"] == category
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -268,7 +260,7 @@ from fireworks import FWorker
 from jobflow import Flow, job
 from jobflow.managers.fireworks import flow_to_workflow
 from ilflows.schemas import CampaignSpec
-from ilflows.store import open_queue
+from ilflows.store import WORKER_NAME, open_queue
 
 @job
 def step(x):
@@ -281,9 +273,10 @@ jobs += [place(step(k), spec, f"walker {k}", "explore") for k in range(3)]
 with open_queue() as lp:
     initialize_queue(lp)
     lp.add_wf(flow_to_workflow(Flow(jobs), store=None))
-    order = []
+    plain, _ = lp.checkout_fw(FWorker(), "")  # a plain rlaunch's worker
+    order = [] if plain is None else ["plain rlaunch took " + plain.name]
     while True:
-        fw, launch_id = lp.checkout_fw(FWorker(), "")
+        fw, launch_id = lp.checkout_fw(FWorker(name=WORKER_NAME), "")
         if fw is None:
             break
         order.append(fw.name)
@@ -291,7 +284,8 @@ print(json.dumps(order))
 """
 
 
-def test_a_job_placed_first_is_taken_before_the_others_ready(tmp_path):
+def test_campaign_jobs_go_to_ilflows_workers_only_and_the_first_placed_first(tmp_path):
+    """A plain rlaunch (FireWorks' default worker) takes none: it would queue a rerun's additions twice."""
     proc = _python(FIRST, {"ILFLOWS_HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     order = json.loads(proc.stdout.splitlines()[-1])

@@ -53,6 +53,7 @@ from ilflows.schemas import (
 )
 from ilflows.schemas.campaign import MDFramesSpec, ProductionSpec
 from ilflows.select.iteration import SoFar, frame_reasons, last_accurate, select_frames
+from ilflows.store import WORKER_NAME
 
 # a failed parent (crashed label, blown-up walker) leaves a gap instead of stopping the campaign
 TOLERANT = {"on_missing_references": OnMissing.NONE}
@@ -103,17 +104,18 @@ def place(
     returns it unrun.  Call it before the job's output is referenced.  The category of ``kind``
     (``spec.workers``) says who may run it; jobflow hands a job's manager config, and config
     updates, on to the jobs its Response adds, which carry categories of their own, so nothing is
-    handed on.  A ``tolerant`` job runs with a missing parent output (None), so a crashed member
-    or walker leaves a gap, not a dead campaign.  A job ``first`` is taken before the other
-    ready jobs (FireWorks' ``_priority``).  The metadata name the campaign, the ``iteration`` and
-    the ``record`` kind the job stores.
+    handed on.  Every job is pinned to ilflows' workers (``WORKER_NAME``): a plain ``rlaunch``
+    would queue a rerun job's additions a second time.  A ``tolerant`` job runs with a missing
+    parent output (None), so a crashed member or walker leaves a gap, not a dead campaign.  A
+    job ``first`` is taken before the other ready jobs (FireWorks' ``_priority``).  The metadata
+    name the campaign, the ``iteration`` and the ``record`` kind the job stores.
     """
     job.name = name
     job.set_uuid(str(uuid.uuid5(uuid.NAMESPACE_URL, f"ilflows:{spec.name}/{name}")))
     job.update_config({"pass_manager_config": False}, dynamic=False)
     manager = {"_category": getattr(spec.workers, kind), "_priority": 1 if first else None}
-    if manager := {key: value for key, value in manager.items() if value}:
-        job.update_config({"manager_config": manager}, dynamic=False)
+    manager = {key: value for key, value in manager.items() if value} | {"_fworker": WORKER_NAME}
+    job.update_config({"manager_config": manager}, dynamic=False)
     if tolerant:
         job.update_config(TOLERANT)
     metadata = {"campaign": spec.name, "iteration": iteration, "kind": record}

@@ -1,6 +1,7 @@
 """LaunchPad and JobStore factories (embedded or MongoDB) and the queries ilflows runs on them."""
 
 from ilflows.store.backends import (
+    WORKER_NAME,
     StoreBusyError,
     StoreConfigError,
     check_connection,
@@ -17,6 +18,7 @@ from ilflows.store.backends import (
 )
 
 __all__ = [
+    "WORKER_NAME",
     "StoreBusyError",
     "StoreConfigError",
     "check_connection",

@@ -30,6 +30,9 @@ from ilflows.settings import IlflowsSettings, get_settings
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
 JOBSTORE_INDEXES = ["output.kind", "output.campaign", "output.iteration", "output.frame_id"]
 NEAR_LIMIT = 0.8  # fraction of an embedded limit at which `ilflows status` starts warning
+# FireWorks worker name that every campaign job is pinned to (spec._fworker): only ilflows'
+# workers, whose LaunchPad never queues a job twice, take them; a plain rlaunch finds none.
+WORKER_NAME = "ilflows"
 
 
 class StoreBusyError(RuntimeError):

@@ -70,7 +70,7 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
     env = {**slurm_cluster.env, "ILFLOWS_VENV": str(VENV)}
     launcher = subprocess.Popen(
         [sys.executable, "-m", "ilflows.cli", "qlaunch", str(tmp_path / "qadapter.yaml"), "--poll", "1"],
-        env=cli_env(tmp_path, **env),
+        env=cli_env(tmp_path, **env, **toys),  # FireWorks' queue launcher reads the toy jobs too
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -78,12 +78,12 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
     )
     try:  # one batch job only: the next one would run out of time on the 100-s nap as well
         deadline = time.time() + 60
-        while not slurm_cluster.jobs() and time.time() < deadline:
+        while not slurm_cluster.jobs() and launcher.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        assert slurm_cluster.jobs(), slurm_cluster.logs()
     finally:
         launcher.terminate()
-        launcher.communicate(timeout=30)
+        out, err = launcher.communicate(timeout=30)
+    assert launcher.returncode == -15, out[-2000:] + err[-2000:]  # stopped here, not ended by itself
     slurm_cluster.wait_jobs(timeout=180)
 
     outputs = list((tmp_path / "runs/queue").glob("block_*/launcher_*/ilflows-*.out"))

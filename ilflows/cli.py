@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -448,7 +449,14 @@ def main(argv: list[str] | None = None) -> int:
     from ilflows.farm import CampaignError
     from ilflows.schemas import SpecError
     from ilflows.settings import SettingsError
-    from ilflows.store import StoreBusyError, StoreConfigError, mongo_failure, prepare_fireworks
+    from ilflows.store import (
+        StoreBusyError,
+        StoreConfigError,
+        disk_full,
+        disk_full_message,
+        mongo_failure,
+        prepare_fireworks,
+    )
 
     args = parser().parse_args(argv)
     try:
@@ -468,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (ilflows query labels | head): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
         return 0
+    except (OSError, sqlite3.OperationalError) as err:  # a full disk (a closed pipe is caught above)
+        if not disk_full(err):
+            raise
+        print(f"ilflows: error: {disk_full_message(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

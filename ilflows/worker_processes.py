@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -103,13 +104,20 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
     """
     from fireworks.features import multi_launcher
 
+    from ilflows.store import disk_full
+
     rapidfire = multi_launcher.rapidfire
 
     def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):
         start = time.monotonic()
         while True:
             left = timeout - (time.monotonic() - start)
-            rapidfire(launchpad, fworker, *args, sleep_time=sleep_time, timeout=left, **kwargs)
+            try:
+                rapidfire(launchpad, fworker, *args, sleep_time=sleep_time, timeout=left, **kwargs)
+            except (OSError, sqlite3.OperationalError) as err:
+                if not disk_full(err):
+                    raise
+                return  # the queue could not be saved: the runner, saving next, says so in one line
             if left <= 0 or not (siblings_busy(launchpad) or launchpad.run_exists(fworker)):
                 return
             time.sleep(idle_poll)

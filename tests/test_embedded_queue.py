@@ -412,3 +412,40 @@ def test_a_deleted_or_damaged_results_store_is_refused_in_one_line(tmp_path):
     shutil.rmtree(store)
     shutil.copytree(kept, store)
     assert ilflows(["status"], tmp_path).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 500 kB tmpfs as ILFLOWS_HOME (root only), unmounted afterwards."""
+    home = tmp_path / "home"
+    home.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=500k", "tmpfs", str(home)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    yield home
+    subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_the_next_run_goes_on(small_disk):
+    home = small_disk
+    _queue_naps(home, 100, 0.0)  # each completion grows the queue file, which fills the disk
+    full = ilflows(["worker", "--workers", "2"], home, **_env(home))
+    assert full.returncode == 2, full.stderr[-2000:]
+    last = full.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith(f"ilflows: error: no space left on the disk of {home}: ") and "run the same" in last
+    )
+    assert not list(home.glob(".*.tmp"))  # the part of a failed save is removed
+    done = len(_log(home))
+    assert 0 < done < 100 and ilflows(["status"], home).returncode == 0  # the queue file is whole
+
+    subprocess.run(["mount", "-o", "remount,size=4m", str(home)], check=True)  # space freed
+    proc = ilflows(["worker", "--workers", "2"], home, **_env(home))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = _runs(home)
+    assert set(runs) == {str(i) for i in range(100)}  # nothing lost
+    # a nap whose completion the full disk kept from the queue ran again (a real job returns its
+    # stored result unrun instead); no more than one per worker
+    assert sum(runs.values()) - 100 <= 2

@@ -14,6 +14,7 @@ Two backends:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -153,6 +154,24 @@ def check_connection(lp) -> None:
         lp.db.list_collection_names()  # needs a login that may read the database
     except PyMongoError as err:
         raise StoreConfigError(mongo_failure(err, lp.host, lp.port, lp.username, lp.name)) from None
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says that a disk or a quota is full (a file write, or sqlite's)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, sqlite3.OperationalError) and "disk is full" in str(err)
+
+
+def disk_full_message(err: BaseException, settings: IlflowsSettings | None = None) -> str:
+    """One line for a full disk: which folder, that nothing saved was lost, what to do."""
+    settings = settings or get_settings()
+    where = Path(err.filename).parent if getattr(err, "filename", None) else settings.home
+    why = "quota exceeded" if getattr(err, "errno", None) == errno.EDQUOT else "no space left"
+    return (
+        f"{why} on the disk of {where}: the queue file and the results store keep their last saved "
+        "state (saves are atomic); free space, then run the same command again to go on"
+    )
 
 
 def mongo_failure(err, host, port, username, database, settings: IlflowsSettings | None = None) -> str:

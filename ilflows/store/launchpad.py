@@ -243,10 +243,14 @@ class EmbeddedLaunchPad(IlflowsLaunchPad):
         """Write the whole store to its file atomically."""
         text = bson.json_util.dumps(self.connection._store.to_dict())
         tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:  # a full disk: the file stays as last saved, and the part written goes
+            tmp.unlink(missing_ok=True)
+            raise
         if self._path.exists():  # the state before this change stays beside it
             link = self._backup().with_suffix(".tmp")
             link.unlink(missing_ok=True)

@@ -297,7 +297,7 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     labels = export.campaign_labels(store, args.campaign, args.iteration)
     if args.format == "extxyz":
-        written = [export.write_extxyz(labels, out / f"{args.campaign}.extxyz")]
+        written = [export.write_extxyz(labels, out / f"{args.campaign}.extxyz", args.stress_unit)]
     else:
         type_map = outputs(store, "initial_set", args.campaign, fields=["type_map"])[0]["type_map"]
         written = export.write_deepmd(labels, type_map, out)
@@ -414,6 +414,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder to write to")
     s.add_argument(
         "--format", choices=["deepmd-npy", "extxyz"], default="deepmd-npy", help="default deepmd-npy"
+    )
+    s.add_argument(
+        "--stress-unit",
+        choices=["GPa", "kbar"],
+        default="GPa",
+        help="extxyz: unit of the pressure-sign stress_<unit> beside ASE's stress (kbar: VASP's, atomate2's)",
     )
     s.add_argument("--iteration", type=int, help="labels asked for up to this iteration; models of it")
     s.add_argument("--models", action="store_true", help="also the frozen models and their training records")

@@ -64,8 +64,18 @@ def write_deepmd(labels: list[DFTLabel], type_map: list[str], out: Path) -> list
     return folders
 
 
-def write_extxyz(labels: list[DFTLabel], path: Path) -> Path:
-    """Write every label to one extxyz file: energy, forces, stress (GPa, pressure sign) and provenance."""
+# Units of the pressure-sign stress written beside ASE's: GPa (the labels'), or kbar (VASP's
+# OUTCAR and atomate2's task documents).
+STRESS_UNITS = {"GPa": 1.0, "kbar": 10.0}
+
+
+def write_extxyz(labels: list[DFTLabel], path: Path, stress_unit: str = "GPa") -> Path:
+    """Write every label to one extxyz file: energy, forces, stress and provenance.
+
+    The stress goes in twice: as ASE's ``stress`` (eV/Å^3, positive when stretched; what
+    ``ase.io.read`` gives a calculator) and as ``stress_<unit>`` in the frame's info (3x3,
+    positive when compressed, in ``stress_unit``: GPa or kbar).
+    """
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.stress import full_3x3_to_voigt_6_stress
@@ -76,6 +86,7 @@ def write_extxyz(labels: list[DFTLabel], path: Path) -> Path:
         results = {"energy": label.energy, "forces": np.asarray(label.forces, dtype=float)}
         if label.stress is not None:  # ASE's stress is tensile-positive, in eV/Å^3
             results["stress"] = full_3x3_to_voigt_6_stress(-np.asarray(label.stress) / EV_PER_A3_IN_GPA)
+            atoms.info[f"stress_{stress_unit}"] = np.asarray(label.stress) * STRESS_UNITS[stress_unit]
         atoms.calc = SinglePointCalculator(atoms, **results)
         theory = label.parameters.get("level_of_theory") or label.engine
         atoms.info.update(frame_id=label.frame_id, stage=label.origin.stage, level_of_theory=theory)

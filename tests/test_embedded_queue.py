@@ -447,6 +447,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_next_run_goes_on(small_di
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = _runs(home)
     assert set(runs) == {str(i) for i in range(100)}  # nothing lost
-    # a nap whose completion the full disk kept from the queue ran again (a real job returns its
-    # stored result unrun instead); no more than one per worker
-    assert sum(runs.values()) - 100 <= 2, (runs, full.stdout[-2000:], full.stderr[-3000:])
+    # a nap whose completion the full disk kept from the queue (left running, or fizzled by
+    # FireWorks) was put back and ran again (a real job returns its stored result unrun instead)
+    back = sum(int(n) for n in re.findall(r"put back (\d+) jobs", proc.stdout))
+    assert sum(runs.values()) - 100 <= back <= 4, (runs, proc.stdout[-2000:], full.stderr[-3000:])
+    assert "0 fizzled" in proc.stdout

@@ -290,3 +290,36 @@ def test_campaign_jobs_go_to_ilflows_workers_only_and_the_first_placed_first(tmp
     assert proc.returncode == 0, proc.stderr[-2000:]
     order = json.loads(proc.stdout.splitlines()[-1])
     assert order[0] == "validate" and sorted(order[1:]) == ["walker 0", "walker 1", "walker 2"]
+
+
+DISK = """
+import json
+from ilflows.farm import initialize_queue
+from fireworks import FWAction, FWorker
+from jobflow import Flow, job
+from jobflow.managers.fireworks import flow_to_workflow
+from ilflows.store import open_queue
+
+@job
+def step(x):
+    return x
+
+errors = {"full": "OSError: [Errno 28] No space left on device", "own": "ValueError: a bad frame"}
+with open_queue() as lp:
+    initialize_queue(lp)
+    lp.add_wf(flow_to_workflow(Flow([step(1), step(2)]), store=None))
+    for error in errors.values():
+        fw, launch_id = lp.checkout_fw(FWorker(), "")
+        stack = {"_exception": {"_stacktrace": "Traceback ...\\n" + error}}
+        lp.complete_launch(launch_id, FWAction(stored_data=stack), state="FIZZLED")
+    back = lp.put_back_disk_failures()
+    states = sorted(fw["state"] for fw in lp.fireworks.find({}, {"state": 1}))
+print(json.dumps([back, states]))
+"""
+
+
+def test_a_job_a_full_disk_fizzled_is_put_back_and_a_failed_one_is_not(tmp_path):
+    proc = _python(DISK, {"ILFLOWS_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    back, states = json.loads(proc.stdout.splitlines()[-1])
+    assert back == ["step"] and states == ["FIZZLED", "READY"]

@@ -21,6 +21,7 @@ import bson.json_util
 from fireworks import FWAction, LaunchPad
 
 WORKER_DIED = "WorkerDied"  # the error of a launch whose worker died under it
+DISK_FULL = r"\[Errno (28|122)\]|database or disk is full"  # ENOSPC, EDQUOT, sqlite's, in a traceback
 INTERRUPTED = "Interrupted: its worker was stopped by a signal; the job runs again"
 
 
@@ -139,6 +140,21 @@ class IlflowsLaunchPad(LaunchPad):
                 LaunchPad.complete_launch(self, fw["launches"][-1], action, state="FIZZLED")
             self.rerun_fw(fw_id)
             names.append(fw["name"])
+        return sorted(names)
+
+    def put_back_disk_failures(self) -> list[str]:
+        """Put back, READY, the jobs that fizzled because a disk or quota was full; return their names.
+
+        FireWorks fizzles a job whose completion it could not record; a full disk is no failure
+        of the job, which runs again once there is space.
+        """
+        failed = {"state": "FIZZLED", "action.stored_data._exception._stacktrace": {"$regex": DISK_FULL}}
+        launch_ids = {launch["launch_id"] for launch in self.launches.find(failed, {"launch_id": 1})}
+        names = []
+        for fw in self.fireworks.find({"state": "FIZZLED"}, {"fw_id": 1, "name": 1, "launches": 1}):
+            if fw["launches"] and fw["launches"][-1] in launch_ids:
+                self.rerun_fw(fw["fw_id"])
+                names.append(fw["name"])
         return sorted(names)
 
     def _commit(self) -> None:

@@ -184,7 +184,7 @@ class Cp2kXtb:
         error = (
             None
             if out.scf_converged
-            else f"SCF not converged (max_scf={spec.max_scf or INNER_SCF}, eps_scf={spec.eps_scf})"
+            else f"SCF not converged (max_scf={parameters['max_scf']}, eps_scf={spec.eps_scf})"
         )
         return finish_label(self.name, parameters, frame, spec, wall, out, error)
 

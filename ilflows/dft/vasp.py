@@ -177,7 +177,7 @@ class Vasp:
             return DFTResult(**failed, error=error, wall_time=wall)
         error = None
         if not out.scf_converged:
-            error = f"SCF not converged (NELM={spec.max_scf or 50}, EDIFF={spec.ediff} eV)"
+            error = f"SCF not converged (NELM={parameters['incar']['NELM']}, EDIFF={spec.ediff} eV)"
         elif failure:
             error = f"custodian: {failure}"
         return finish_label(self.name, parameters, frame, spec, wall, out, error)

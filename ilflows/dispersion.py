@@ -55,6 +55,7 @@ from ase import units
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
+from ilflows.execute import torch_device
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTLabel, DFTResult
 
@@ -151,7 +152,7 @@ def d3_calculator(
         cnthr=float(cn_cutoff),
         abc=bool(three_body),
         dtype=torch.float64,
-        device="cpu",
+        device=torch_device(),
     )
 
 

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from ilflows.engine_guard import TIMED_OUT, TIMEOUT_MESSAGE
-from ilflows.settings import get_settings
+from ilflows.settings import IlflowsSettings, SettingsError, get_settings
 
 _GUARD = str(Path(__file__).with_name("engine_guard.py"))
 _time_limit: ContextVar[float | None] = ContextVar("engine_time_limit", default=None)
@@ -76,7 +76,35 @@ def engine_env() -> dict[str, str]:
         TF_INTER_OP_PARALLELISM_THREADS="1",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
+    if get_settings().device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # dp and lmp (TensorFlow) would take a GPU they see
     return env
+
+
+def choose_device(setting: str, cuda_available: bool) -> str:
+    """Return the torch device, 'cuda' or 'cpu', of the ``device`` setting on this machine.
+
+    Raises
+    ------
+    SettingsError
+        When the setting is 'cuda' and torch sees no GPU.
+    """
+    if setting == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if setting == "cuda" and not cuda_available:
+        raise SettingsError(
+            "setting device = 'cuda' (ILFLOWS_DEVICE): torch sees no GPU on this machine (a CPU build of "
+            "torch, or CUDA_VISIBLE_DEVICES empty); set it to auto or cpu here, or install the GPU build "
+            "(scripts/setup.sh --gpu)"
+        )
+    return setting
+
+
+def torch_device(settings: IlflowsSettings | None = None) -> str:
+    """Return the device of this process's torch work (MACE, the committee, D3): :func:`choose_device`."""
+    import torch
+
+    return choose_device((settings or get_settings()).device, torch.cuda.is_available())
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ilflows.execute import torch_device
 from ilflows.schemas import CampaignSpec
 from ilflows.settings import IlflowsSettings, get_settings
 from ilflows.store import (
@@ -272,12 +273,15 @@ def run_worker(
     a :class:`ilflows.store.launchpad.Progress` per finished job.  Counts are the campaign's jobs,
     or the whole queue's when no spec is given.  With a ``category`` the workers run only jobs of
     that category (``spec.workers``), e.g. "cpu".  After ``timeout`` seconds no new job starts.
+    With the ``device`` setting 'cuda' and no GPU in sight, it refuses before taking a job.
     """
     from fireworks import FWorker
     from fireworks.features.multi_launcher import launch_multiprocess
     from jobflow import SETTINGS
 
     settings = settings or get_settings()
+    if settings.device == "cuda":
+        torch_device(settings)  # a GPU worker without a GPU refuses before it takes a job
     with open_queue(settings) as lp, stop_on_signals() as stop:
         if settings.backend == "mongodb":
             check_connection(lp)

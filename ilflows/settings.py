@@ -147,6 +147,12 @@ class IlflowsSettings(BaseSettings):
         description="MACE training command line tool (mace-torch's mace_run_train).",
     )
     threads: int = Field(1, ge=1, description="OpenMP/TensorFlow threads given to each engine run.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where MACE training, the committee's MACE members, D3 and DeePMD run: 'auto' takes a "
+        "GPU when torch sees one (a GPU build, scripts/setup.sh --gpu), else the CPU; 'cpu' hides the "
+        "GPUs from every engine (CUDA_VISIBLE_DEVICES empty); 'cuda' refuses to start a worker without one.",
+    )
     keep_workdirs: bool = Field(
         False,
         description="Keep each job's run folder after it succeeds (otherwise removed as the job "

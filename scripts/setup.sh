@@ -2,10 +2,19 @@
 # Idempotent set-up of ilflows on a fresh machine: the engines (Debian packages when root)
 # and a Python 3.11 venv in .venv with torch 2.13.0 installed first (pip takes the CPU build
 # from local disk; any other torch request would pull a multi-GB CUDA build).
+# --gpu: a GPU node's set-up: torch's CUDA build (PyPI's torch 2.13.0) and DeePMD-kit on
+# TensorFlow with CUDA 12 instead of tensorflow-cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${ILFLOWS_VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
+export TF_CPP_MIN_LOG_LEVEL=3  # TensorFlow's import-time banner
+BUILD=cpu
+case "${1:-}" in
+  --gpu) BUILD=gpu ;;
+  "") ;;
+  *) echo "setup: unknown option '$1'; use no option (CPU builds) or --gpu" >&2; exit 2 ;;
+esac
 
 # engine executables -> Debian packages that provide them
 declare -A PKG=([cp2k.psmp]="cp2k cp2k-data" [packmol]="packmol")
@@ -32,11 +41,26 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   echo "setup: installing torch 2.13.0 (CPU build from local disk)"
   $PIP install torch==2.13.0
 fi
-if ! "$VENV/bin/python" -c "import ilflows, deepmd, mace, fireworks, jobflow, mongomock_persistence" 2>/dev/null \
-   || [ pyproject.toml -nt "$VENV/.ilflows-installed" ]; then
-  echo "setup: installing ilflows and its dependencies into $VENV"
-  $PIP install -e ".[test]" 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
-  "$VENV/bin/python" -c "import ilflows, deepmd, mace, fireworks, jobflow, mongomock_persistence"
-  touch "$VENV/.ilflows-installed"
+if [ "$BUILD" = gpu ] && ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.version.cuda is None)"; then
+  echo "setup: --gpu: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') in $VENV is a CPU build;" \
+       "pip took it from a local wheel folder or constraint ('pip config list'): drop those and remove $VENV," \
+       "or install torch 2.13.0's CUDA build into it first" >&2
+  exit 1
 fi
-echo "setup: ok ($("$VENV/bin/python" --version), $(command -v cp2k.psmp), $(command -v packmol))"
+MARK="$VENV/.ilflows-installed-$BUILD"
+if ! "$VENV/bin/python" -c "import ilflows, deepmd, mace, fireworks, jobflow, mongomock_persistence, tensorflow" 2>/dev/null \
+   || [ pyproject.toml -nt "$MARK" ]; then
+  echo "setup: installing ilflows and its dependencies ($BUILD builds) into $VENV"
+  # tensorflow and tensorflow-cpu share one folder: take the other build out before installing
+  other=$([ "$BUILD" = gpu ] && echo tensorflow-cpu || echo tensorflow)
+  if "$VENV/bin/python" -m pip show -q "$other" 2>/dev/null; then $PIP uninstall -y "$other"; fi
+  $PIP install -e ".[test,$BUILD]" 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
+  "$VENV/bin/python" -c "import ilflows, deepmd, mace, fireworks, jobflow, mongomock_persistence, tensorflow"
+  rm -f "$VENV"/.ilflows-installed*
+  touch "$MARK"
+fi
+if [ "$BUILD" = gpu ]; then
+  echo "setup: GPUs seen: torch $("$VENV/bin/python" -c 'import torch; print(torch.cuda.device_count())')," \
+       "TensorFlow $("$VENV/bin/python" -c 'import tensorflow as tf; print(len(tf.config.list_physical_devices("GPU")))' 2>/dev/null)"
+fi
+echo "setup: ok ($BUILD; $("$VENV/bin/python" --version), $(command -v cp2k.psmp), $(command -v packmol))"

@@ -128,6 +128,28 @@ def test_fine_tuning_starts_from_the_given_model(tiny_pair, ean_labels, tmp_path
     assert initial["rmse_e_per_atom"] == pytest.approx(parent.valid_rmse_energy, abs=1e-4)
 
 
+def test_mace_trains_on_the_device_setting_unless_the_spec_names_one(ean_labels, monkeypatch, tmp_path):
+    import torch
+
+    from ilflows.settings import get_settings
+
+    def command(spec: TrainSpec, device: str, folder: str) -> list[str]:
+        monkeypatch.setenv("ILFLOWS_DEVICE", device)
+        get_settings.cache_clear()
+        params = MaceTrainer().hyperparameters(spec, TYPE_MAP, seed=1)
+        return mace_command(write_inputs(ean_labels[:4], TYPE_MAP, params, tmp_path / folder))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: what torch would see
+    try:
+        assert "--device=cuda" in command(TrainSpec(engine="mace"), "auto", "gpu")
+        assert "--device=cpu" in command(TrainSpec(engine="mace"), "cpu", "cpu")
+        named = TrainSpec(engine="mace", overrides={"device": "cpu"})
+        assert "--device=cpu" in command(named, "auto", "named")
+    finally:
+        monkeypatch.delenv("ILFLOWS_DEVICE")
+        get_settings.cache_clear()
+
+
 def test_paper_preset_builds_the_paper_command(ean_labels, tmp_path):
     from mace.tools import build_default_arg_parser
 

@@ -33,7 +33,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mace import data as mace_data
 from mace.tools import torch_geometric, torch_tools, utils
 
+from ilflows.execute import torch_device
 from ilflows.select import max_force_deviation
+from ilflows.settings import get_settings
 
 # The keys MACECalculator reads from Atoms, so that both build the same batch.
 _INFO_KEYS = {"total_spin": "spin", "total_charge": "charge", "external_field": "external_field"}
@@ -47,8 +49,9 @@ class CommitteeCalculator(Calculator):
     ----------
     model_paths
         MACE ``.model`` files (whole pickled modules, as ``mace_run_train`` writes them), loaded
-        on the CPU in float64, all sharing r_max, elements and head; and DeePMD frozen ``.pb``
-        files, told apart by that suffix.  Member k is ``model_paths[k]``.
+        in float64 on ``device``, all sharing r_max, elements and head; and DeePMD frozen ``.pb``
+        files, told apart by that suffix (TensorFlow places them itself, on a GPU it sees).
+        Member k is ``model_paths[k]``.
     drive
         What drives the MD.  ``"first"`` (default): energy, forces and stress are member 0's
         and the other members are evaluated only when ``deviation`` is asked for, which is
@@ -56,6 +59,9 @@ class CommitteeCalculator(Calculator):
         steps and drives with model 0), so both explorers mean the same thing.
         ``"mean"``: the committee mean, evaluating every member on every step (MACE's own
         committee calculator does this).
+    device
+        torch device of the MACE members, "cpu" or "cuda"; default: the ``device`` setting
+        (:func:`ilflows.execute.torch_device`).
 
     Notes
     -----
@@ -83,6 +89,7 @@ class CommitteeCalculator(Calculator):
         self,
         model_paths: Sequence[str | Path],
         drive: Literal["first", "mean"] = "first",
+        device: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -91,7 +98,8 @@ class CommitteeCalculator(Calculator):
         if not model_paths:
             raise ValueError("a committee needs at least one model file")
         self.drive = drive
-        self.models = [_load(path) for path in model_paths]
+        self.device = device or torch_device()
+        self.models = [_load(path, self.device) for path in model_paths]
         mace_models = [(path, m) for path, m in zip(model_paths, self.models, strict=True) if _is_mace(m)]
         self.z_table = self.r_max = None
         if mace_models:
@@ -175,7 +183,8 @@ class CommitteeCalculator(Calculator):
             graph = mace_data.AtomicData.from_config(
                 config, z_table=self.z_table, cutoff=self.r_max, heads=self.heads
             )
-        return torch_geometric.Batch.from_data_list([graph]).to_dict()
+        batch = torch_geometric.Batch.from_data_list([graph]).to_dict()
+        return {key: val.to(self.device) if torch.is_tensor(val) else val for key, val in batch.items()}
 
     def _evaluate(self, k: int) -> tuple[float, np.ndarray, np.ndarray | None]:
         """Energy (eV), forces (eV/Å) and 3x3 stress (eV/Å^3; None without a cell) of member k."""
@@ -190,8 +199,8 @@ class CommitteeCalculator(Calculator):
         data["positions"] = self._graph["positions"].detach().clone()
         out = self.models[k](data, compute_force=True, compute_stress=periodic, training=False)
         energy = float(out["energy"].detach()[0])
-        forces = out["forces"].detach().numpy()
-        stress = out["stress"].detach()[0].numpy() if periodic else None
+        forces = out["forces"].detach().cpu().numpy()
+        stress = out["stress"].detach()[0].cpu().numpy() if periodic else None
         return _finite(k, energy, forces, stress)
 
     def _fill_results(self) -> None:
@@ -241,14 +250,16 @@ def _deepmd_terms(model, atoms: Atoms, periodic: bool) -> tuple[float, np.ndarra
     return float(energy.ravel()[0]), forces.reshape(-1, 3), stress
 
 
-def _load(path: str | Path):
-    """Load a member: a DeePMD ``.pb`` as a DeepPot, else a pickled MACE module on the CPU in float64."""
+def _load(path: str | Path, device: str):
+    """Load a member: a DeePMD ``.pb`` as a DeepPot, else a pickled MACE module on ``device`` in float64."""
     if Path(path).suffix == ".pb":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no warning per graph op
+        if get_settings().device == "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # read when TensorFlow first loads, as for dp and lmp
         from deepmd.infer import DeepPot  # TensorFlow loads only for DeePMD members
 
         return DeepPot(str(path))
-    model = torch.load(Path(path), map_location="cpu", weights_only=False).double().eval()
+    model = torch.load(Path(path), map_location=device, weights_only=False).double().eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model

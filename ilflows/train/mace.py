@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.data import atomic_numbers
 
-from ilflows.execute import EngineError, require_executable, run_command
+from ilflows.execute import EngineError, require_executable, run_command, torch_device
 from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, LearningCurvePoint, ModelFile, TrainResult
 from ilflows.settings import get_settings
@@ -78,7 +78,6 @@ PAPER: dict = {
     "E0s": "average",
     "error_table": "PerAtomRMSE",
     "default_dtype": "float64",
-    "device": "cpu",
     "save_cpu": True,  # a model trained on a GPU still loads on a CPU
     "plot": False,  # the end-of-training plots re-run inference and fail on one head anyway
     "valid_fraction": 0.1,
@@ -193,7 +192,9 @@ def write_inputs(labels: list[DFTLabel], type_map: list[str], hyperparameters: d
     (``valid_ids``) and, when fine-tuning, the ``init_model`` path and sha256.  The validation
     labels are those whose ``frame_id`` hashes lowest, so every seed holds out the same frames
     and a frame stays held out as later iterations add labels.  Stress is written only when
-    every label has one (the presets' loss does not train on it).
+    every label has one (the presets' loss does not train on it).  MACE's ``device`` is the
+    ``device`` setting of the machine that trains (:func:`ilflows.execute.torch_device`) unless
+    the spec's overrides name one.
     """
     if len(labels) < 2:
         raise ValueError("MACE needs at least two converged labels: one to train on, one to validate")
@@ -201,6 +202,7 @@ def write_inputs(labels: list[DFTLabel], type_map: list[str], hyperparameters: d
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     options = {k: v for k, v in hyperparameters.items() if k not in OWN_KEYS}
+    options["device"] = options.get("device") or torch_device()
     fraction = hyperparameters["valid_fraction"]
     ranked = sorted(labels, key=lambda lab: hashlib.sha256(lab.frame_id.encode()).hexdigest())
     n_valid = min(max(1, round(fraction * len(labels))), len(labels) - 1)

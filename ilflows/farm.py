@@ -28,6 +28,7 @@ from ilflows.store import (
 )
 from ilflows.worker_processes import (
     Stop,
+    end_helpers,
     stop_on_signals,
     workers_follow_this_process,
     workers_wait_for_siblings,
@@ -312,6 +313,7 @@ def run_worker(
                     recovered += back
                     if not back or time.monotonic() >= deadline:
                         break
+        end_helpers()
         # still holding the queue, with the workers gone: no runner starts beside them
         interrupted = _put_back_interrupted(lp, stop, settings) if stop.signum is not None else []
     lp = get_launchpad(settings)  # as the workers left it

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -21,11 +22,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-# A job whose worker died stays in flight on the LaunchPad; after this long with no live worker
-# (FireWorks' ping thread clears a dead one) its siblings stop waiting for it.
+# A job in flight that no live worker marks as its own still counts this long after its checkout
+# or the start of its completion: a worker clears its mark before it completes its job (when
+# jobflow adds the next jobs).  A job whose worker died counts no longer: then it is put back.
 SILENT_JOB_S = 60.0
 
 
@@ -99,8 +102,9 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
     one; but a sibling clears its running mark before it completes its job, and a jobflow job
     adds the next jobs (its Response) only when it completes.  So a worker that looked in that
     gap stopped for good, and a campaign ran on one worker.  Here a worker stops only when no
-    job checked out through the shared LaunchPad is still in flight; it looks every
-    ``idle_poll`` s meanwhile.
+    job checked out through the shared LaunchPad is still in flight (:func:`siblings_busy`);
+    it looks every ``idle_poll`` s meanwhile.  FireWorks' own loop would wait as long as any
+    RUNNING job has waiting children, a dead sibling's too: it gets one pass per look.
     """
     from fireworks.features import multi_launcher
 
@@ -108,19 +112,22 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
 
     rapidfire = multi_launcher.rapidfire
 
-    def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):
+    def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):  # noqa: ARG001  (idle_poll instead)
         start = time.monotonic()
         while True:
-            left = timeout - (time.monotonic() - start)
+            began = time.monotonic()
+            left = timeout - (began - start)
             try:
-                rapidfire(launchpad, fworker, *args, sleep_time=sleep_time, timeout=left, **kwargs)
+                # one pass: run what is ready, then pause idle_poll if a running job may add more
+                once = {**kwargs, "max_loops": 1}
+                rapidfire(launchpad, fworker, *args, sleep_time=idle_poll, timeout=left, **once)
             except (OSError, sqlite3.OperationalError) as err:
                 if not disk_full(err):
                     raise
                 return  # the queue could not be saved: the runner, saving next, says so in one line
             if left <= 0 or not (siblings_busy(launchpad) or launchpad.run_exists(fworker)):
                 return
-            time.sleep(idle_poll)
+            time.sleep(max(0.0, idle_poll - (time.monotonic() - began)))  # FireWorks' pass did not pause
 
     multi_launcher.rapidfire = rapidfire_while_siblings_work
     try:
@@ -130,14 +137,52 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
 
 
 def siblings_busy(launchpad) -> bool:
-    """Whether a job checked out through ``launchpad`` may still add jobs."""
+    """Whether a job checked out through ``launchpad`` may still add jobs.
+
+    A job counts while a live worker runs it.  A worker killed alone (the out-of-memory killer)
+    keeps its mark in FireWorks' table until FireWorks' hourly ping, and stays a zombie until
+    the runner reaps it, so its siblings would wait for it that long: its mark is cleared here,
+    and its siblings stop, so that the runner puts its job back and starts them again.
+    """
     from fireworks.fw_config import FWData
 
-    running = set(FWData().Running_IDs.values())
+    marks = FWData().Running_IDs
+    running = set()
+    for pid, launch_id in marks.items():
+        if launch_id is not None and not _alive(pid):
+            marks[pid] = None
+        elif launch_id is not None:
+            running.add(launch_id)
     return any(
         launch_id in running or seconds < SILENT_JOB_S
         for launch_id, seconds in launchpad.launches_in_flight().items()
     )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: a zombie (dead, not yet reaped by its parent) does not."""
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)  # no /proc: a zombie counts as alive here
+    except OSError:
+        return False
+    return True
+
+
+def end_helpers() -> None:
+    """Kill and reap the processes this one forked through multiprocessing that still live.
+
+    Called with the workers gone, before the queue is let go: FireWorks' manager of the workers'
+    running marks would otherwise live on until this process exits.
+    """
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=5)
 
 
 _runner_pid: int | None = None

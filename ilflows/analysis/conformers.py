@@ -60,6 +60,7 @@ import numpy as np
 from ase.data import covalent_radii
 from numpy.typing import ArrayLike
 
+from ilflows.geometry import cell_widths, minimum_image
 from ilflows.systems.ions import load_ion
 
 TFSI_CLASSES: tuple[str, ...] = ("Cis", "aCis", "Trans", "aTrans")
@@ -156,29 +157,6 @@ def _frames(positions: ArrayLike, cell: ArrayLike | None) -> tuple[np.ndarray, n
     return pos, cells, single
 
 
-def _minimum_image(vectors: np.ndarray, cells: np.ndarray | None) -> np.ndarray:
-    """Minimum image of ``vectors`` (n_frames, ..., 3) in ``cells`` (n_frames, 3, 3).
-
-    Rounding fractional coordinates is exact, in any cell, for every vector whose minimum image is
-    shorter than half the smallest perpendicular width of the cell.
-    """
-    if cells is None:
-        return vectors
-    shape = (len(cells),) + (1,) * (vectors.ndim - 2) + (3, 3)
-    rows, inverse = cells.reshape(shape), np.linalg.inv(cells).reshape(shape)
-    frac = np.einsum("...i,...ij->...j", vectors, inverse)
-    return np.einsum("...i,...ij->...j", frac - np.round(frac), rows)
-
-
-def _widths(cells: np.ndarray) -> np.ndarray:
-    """Smallest perpendicular width of each cell (n_frames,), Å."""
-    volume = np.abs(np.linalg.det(cells))
-    areas = np.stack(
-        [np.linalg.norm(np.cross(cells[:, i], cells[:, (i + 1) % 3]), axis=-1) for i in range(3)]
-    )
-    return (volume / areas).min(axis=0)
-
-
 def _molecule_indices(molecules: Sequence[Sequence[int]], name: str) -> np.ndarray:
     """Atom indices of the molecules as an (n_molecules, n_template_atoms) array."""
     size = len(_symbols(name))
@@ -195,7 +173,7 @@ def _whole(pos: np.ndarray, cells: np.ndarray | None, index: np.ndarray, name: s
         if parent < 0:
             out[:, :, atom] = raw[:, :, atom]
         else:  # a bond is far shorter than half the box: its minimum image is the bond
-            out[:, :, atom] = out[:, :, parent] + _minimum_image(raw[:, :, atom] - raw[:, :, parent], cells)
+            out[:, :, atom] = out[:, :, parent] + minimum_image(raw[:, :, atom] - raw[:, :, parent], cells)
     return out
 
 
@@ -361,10 +339,10 @@ def li_tfsi_counts(
     if by not in sites:
         raise ValueError(f"by: expected one of {sorted(sites)}, got {by!r}")
     pos, cells, single = _frames(positions, cell)
-    if cells is not None and np.any(cutoff >= _widths(cells) / 2):
+    if cells is not None and np.any(cutoff >= cell_widths(cells).min(axis=-1) / 2):
         raise ValueError(
             f"cutoff {cutoff} Å reaches past half the cell's smallest width "
-            f"({_widths(cells).min() / 2:.2f} Å), where a Li could reach two images of a TFSI; "
+            f"({cell_widths(cells).min() / 2:.2f} Å), where a Li could reach two images of a TFSI; "
             "use a smaller cutoff or a bigger box"
         )
     index = _molecule_indices(tfsi_molecules, "TFSI")[:, sites[by]]  # (T, k)
@@ -373,7 +351,7 @@ def li_tfsi_counts(
     for f in range(len(pos)):  # one frame at a time bounds memory at n_li x n_sites vectors
         frame_cells = None if cells is None else cells[f : f + 1]
         diff = pos[f, index][None] - pos[f, li][:, None, None]  # (L, T, k, 3)
-        dist = np.linalg.norm(_minimum_image(diff[None], frame_cells)[0], axis=-1)
+        dist = np.linalg.norm(minimum_image(diff[None], frame_cells)[0], axis=-1)
         counts[f] = (dist.min(axis=-1, initial=np.inf) < cutoff).sum(axis=-1)
     return _out(counts, single)
 

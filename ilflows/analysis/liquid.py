@@ -15,7 +15,8 @@ import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 from scipy import stats
 
-AVOGADRO = 6.02214076e23  # 1/mol
+from ilflows.geometry import cell_widths, mass_density, nearest_image, species_mass
+
 KB = 1.380649e-23  # J/K
 A2_PER_PS_IN_M2_PER_S = 1e-8  # 1 Å^2/ps = 1e-20 m^2 / 1e-12 s
 YEH_HUMMER_XI = 2.837297  # cubic-lattice constant of the finite-size correction
@@ -48,9 +49,7 @@ def block_average(series: np.ndarray, n_blocks: int = 5, confidence: float = 0.9
 
 def densities(species: list[str], cells: np.ndarray) -> np.ndarray:
     """Mass density of each frame, g/cm^3, from the cells (n_frames, 3, 3) in Å."""
-    mass = sum(atomic_masses[atomic_numbers[s]] for s in species)  # g/mol
-    volumes = np.abs(np.linalg.det(np.asarray(cells, dtype=float)))  # Å^3
-    return mass / AVOGADRO / (volumes * 1e-24)
+    return mass_density(species_mass(species), np.abs(np.linalg.det(np.asarray(cells, dtype=float))))
 
 
 def _universe(positions: np.ndarray, cells: np.ndarray, species: list[str], dt: float = 1.0):
@@ -94,7 +93,7 @@ def rdf(
     """
     from MDAnalysis.analysis.rdf import InterRDF
 
-    width = min(_perpendicular_widths(np.asarray(cells, dtype=float).reshape(-1, 3, 3)[0]))
+    width = cell_widths(np.asarray(cells, dtype=float).reshape(-1, 3, 3)[0]).min()
     if r_max > width / 2 + 1e-9:
         raise ValueError(f"r_max: {r_max} Å exceeds half the box width ({width / 2:.2f} Å); lower it")
     u = _universe(positions, cells, species)
@@ -106,13 +105,6 @@ def rdf(
     calc = InterRDF(a, b, nbins=n_bins, range=(0.0, r_max), exclusion_block=(1, 1) if like else None)
     calc.run()
     return RDF(np.asarray(calc.results.bins), np.asarray(calc.results.rdf), tuple(pair))
-
-
-def _perpendicular_widths(cell: np.ndarray) -> np.ndarray:
-    volume = abs(np.linalg.det(cell))
-    return np.array(
-        [volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
-    )
 
 
 def centres_of_mass(
@@ -134,7 +126,7 @@ def centres_of_mass(
         idx = np.asarray(atoms)
         rel = positions[:, idx] - positions[:, idx[:1]]
         frac = np.einsum("fai,fij->faj", rel, inverse)
-        rel = np.einsum("faj,fji->fai", frac - np.round(frac), cells)
+        rel = np.einsum("faj,fji->fai", nearest_image(frac), cells)
         w = masses[idx] / masses[idx].sum()
         com[:, k] = positions[:, idx[0]] + np.einsum("a,fai->fi", w, rel)
     # unwrap in time, in fractional coordinates of each frame's cell

@@ -41,6 +41,7 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ilflows.execute import EngineError, torch_threads
 from ilflows.explore import model_devi
 from ilflows.explore.lammps_deepmd import PDAMP_STEPS, TDAMP_STEPS
+from ilflows.geometry import volume_at_density
 from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
@@ -188,7 +189,7 @@ class _Modifier:
     def __init__(self, dyn: MolecularDynamics, atoms: Atoms, spec: ExploreSpec):
         self.dyn, self.atoms, self.spec = dyn, atoms, spec
         self.t_end = spec.n_steps * spec.timestep
-        self.grams = atoms.get_masses().sum() / units.mol  # amu -> g
+        self.mass = atoms.get_masses().sum()  # amu
 
     def __call__(self) -> None:
         t = self.dyn.nsteps * self.spec.timestep
@@ -196,7 +197,7 @@ class _Modifier:
             self.dyn.temp = ramp.at(t, self.t_end) * units.kB
             self.dyn.target_kinetic_energy = 0.5 * self.dyn.temp * self.dyn.ndof
         if ramp := self.spec.density_ramp:
-            volume = self.grams / ramp.at(t, self.t_end) * 1e24  # g / (g/cm^3) -> Å^3
+            volume = volume_at_density(self.mass, ramp.at(t, self.t_end))
             scale = (volume / self.atoms.get_volume()) ** (1 / 3)
             self.atoms.set_cell(self.atoms.cell.array * scale, scale_atoms=True)
 

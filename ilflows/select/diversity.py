@@ -16,6 +16,7 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
+from ilflows.geometry import nearest_image
 from ilflows.schemas import Frame
 
 CUTOFF = 6.0  # Å: first and second neighbours of the ions' atoms
@@ -31,9 +32,7 @@ def descriptor(frame: Frame, elements: list[str]) -> np.ndarray:
     cell = np.asarray(frame.cell, dtype=float)
     positions = np.asarray(frame.positions, dtype=float)
     frac = positions @ np.linalg.inv(cell)
-    delta = frac[:, None, :] - frac[None, :, :]
-    delta -= np.round(delta)
-    distance = np.linalg.norm(delta @ cell, axis=-1)
+    distance = np.linalg.norm(nearest_image(frac[:, None, :] - frac[None, :, :]) @ cell, axis=-1)
     species = np.asarray(frame.species)
     parts = []
     for a, b in combinations_with_replacement(elements, 2):

@@ -26,10 +26,10 @@ from functools import cache
 from itertools import product
 
 import numpy as np
-from ase.data import atomic_masses, atomic_numbers, covalent_radii
-from ase.units import _Nav
+from ase.data import atomic_numbers, covalent_radii
 from pydantic import BaseModel, ConfigDict, Field
 
+from ilflows.geometry import cell_widths, mass_density, nearest_image, species_mass
 from ilflows.schemas.frames import Frame
 from ilflows.systems.ions import load_ion
 
@@ -100,8 +100,7 @@ def _arrays(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
 
 def _min_image(dfrac: np.ndarray, cell: np.ndarray) -> np.ndarray:
     """Lengths, Å, of fractional difference vectors (last axis 3) after minimum-image wrapping."""
-    dfrac = dfrac - np.rint(dfrac)
-    return np.linalg.norm(dfrac @ cell, axis=-1)
+    return np.linalg.norm(nearest_image(dfrac) @ cell, axis=-1)
 
 
 def _close_pairs(frac: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...]:
@@ -323,8 +322,7 @@ def vacuum(frame: Frame, *, max_void: float = 6.5, grid_spacing: float = 1.5) ->
     reach = max_void - half_diagonal
     covered = np.zeros(n.prod(), dtype=bool)
     if reach > 0:
-        widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
-        m = np.ceil(reach / (widths / n)).astype(int)
+        m = np.ceil(reach / (cell_widths(cell) / n)).astype(int)
         steps = np.stack(np.meshgrid(*(np.arange(-k, k + 1) for k in m), indexing="ij"), axis=-1)
         stencil = steps.reshape(-1, 3)[np.linalg.norm(steps.reshape(-1, 3) @ voxel, axis=1) <= reach]
         home = np.floor(frac * n).astype(np.int32)
@@ -362,8 +360,7 @@ def density_outside(
     The default brackets paper 1's nEQ boxes (0.77-1.26 x) with a wide margin: only a box that
     collapsed into a ball or blew up with vacuum under NPT lands outside it.
     """
-    mass = atomic_masses[[atomic_numbers[s] for s in frame.species]].sum() / _Nav
-    rho = mass / (frame.volume * 1e-24)
+    rho = mass_density(species_mass(frame.species), frame.volume)
     lo, hi = density_range
     if lo * reference_density <= rho <= hi * reference_density:
         return []

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
-from ase.units import _Nav
 
 from ilflows.execute import EngineError, require_executable, run_command
+from ilflows.geometry import volume_at_density
 from ilflows.schemas.campaign import CampaignSpec, MDFramesSpec, SystemSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.settings import get_settings
@@ -94,8 +94,8 @@ def check_composition(system: SystemSpec) -> None:
 
 def box_edge(system: SystemSpec, density: float) -> float:
     """Edge, Å, of the cubic box holding the ions of ``system.ions`` at ``density`` g/cm^3."""
-    grams = sum(n * molar_mass(name) for name, n in system.ions.items()) / _Nav
-    return (grams / density * 1e24) ** (1 / 3)
+    mass = sum(n * molar_mass(name) for name, n in system.ions.items())
+    return volume_at_density(mass, density) ** (1 / 3)
 
 
 def molecule_extent(atoms: Atoms) -> float:

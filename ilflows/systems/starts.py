@@ -17,6 +17,7 @@ import numpy as np
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
+from ilflows.geometry import mass_density
 from ilflows.schemas.campaign import CampaignSpec, SystemSpec
 from ilflows.schemas.frames import Frame
 from ilflows.systems.guards import BOND_FACTOR, NON_BONDING, template_bonds
@@ -68,8 +69,6 @@ def identify_ions(path: Path) -> tuple[dict[str, int], float]:
     ValueError
         One line: the file cannot be read or has no cell, or a molecule is no ion of the library.
     """
-    from ase.units import _Nav
-
     from ilflows.systems.ions import ION_LIBRARY
 
     atoms = read_box(path)
@@ -85,7 +84,7 @@ def identify_ions(path: Path) -> tuple[dict[str, int], float]:
                 f"{path}: a molecule {formula} (atom {min(molecule) + 1}) is no ion of the library"
             )
         found[name] += 1
-    density = atoms.get_masses().sum() / _Nav / (atoms.get_volume() * 1e-24)
+    density = mass_density(atoms.get_masses().sum(), atoms.get_volume())
     return {ion: found[ion] for ion in ION_LIBRARY if found[ion]}, float(density)
 
 

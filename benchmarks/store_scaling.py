@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # workers import noop 
 from jobflow import Flow, job  # noqa: E402
 
 import ilflows  # noqa: E402,F401  (selects FireWorks' mongomock mode before fireworks is imported)
-from ilflows.farm import campaign_progress, queue_health, run_worker  # noqa: E402
+from ilflows.farm import run_worker  # noqa: E402
+from ilflows.queue_admin import campaign_progress, queue_health  # noqa: E402
 from ilflows.settings import get_settings  # noqa: E402
 from ilflows.store import get_launchpad, initialize_queue, open_queue  # noqa: E402
 

@@ -104,7 +104,7 @@ def cmd_run(args) -> int:
 
 def cmd_submit(args) -> int:
     """Queue the campaign on the configured LaunchPad for cluster workers."""
-    from ilflows.farm import submit
+    from ilflows.queue_admin import submit
 
     spec = _spec(args)
     added = submit(spec)
@@ -153,7 +153,7 @@ def _labels_stored_or_queued(iterations: list[dict]) -> int:
 
 def cmd_status(args) -> int:
     """Per-iteration table and queue state of each campaign."""
-    from ilflows.farm import archive_file, campaign_progress, queue_health
+    from ilflows.queue_admin import archive_file, campaign_progress, queue_health
     from ilflows.store import connect_jobstore, embedded_limit_notes, get_launchpad, require_store
     from ilflows.store.queries import campaigns, iteration_table, table_rows
 
@@ -204,7 +204,7 @@ def cmd_status(args) -> int:
 
 def cmd_rerun(args) -> int:
     """Put a campaign's fizzled and lost jobs back in the queue."""
-    from ilflows.farm import rerun
+    from ilflows.queue_admin import rerun
 
     names = rerun(args.campaign)
     print(
@@ -235,7 +235,7 @@ def cmd_report(args) -> int:
 
 def cmd_archive(args) -> int:
     """Move a finished campaign's jobs out of the live queue (its results stay in the store)."""
-    from ilflows.farm import archive
+    from ilflows.queue_admin import archive
 
     path = archive(args.campaign)
     print(f"campaign {args.campaign}: jobs moved out of the queue to {path}; results stay in the store")
@@ -243,7 +243,7 @@ def cmd_archive(args) -> int:
 
 
 def _known_campaign(name: str, known: list[str]) -> None:
-    from ilflows.farm import CampaignError
+    from ilflows.queue_admin import CampaignError
 
     if name not in known:
         listed = ", ".join(known) or "none yet"
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     from pymongo.errors import PyMongoError  # a dependency of fireworks, jobflow and maggma
 
     from ilflows.execute import EngineError
-    from ilflows.farm import CampaignError
+    from ilflows.queue_admin import CampaignError
     from ilflows.schemas import SpecError
     from ilflows.settings import SettingsError
     from ilflows.store import (

@@ -9,7 +9,7 @@ starts ranks), so no engine runs on beside the job's rerun.  Signals sent to the
 (custodian's terminate, a user's ``kill``) go to the whole group, and the guard exits as the
 program did, so whoever started it (``subprocess`` or custodian) sees the program's own status.
 Being in a group of its own, the program does not get a terminal's Ctrl-C: the runner decides
-how jobs stop (``ilflows.farm``).  With a LIMIT above 0 (seconds) the group gets SIGTERM when the
+how jobs stop (``ilflows.worker_processes``).  With a LIMIT above 0 (seconds) the group gets SIGTERM when the
 time is up and SIGKILL :data:`GRACE` seconds later; the guard then says so on stderr and exits
 :data:`TIMED_OUT`, like coreutils' ``timeout``.
 """
@@ -26,6 +26,17 @@ GRACE = 10.0  # s between SIGTERM and SIGKILL at the time limit: a program may w
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
+def die_with_parent(signum: int) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent dies (Linux); False elsewhere.
+
+    Shared with the runner's workers (:mod:`ilflows.worker_processes`).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+    return True
+
+
 def _end_group(group: int, signum: int) -> None:
     try:
         os.killpg(group, signum)
@@ -36,10 +47,8 @@ def _end_group(group: int, signum: int) -> None:
 def main() -> None:
     """Run ``sys.argv[3:]`` guarded for worker ``sys.argv[1]``, ``sys.argv[2]`` s at most; exit as it does."""
     parent, limit, program = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
-    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-    if prctl is None:  # no parent-death signal: run the program in place
-        os.execvp(program[0], program)
-    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # a signal the guard catches: it ends the group first
+    if not die_with_parent(signal.SIGTERM):  # a signal the guard catches: it ends the group first
+        os.execvp(program[0], program)  # no parent-death signal: run the program in place
     if os.getppid() != parent:  # the worker died before prctl: nobody waits for the program
         sys.exit(f"engine_guard: parent {parent} gone before {program[0]} started")
     # A worker ignores the terminal's SIGINT and SIGHUP (its runner stops it): so does its guard.
@@ -49,7 +58,7 @@ def main() -> None:
     child = os.fork()
     if child == 0:
         os.setpgid(0, 0)
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the guard itself killed: the program goes too
+        die_with_parent(signal.SIGKILL)  # the guard itself killed: the program goes too
         for signum in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
             signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)

@@ -12,17 +12,17 @@
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ilflows.engine_guard import die_with_parent
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -199,10 +199,7 @@ def _follow_runner() -> None:
         return
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    if not sys.platform.startswith("linux"):
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != _runner_pid:  # the runner died before prctl
+    if die_with_parent(signal.SIGKILL) and os.getppid() != _runner_pid:  # the runner died before that
         os._exit(1)
 
 

@@ -112,7 +112,7 @@ def test_dynamics_modifiers_are_checked_before_queueing(tmp_path, explore, messa
 
 
 def test_a_spec_is_known_by_what_it_sets_apart_from_the_defaults():
-    from ilflows.farm import spec_digest
+    from ilflows.queue_admin import spec_digest
 
     base = {"name": "d", "system": {"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22}}
     spec = CampaignSpec.model_validate(base)

@@ -254,7 +254,7 @@ def test_without_ilflows_settings_the_store_files_are_where_fireworks_and_jobflo
 
 FIRST = """
 import json
-from ilflows.farm import initialize_queue
+from ilflows.store import initialize_queue
 from ilflows.loop.campaign import place
 from fireworks import FWorker
 from jobflow import Flow, job
@@ -294,7 +294,7 @@ def test_campaign_jobs_go_to_ilflows_workers_only_and_the_first_placed_first(tmp
 
 DISK = """
 import json
-from ilflows.farm import initialize_queue
+from ilflows.store import initialize_queue
 from fireworks import FWAction, FWorker
 from jobflow import Flow, job
 from jobflow.managers.fireworks import flow_to_workflow

@@ -10,6 +10,11 @@ from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile
 
+# Thermostat and barostat relaxation times in time steps, the same for every explorer (LAMMPS's
+# recommended 100 and 1000).
+TDAMP_STEPS = 100
+PDAMP_STEPS = 1000
+
 # Imported on demand so that choosing one engine never imports another's stack.
 EXPLORERS = {
     "lammps-deepmd": "ilflows.explore.lammps_deepmd:LammpsDeepmd",

@@ -39,8 +39,7 @@ from ase.md.nose_hoover_chain import IsotropicMTKNPT
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from ilflows.execute import EngineError, torch_threads
-from ilflows.explore import model_devi
-from ilflows.explore.lammps_deepmd import PDAMP_STEPS, TDAMP_STEPS
+from ilflows.explore import PDAMP_STEPS, TDAMP_STEPS, model_devi
 from ilflows.geometry import volume_at_density
 from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame

@@ -9,16 +9,12 @@ import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 
 from ilflows.execute import EngineError, require_executable, run_command
-from ilflows.explore import model_devi
+from ilflows.explore import PDAMP_STEPS, TDAMP_STEPS, model_devi
 from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
 from ilflows.settings import get_settings
 from ilflows.software import software
-
-# Thermostat and barostat relaxation times in time steps (LAMMPS's recommended 100 and 1000).
-TDAMP_STEPS = 100
-PDAMP_STEPS = 1000
 
 
 class LammpsDeepmd:

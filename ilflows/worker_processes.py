@@ -112,7 +112,8 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
 
     rapidfire = multi_launcher.rapidfire
 
-    def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):  # noqa: ARG001  (idle_poll instead)
+    # FireWorks' sleep_time is taken and replaced by idle_poll
+    def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):
         start = time.monotonic()
         while True:
             began = time.monotonic()

@@ -76,9 +76,16 @@ def engine_env() -> dict[str, str]:
         TF_INTER_OP_PARALLELISM_THREADS="1",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
-    if get_settings().device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""  # dp and lmp (TensorFlow) would take a GPU they see
+    env.update(device_env())
     return env
+
+
+def device_env() -> dict[str, str]:
+    """Environment that keeps TensorFlow (dp, lmp, in-process DeePMD) to the ``device`` setting.
+
+    Under 'cpu' no GPU is visible (TensorFlow takes one it sees); otherwise nothing changes.
+    """
+    return {"CUDA_VISIBLE_DEVICES": ""} if get_settings().device == "cpu" else {}
 
 
 def choose_device(setting: str, cuda_available: bool) -> str:

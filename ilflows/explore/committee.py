@@ -33,9 +33,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mace import data as mace_data
 from mace.tools import torch_geometric, torch_tools, utils
 
-from ilflows.execute import torch_device
+from ilflows.execute import device_env, torch_device
 from ilflows.select import max_force_deviation
-from ilflows.settings import get_settings
 
 # The keys MACECalculator reads from Atoms, so that both build the same batch.
 _INFO_KEYS = {"total_spin": "spin", "total_charge": "charge", "external_field": "external_field"}
@@ -254,8 +253,7 @@ def _load(path: str | Path, device: str):
     """Load a member: a DeePMD ``.pb`` as a DeepPot, else a pickled MACE module on ``device`` in float64."""
     if Path(path).suffix == ".pb":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no warning per graph op
-        if get_settings().device == "cpu":
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # read when TensorFlow first loads, as for dp and lmp
+        os.environ.update(device_env())  # read when TensorFlow first loads, as for dp and lmp
         from deepmd.infer import DeepPot  # TensorFlow loads only for DeePMD members
 
         return DeepPot(str(path))

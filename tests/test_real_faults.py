@@ -65,6 +65,18 @@ def _worker_of(pid: int, runner: int) -> int:
     return pid
 
 
+def _family(home: Path, worker: int, runner: int) -> dict[int, str]:
+    """pid -> command line of ``worker`` and the live processes under ``home`` that descend from it."""
+    family = {}
+    for pid, cmd in _working_in(home).items():
+        try:
+            if pid != runner and _worker_of(pid, runner) == worker:
+                family[pid] = cmd
+        except (OSError, ValueError):  # ended while we looked
+            continue
+    return family
+
+
 def _gone(home: Path, but: int | None = None, timeout: float = 5) -> dict[int, str]:
     """Wait until nothing but ``but`` works under ``home``; return what is left after ``timeout``."""
     deadline = time.time() + timeout
@@ -94,10 +106,16 @@ def test_real_engines_die_with_their_worker_and_the_campaign_finishes(tmp_path):
     # 1. A worker killed alone (as the out-of-memory killer does) while `dp` trains a member.
     runner = _start(spec, home)
     try:
-        training = _wait_for(home, r"\bdp\b.* train ", count=2)  # its guard and dp itself
-        dp = next(pid for pid, cmd in training.items() if "engine_guard" not in cmd)
-        os.kill(_worker_of(dp, runner.pid), signal.SIGKILL)
-        assert _gone(home, but=runner.pid, timeout=5).keys().isdisjoint(training)  # its dp went with it
+        # Both workers may be training (one member each): the test kills one and follows its family.
+        dp = next(iter(_wait_for(home, r"^(?!.*engine_guard).*\bdp\b.* train ")))
+        worker = _worker_of(dp, runner.pid)
+        family = _family(home, worker, runner.pid)
+        assert dp in family and any("engine_guard" in cmd for cmd in family.values())
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.time() + 5
+        while (left := family.keys() & _working_in(home).keys()) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not left, f"left running after its worker was killed: {left}"  # its guard and dp went
         # 2. The runner killed (kill -9) while the real LAMMPS runs: the exploration needs both
         # members, so the killed training was put back and ran again in the same run.
         lammps = _wait_for(home, r"\blmp\b", count=3)  # guard, the venv's wrapper, the real binary

@@ -22,7 +22,7 @@ from jobflow import JobStore
 from maggma.stores import MemoryStore
 
 from ilflows.schemas import BIG_FIELDS, DFTLabel, Frame, FrameOrigin, ModelFile, SelectionRecord
-from ilflows.schemas.campaign import SystemSpec
+from ilflows.schemas.inputs import SystemSpec
 from ilflows.schemas.records import (
     ErrorMetrics,
     Exploration,

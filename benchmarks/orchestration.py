@@ -58,7 +58,8 @@ def spawn(n: int) -> tuple[float, dict[str, float]]:
     from jobflow.managers.fireworks import flow_to_workflow
 
     from ilflows.loop.campaign import iteration_flow, label_jobs
-    from ilflows.schemas import CampaignSpec, Frame, FrameOrigin
+    from ilflows.schemas import Frame, FrameOrigin
+    from ilflows.schemas.campaign import CampaignSpec
 
     spec = CampaignSpec(name="bench", system={"ions": {"PYR14": 10, "BF4": 10}, "density": 1.2})
     frame = Frame(

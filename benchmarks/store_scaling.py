@@ -62,7 +62,8 @@ def label_workflow(n: int, first: int):
     from jobflow.managers.fireworks import flow_to_workflow
 
     from ilflows.loop.campaign import label_jobs
-    from ilflows.schemas import CampaignSpec, FrameOrigin
+    from ilflows.schemas import FrameOrigin
+    from ilflows.schemas.campaign import CampaignSpec
 
     spec = CampaignSpec(name="bench", system={"ions": {"PYR14": 10, "BF4": 10}, "density": 1.2})
     origins = [

@@ -17,7 +17,7 @@ from ilflows.settings import get_settings
 def _spec(args):
     """Load the spec and run the preflight checks, printing what they found."""
     from ilflows.preflight import preflight
-    from ilflows.schemas import SpecError, load_spec
+    from ilflows.schemas.campaign import SpecError, load_spec
     from ilflows.schemas.cost import check_cost
 
     spec = load_spec(args.spec, local=args.local)
@@ -316,7 +316,7 @@ def cmd_import_dpgen(args) -> int:
     import yaml
 
     from ilflows.dpgen_import import spec_from_dpgen
-    from ilflows.schemas import SpecError
+    from ilflows.schemas.campaign import SpecError
 
     source = Path(args.param)
     try:
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ilflows.execute import EngineError
     from ilflows.queue_admin import CampaignError
-    from ilflows.schemas import SpecError
+    from ilflows.schemas.campaign import SpecError
     from ilflows.settings import SettingsError
     from ilflows.store import (
         StoreBusyError,

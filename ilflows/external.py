@@ -21,8 +21,8 @@ from ase.neighborlist import neighbor_list
 from ase.stress import voigt_6_to_full_3x3_stress
 from pydantic import BaseModel, Field
 
-from ilflows.schemas.campaign import ImportSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
+from ilflows.schemas.inputs import ImportSpec
 from ilflows.schemas.records import DFTLabel
 
 ENERGY_UNITS = {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ilflows.execute import torch_device
 from ilflows.queue_admin import CampaignError, campaign_progress, queue_campaign
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.settings import IlflowsSettings, get_settings
 from ilflows.store import (
     WORKER_NAME,

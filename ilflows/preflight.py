@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.settings import get_settings
 
 
@@ -26,7 +26,7 @@ def preflight(spec: CampaignSpec) -> list[str]:
     from ilflows.explore import get_explorer
     from ilflows.external import read_import
     from ilflows.loop import type_map_of
-    from ilflows.schemas import SpecError
+    from ilflows.schemas.campaign import SpecError
     from ilflows.train import get_trainer
 
     needs = [(get_settings().packmol_cmd, "packmol_cmd")]

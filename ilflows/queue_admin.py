@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.settings import IlflowsSettings, get_settings
 from ilflows.store import check_connection, initialize_queue, open_queue, queue_holder
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import DFTLabel, ModelFile, TrainResult
+from ilflows.train import TRAINERS
 
 PEER_DATA = Path(__file__).resolve().parents[2] / "shared/peer-dpgen/init_data/ip35"
 TYPE_MAP = ["H", "B", "C", "N", "F"]
@@ -66,7 +66,7 @@ def tiny_train_results(peer_labels, type_map, tmp_path_factory) -> list[TrainRes
     from ilflows.train import get_trainer
 
     trainer = get_trainer("deepmd")
-    spec = TrainSpec(preset="tiny", overrides=FEW_STEPS)
+    spec = TRAINERS.section(dict(preset="tiny", overrides=FEW_STEPS))
     root = tmp_path_factory.mktemp("tiny_models")
 
     def member(i: int) -> TrainResult:

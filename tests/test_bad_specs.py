@@ -88,7 +88,7 @@ CASES = [
     (
         "small deepmd",
         _set("train.preset", "small"),
-        "train: preset small is for engine mace; deepmd has tiny and paper",
+        "train.preset: Input should be 'tiny' or 'paper'",
     ),
     ("zero time limit", _set("time_limits.label", 0), "time_limits.label: Input should be greater than 0"),
     (
@@ -144,13 +144,17 @@ CASES = [
     (
         "unknown DFT engine",
         _set("dft.engine", "gaussian"),
-        "dft.engine: Input should be 'cp2k-xtb', 'cp2k-dft'",
+        "dft.engine: unknown DFT engine 'gaussian'; known: cp2k-dft, cp2k-xtb, vasp",
     ),
-    ("unknown trainer", _set("train.engine", "nequip"), "train.engine: Input should be 'deepmd' or 'mace'"),
+    (
+        "unknown trainer",
+        _set("train.engine", "nequip"),
+        "train.engine: unknown trainer 'nequip'; known: deepmd, mace",
+    ),
     (
         "unknown explorer",
         _set("explore.engine", "gromacs"),
-        "explore.engine: Input should be 'lammps-deepmd'",
+        "explore.engine: unknown explorer 'gromacs'; known: ase, lammps-deepmd",
     ),
     ("unknown ensemble", _set("explore.ensemble", "nve"), "explore.ensemble: Input should be 'nvt' or 'npt'"),
     ("bad YAML", "name: bad\nsystem: {ions: [PYR14\n", "cannot read YAML"),
@@ -182,9 +186,13 @@ CASES = [
     (
         "finetune DeePMD",
         _set("train.finetune", True),
-        "train: finetune is for engine mace, not deepmd; drop finetune",
+        "train.finetune: not a setting of trainer deepmd; it is a setting of mace",
     ),
-    ("MACE under LAMMPS", _set("train.engine", "mace"), "lammps-deepmd drives DeePMD models only"),
+    (
+        "MACE under LAMMPS",
+        _set("train.engine", "mace"),
+        "explore.engine: lammps-deepmd drives deepmd models only, train has mace; use explore.engine: ase",
+    ),
     ("ramp under LAMMPS", _set("explore.temperature_ramp", {"start": 300, "end": 500}), "set engine: ase"),
     (
         "D3 under LAMMPS",
@@ -209,7 +217,8 @@ CASES = [
             "dft": {"engine": "vasp"},
             "initial": {**spec["initial"], "md": [{"potential": "dft"}]},
         },
-        "initial.md.0.potential: 'dft' runs AIMD with dft.engine, and ilflows has no VASP AIMD",
+        "initial.md.0.potential: 'dft' runs AIMD with dft.engine, and vasp runs no MD; use potential: xtb "
+        "(frames relabelled by vasp) or dft.engine: cp2k-dft or cp2k-xtb",
     ),
     (
         "missing import",
@@ -227,7 +236,7 @@ CASES = [
     (
         "setting the engine ignores",
         _set("dft.encut", 500.0),
-        "dft: encut applies to engine vasp, not cp2k-xtb",
+        "dft.encut: not a setting of DFT engine cp2k-xtb; it is a setting of vasp",
     ),
 ]
 

@@ -7,7 +7,7 @@ import pytest
 from ase import Atoms
 
 from ilflows.analysis import conformers as conf
-from ilflows.schemas.campaign import SystemSpec
+from ilflows.schemas.inputs import SystemSpec
 from ilflows.systems.ions import load_ion
 from ilflows.systems.packing import topology
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 from jobflow import Flow, JobStore, run_locally
 from maggma.stores import MemoryStore
 
+from ilflows.explore import EXPLORERS
 from ilflows.loop.steps import ExploreMaker, LabelMaker
 from ilflows.schemas import FrameOrigin
-from ilflows.schemas.campaign import ExploreSpec
 
 
 def test_corrupt_model_fails_only_its_exploration(tiny_models, peer_labels, type_map, tmp_path):
     frame = peer_labels[0].frame
     broken = tiny_models[1].model_copy(update={"content_b64": tiny_models[1].content_b64[:-8] + "AAAAAAA="})
-    explore = ExploreMaker(campaign="c", spec=ExploreSpec(n_steps=10, frame_every=5), type_map=type_map).make(
-        [tiny_models[0], broken], frame, "c/initial/0", 0, 0
-    )
+    explore = ExploreMaker(
+        campaign="c", spec=EXPLORERS.section(dict(n_steps=10, frame_every=5)), type_map=type_map
+    ).make([tiny_models[0], broken], frame, "c/initial/0", 0, 0)
     origin = FrameOrigin(campaign="c", stage="initial", method="packmol", index=0)
     label = LabelMaker(campaign="c").make(origin, -1, frame)  # an independent job in the same queue
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
@@ -36,7 +36,9 @@ def test_the_corrupt_file_is_named_with_the_fix(tiny_models, tmp_path):
 
 
 def test_a_member_whose_training_crashed_is_left_out(tiny_models, peer_labels, type_map, tmp_path):
-    maker = ExploreMaker(campaign="c", spec=ExploreSpec(n_steps=10, frame_every=5), type_map=type_map)
+    maker = ExploreMaker(
+        campaign="c", spec=EXPLORERS.section(dict(n_steps=10, frame_every=5)), type_map=type_map
+    )
     frame = peer_labels[0].frame
     three = maker.make([tiny_models[0], None, tiny_models[1]], frame, "c/initial/0", 0, 0)
     one = maker.make([tiny_models[0], None], frame, "c/initial/0", 0, 1)

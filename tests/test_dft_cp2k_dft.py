@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from ilflows.dft import get_engine
-from ilflows.schemas.campaign import DFTSpec
+from ilflows.dft import ENGINES, get_engine
 from ilflows.schemas.frames import Frame
 from ilflows.settings import get_settings
 
@@ -35,21 +34,23 @@ def engine():
 @pytest.fixture(scope="module")
 def reference(engine, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ref")
-    return engine.label(WATER, DFTSpec(**CHEAP), workdir), workdir
+    return engine.label(WATER, ENGINES.section(CHEAP), workdir), workdir
 
 
 def test_spec_refuses_settings_the_engine_does_not_use():
-    with pytest.raises(ValidationError, match="basis applies to engine cp2k-dft, not cp2k-xtb"):
-        DFTSpec(basis="TZVP-GTH")
-    with pytest.raises(ValidationError, match="functional SCAN is not available with engine cp2k-dft"):
-        DFTSpec(engine="cp2k-dft", functional="SCAN")
+    with pytest.raises(ValidationError, match="basis\n  Extra inputs"):  # cp2k-xtb, the default
+        ENGINES.section({"basis": "TZVP-GTH"})
+    with pytest.raises(ValidationError, match="functional\n  Input should be 'PBE' or 'B97-3c'"):
+        ENGINES.section({"engine": "cp2k-dft", "functional": "SCAN"})
     with pytest.raises(ValidationError, match="B97-3c includes its own D3"):
-        DFTSpec(engine="cp2k-dft", functional="B97-3c", dispersion="D3")
-    with pytest.raises(ValidationError, match="'cp2k-xtb', 'cp2k-dft' or 'vasp'"):
-        DFTSpec(engine="gaussian")
-    spec = DFTSpec(engine="cp2k-dft", functional="B97-3c", cutoff=800)
-    assert DFTSpec.from_dict(spec.as_dict()) == spec  # every field dumped, still valid
-    assert DFTSpec.from_dict(DFTSpec().as_dict()) == DFTSpec()
+        ENGINES.section({"engine": "cp2k-dft", "functional": "B97-3c", "dispersion": "D3"})
+    with pytest.raises(ValueError, match="unknown DFT engine 'gaussian'; known: cp2k-dft, cp2k-xtb, vasp"):
+        ENGINES.section({"engine": "gaussian"})
+    spec = ENGINES.section({"engine": "cp2k-dft", "functional": "B97-3c", "cutoff": 800})
+    assert type(spec).from_dict(spec.as_dict()) == spec  # every field dumped, still valid
+    assert "encut" not in spec.model_dump()  # only its own engine's settings
+    default = ENGINES.section()
+    assert type(default).from_dict(default.as_dict()) == default and default.engine == "cp2k-xtb"
 
 
 @needs_cp2k
@@ -91,13 +92,15 @@ def test_forces_match_energy_finite_difference(engine, reference, tmp_path):
         positions = np.array(WATER.positions)
         positions[1, 0] += sign * step
         moved = WATER.model_copy(update={"positions": positions.tolist()})
-        energies.append(engine.label(moved, DFTSpec(**CHEAP, stress=False), tmp_path / f"d{sign}").energy)
+        energies.append(
+            engine.label(moved, ENGINES.section(dict(**CHEAP, stress=False)), tmp_path / f"d{sign}").energy
+        )
     assert -(energies[0] - energies[1]) / (2 * step) == pytest.approx(forces[1, 0], rel=0.03)
 
 
 @needs_cp2k
 def test_unconverged_scf_is_a_failed_label_with_custodian_corrections(engine, tmp_path):
-    result = engine.label(WATER, DFTSpec(**CHEAP, max_scf=1, max_errors=2), tmp_path)
+    result = engine.label(WATER, ENGINES.section(dict(**CHEAP, max_scf=1, max_errors=2)), tmp_path)
     assert not result.converged
     assert "SCF not converged" in result.error and "2 corrections" in result.error
     assert "\n" not in result.error
@@ -111,14 +114,14 @@ def test_unconverged_scf_is_a_failed_label_with_custodian_corrections(engine, tm
 
 @needs_cp2k
 def test_unknown_basis_is_a_failed_label(engine, tmp_path):
-    result = engine.label(WATER, DFTSpec(**CHEAP, basis="NO-SUCH-BASIS"), tmp_path)
+    result = engine.label(WATER, ENGINES.section(dict(**CHEAP, basis="NO-SUCH-BASIS")), tmp_path)
     assert not result.converged
     assert result.error.startswith("basis NO-SUCH-BASIS has no entry for H")
 
 
 @needs_cp2k
 def test_aimd_steps_are_labelled_frames(engine, tmp_path):
-    spec = DFTSpec(**CHEAP)
+    spec = ENGINES.section(CHEAP)
     run = engine.run_md(
         WATER, spec, tmp_path / "md", n_steps=4, temperature=300.0, timestep=0.5, every=2, seed=1
     )
@@ -141,8 +144,10 @@ def test_aimd_steps_are_labelled_frames(engine, tmp_path):
 @needs_cp2k
 def test_b97_3c_runs_with_its_composite_terms(engine, tmp_path):
     """The BMIM-BF4 paper's B97-3c/TZVP-GTH with D3(BJ), C9 and SRB (cheap cutoff here)."""
-    assert engine.parameters(DFTSpec(engine="cp2k-dft", functional="B97-3c"))["cutoff"] == 800.0
-    result = engine.label(WATER, DFTSpec(**CHEAP | {"cutoff": 200.0}, functional="B97-3c"), tmp_path)
+    assert engine.parameters(ENGINES.section(dict(engine="cp2k-dft", functional="B97-3c")))["cutoff"] == 800.0
+    result = engine.label(
+        WATER, ENGINES.section(dict(**CHEAP | {"cutoff": 200.0}, functional="B97-3c")), tmp_path
+    )
     assert result.converged, result.error
     assert result.parameters["basis"] == "TZVP-GTH" and result.parameters["dispersion_cutoff"] == 8.0
     text = (tmp_path / "cp2k.inp").read_text()

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from ase.units import GPa
 
-from ilflows.dft import get_engine
+from ilflows.dft import ENGINES, get_engine
 from ilflows.dft.cp2k_output import md_labels
-from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.settings import get_settings
 
@@ -38,7 +37,7 @@ def engine():
 @pytest.fixture(scope="module")
 def reference(atoms, engine, tmp_path_factory):
     """The unperturbed frame labelled with the default spec (stress on)."""
-    return engine.label(Frame.from_ase(atoms), DFTSpec(), tmp_path_factory.mktemp("ref"))
+    return engine.label(Frame.from_ase(atoms), ENGINES.section(), tmp_path_factory.mktemp("ref"))
 
 
 def test_get_engine_unknown_name_lists_known():
@@ -95,7 +94,7 @@ def test_forces_match_energy_finite_difference(atoms, engine, reference, tmp_pat
     for sign in (1, -1):
         moved = atoms.copy()
         moved.positions[atom, axis] += sign * step
-        result = engine.label(Frame.from_ase(moved), DFTSpec(), tmp_path / f"d{sign}")
+        result = engine.label(Frame.from_ase(moved), ENGINES.section(), tmp_path / f"d{sign}")
         energies.append(result.energy)
     assert -(energies[0] - energies[1]) / (2 * step) == pytest.approx(forces[atom, axis], rel=0.03)
 
@@ -108,7 +107,7 @@ def test_stress_is_pressure_in_gpa(atoms, engine, reference, tmp_path):
     for factor in (1.002, 0.998):
         strained = atoms.copy()
         strained.set_cell(atoms.cell * factor, scale_atoms=True)
-        result = engine.label(Frame.from_ase(strained), DFTSpec(), tmp_path / str(factor))
+        result = engine.label(Frame.from_ase(strained), ENGINES.section(), tmp_path / str(factor))
         points.append((result.energy, strained.get_volume()))
     pressure = -(points[0][0] - points[1][0]) / (points[0][1] - points[1][1]) / GPa
     assert np.trace(reference.stress) / 3 == pytest.approx(pressure, rel=0.03)
@@ -123,7 +122,7 @@ def test_skewed_cell_of_same_lattice_gives_same_label(atoms, engine, reference, 
         positions=atoms.positions.tolist(),
         cell=[cell[0].tolist(), (cell[0] + cell[1]).tolist(), cell[2].tolist()],
     )
-    result = engine.label(frame, DFTSpec(stress=False), tmp_path)
+    result = engine.label(frame, ENGINES.section(dict(stress=False)), tmp_path)
     assert result.converged and result.stress is None
     assert result.parameters["stress_tensor"] == "NONE"
     assert result.energy == pytest.approx(reference.energy, abs=1e-4)
@@ -132,7 +131,7 @@ def test_skewed_cell_of_same_lattice_gives_same_label(atoms, engine, reference, 
 
 @needs_cp2k
 def test_unconverged_scf_is_a_failed_label(atoms, engine, tmp_path):
-    result = engine.label(Frame.from_ase(atoms), DFTSpec(max_scf=1), tmp_path)
+    result = engine.label(Frame.from_ase(atoms), ENGINES.section(dict(max_scf=1)), tmp_path)
     assert not result.converged
     assert "SCF not converged" in result.error and "\n" not in result.error
     assert result.energy is None and result.forces is None and result.stress is None
@@ -141,7 +140,7 @@ def test_unconverged_scf_is_a_failed_label(atoms, engine, tmp_path):
 @needs_cp2k
 def test_cp2k_abort_is_a_failed_label(engine, tmp_path):
     frame = Frame(species=["Xx"], positions=[[0.0, 0.0, 0.0]], cell=(10 * np.eye(3)).tolist())
-    result = engine.label(frame, DFTSpec(), tmp_path)
+    result = engine.label(frame, ENGINES.section(), tmp_path)
     assert not result.converged
     assert result.error.startswith("cp2k aborted: Unknown element") and "\n" not in result.error
 
@@ -150,7 +149,7 @@ def test_cp2k_abort_is_a_failed_label(engine, tmp_path):
 def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path):
     run = engine.run_md(
         Frame.from_ase(atoms),
-        DFTSpec(),
+        ENGINES.section(),
         tmp_path / "md",
         n_steps=4,
         temperature=450,
@@ -163,7 +162,7 @@ def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path
     assert all(label.converged and label.parameters["run_type"] == "MD" for _, _, label in written)
     assert written[0][1].positions != written[1][1].positions  # the atoms moved
     step, frame, label = written[-1]
-    again = engine.label(frame, DFTSpec(), tmp_path / "sp")
+    again = engine.label(frame, ENGINES.section(), tmp_path / "sp")
     assert again.energy == pytest.approx(label.energy, abs=1e-5)
     np.testing.assert_allclose(again.forces, label.forces, atol=1e-3)
     np.testing.assert_allclose(again.stress, label.stress, atol=1e-3)
@@ -174,7 +173,9 @@ def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path
     pos = tmp_path / "md" / "ilflows-pos-1.xyz"
     pos.write_text("".join(pos.read_text().splitlines(keepends=True)[:-5]))
     start = Frame.from_ase(atoms)
-    kept = md_labels("cp2k-xtb", label.parameters, DFTSpec(), out.read_text(), tmp_path / "md", start, 2, 0.0)
+    kept = md_labels(
+        "cp2k-xtb", label.parameters, ENGINES.section(), out.read_text(), tmp_path / "md", start, 2, 0.0
+    )
     assert [step for step, _, _ in kept] == [2]
     assert kept[0][2].energy == written[0][2].energy and kept[0][1] == written[0][1]
 
@@ -188,7 +189,7 @@ def test_a_label_on_two_mpi_ranks_equals_the_serial_one(atoms, engine, reference
     monkeypatch.setenv("ILFLOWS_CP2K_CMD", command)
     get_settings.cache_clear()
     try:
-        result = engine.label(Frame.from_ase(atoms), DFTSpec(), tmp_path)
+        result = engine.label(Frame.from_ase(atoms), ENGINES.section(), tmp_path)
     finally:
         get_settings.cache_clear()
     assert result.converged, result.error

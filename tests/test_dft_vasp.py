@@ -11,10 +11,9 @@ import pytest
 from ase.units import GPa
 from pydantic import ValidationError
 
-from ilflows.dft import get_engine
+from ilflows.dft import ENGINES, get_engine
 from ilflows.dft.vasp import atom_order
 from ilflows.execute import EngineError
-from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.settings import get_settings
 
@@ -49,16 +48,16 @@ def written(engine, frame, spec, workdir):
 
 
 def test_spec_refuses_settings_the_engine_does_not_use():
-    with pytest.raises(ValidationError, match="encut applies to engine vasp, not cp2k-dft"):
-        DFTSpec(engine="cp2k-dft", encut=500)
-    with pytest.raises(ValidationError, match="functional B97-3c is not available with engine vasp"):
-        DFTSpec(engine="vasp", functional="B97-3c")
-    with pytest.raises(ValidationError, match="cutoff applies to engine cp2k-dft, not vasp"):
-        DFTSpec(engine="vasp", cutoff=400)
+    with pytest.raises(ValidationError, match="encut\n  Extra inputs"):
+        ENGINES.section({"engine": "cp2k-dft", "encut": 500})
+    with pytest.raises(ValidationError, match="functional\n  Input should be 'PBE' or 'SCAN'"):
+        ENGINES.section({"engine": "vasp", "functional": "B97-3c"})
+    with pytest.raises(ValidationError, match="cutoff\n  Extra inputs"):
+        ENGINES.section({"engine": "vasp", "cutoff": 400})
 
 
 def test_pbe_inputs_are_paper_settings(engine, pair, tmp_path):
-    parameters, incar, kpoints, poscar = written(engine, pair, DFTSpec(engine="vasp"), tmp_path)
+    parameters, incar, kpoints, poscar = written(engine, pair, ENGINES.section(dict(engine="vasp")), tmp_path)
     paper = {"ENCUT": 450, "EDIFF": 1e-6, "ISMEAR": 0, "SIGMA": 0.05, "IVDW": 11}
     assert {k: incar[k] for k in paper} == paper
     assert incar["GGA"].upper() == "PE" and "METAGGA" not in incar
@@ -82,7 +81,7 @@ def test_scan_bj_small_box(engine, tmp_path):
         positions=[[3.0, 3.0, 3.0], [3.76, 3.59, 3.0], [2.24, 3.59, 3.0]],
         cell=(6.0 * np.eye(3)).tolist(),
     )
-    spec = DFTSpec(engine="vasp", functional="SCAN", dispersion="D3(BJ)", stress=False)
+    spec = ENGINES.section(dict(engine="vasp", functional="SCAN", dispersion="D3(BJ)", stress=False))
     _, incar, _, _ = written(engine, water, spec, tmp_path)
     assert incar["METAGGA"].upper() == "SCAN" and "GGA" not in incar and incar["LASPH"]
     assert incar["IVDW"] == 12 and incar["LREAL"] is False and incar["ISIF"] == 0
@@ -93,7 +92,7 @@ def test_missing_potcars_are_recorded_not_faked(engine, pair, tmp_path):
 
     if SETTINGS.get("PMG_VASP_PSP_DIR"):
         pytest.skip("POTCARs are configured here")
-    parameters = engine.write_inputs(pair, DFTSpec(engine="vasp"), tmp_path)
+    parameters = engine.write_inputs(pair, ENGINES.section(dict(engine="vasp")), tmp_path)
     assert parameters["potcar"].startswith("missing") and "PMG_VASP_PSP_DIR" in parameters["potcar"]
     assert not (tmp_path / "POTCAR").exists()
     assert (tmp_path / "POTCAR.spec").read_text().split() == ["H", "B", "C", "N", "F"]
@@ -116,4 +115,4 @@ def test_label_without_vasp_names_the_setting(engine, pair, tmp_path):
     if shutil.which(shlex.split(get_settings().vasp_cmd)[0]):
         pytest.skip("VASP is installed here")
     with pytest.raises(EngineError, match="ILFLOWS_VASP_CMD"):
-        engine.label(pair, DFTSpec(engine="vasp"), tmp_path)
+        engine.label(pair, ENGINES.section(dict(engine="vasp")), tmp_path)

@@ -16,7 +16,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.neighborlist import neighbor_list
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ilflows.dft import get_engine
+from ilflows.dft import ENGINES, get_engine
 from ilflows.dispersion import (
     CP2K_R_CUTOFF,
     cp2k_d3_settings,
@@ -25,7 +25,6 @@ from ilflows.dispersion import (
     with_d3,
     without_d3,
 )
-from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import DFTLabel, DFTResult
 from ilflows.select import max_force_deviation
@@ -82,9 +81,9 @@ def label_of(frame: Frame, result: DFTResult) -> DFTLabel:
 def cp2k_labels(tmp_path_factory):
     """The dimer labelled without D3, with CP2K's default R_CUTOFF and with R_CUTOFF 5 Å."""
     specs = {
-        "none": DFTSpec(**CHEAP, dispersion="none"),
-        "default": DFTSpec(**CHEAP, dispersion="D3(BJ)"),
-        "r_cutoff_5": DFTSpec(**CHEAP, dispersion="D3(BJ)", dispersion_cutoff=5.0),
+        "none": ENGINES.section(dict(**CHEAP, dispersion="none")),
+        "default": ENGINES.section(dict(**CHEAP, dispersion="D3(BJ)")),
+        "r_cutoff_5": ENGINES.section(dict(**CHEAP, dispersion="D3(BJ)", dispersion_cutoff=5.0)),
     }
     engine = get_engine("cp2k-dft")
     with ThreadPoolExecutor(len(specs)) as pool:
@@ -159,7 +158,7 @@ def test_cp2k_settings_and_refusals():
     engine = get_engine("cp2k-dft")
 
     def result(**spec):
-        parameters = engine.parameters(DFTSpec(engine="cp2k-dft", **spec))
+        parameters = engine.parameters(ENGINES.section(dict(engine="cp2k-dft", **spec)))
         return DFTResult(engine="cp2k-dft", parameters=parameters, converged=False, wall_time=0.0)
 
     # ilflows' B97-3c writes R_CUTOFF 8: pairs up to 16 Å, with CP2K's C9 term.

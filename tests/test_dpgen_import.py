@@ -10,7 +10,7 @@ import yaml
 from cli_runs import ROOT, ilflows
 
 from ilflows.dpgen_import import spec_from_dpgen
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 
 PEER = ROOT.parent / "shared/peer-dpgen"
 EXAMPLES = Path(__file__).parent / "data/dpgen"

@@ -12,10 +12,10 @@ from ase.md.velocitydistribution import thermalize_momenta
 from mace_models import write_committee
 
 from ilflows.execute import EngineError
-from ilflows.explore import get_explorer, model_devi
+from ilflows.explore import EXPLORERS, Ramp, get_explorer, model_devi
 from ilflows.explore.ase_md import _Modifier
 from ilflows.explore.committee import CommitteeCalculator
-from ilflows.schemas.campaign import DispersionSpec, ExploreSpec, Ramp
+from ilflows.schemas.control import DispersionSpec
 from ilflows.schemas.records import ModelFile
 from ilflows.select import max_force_deviation
 
@@ -112,8 +112,8 @@ def test_committee_rejects_foreign_elements_and_bad_drive(model_paths, peer_labe
 def test_md_records_frames_and_deviations(
     ensemble, mace_models, model_paths, peer_labels, type_map, tmp_path
 ):
-    spec = ExploreSpec(
-        engine="ase", ensemble=ensemble, temperature=450.0, n_steps=20, timestep=0.5, frame_every=5
+    spec = EXPLORERS.section(
+        dict(engine="ase", ensemble=ensemble, temperature=450.0, n_steps=20, timestep=0.5, frame_every=5)
     )
     start = peer_labels[0].frame
     result = get_explorer("ase").explore(mace_models, start, type_map, spec, seed=5, workdir=tmp_path)
@@ -171,7 +171,7 @@ def test_blow_up_raises_and_keeps_frames(mace_models, peer_labels, type_map, tmp
         return evaluate(self, k)
 
     monkeypatch.setattr(CommitteeCalculator, "_evaluate", failing)
-    spec = ExploreSpec(engine="ase", n_steps=20, frame_every=5)
+    spec = EXPLORERS.section(dict(engine="ase", n_steps=20, frame_every=5))
     with pytest.raises(EngineError, match="blew up after 7 steps.*the 2 frames"):
         get_explorer("ase").explore(
             mace_models, peer_labels[0].frame, type_map, spec, seed=1, workdir=tmp_path
@@ -184,7 +184,7 @@ def test_explorer_needs_no_program_and_checks_inputs(mace_models, peer_labels, t
     assert explorer.name == "ase" and explorer.executables() == []
     with pytest.raises(ValueError, match="known: ase, lammps-deepmd"):
         get_explorer("gromacs")
-    spec = ExploreSpec(engine="ase", n_steps=5, frame_every=5)
+    spec = EXPLORERS.section(dict(engine="ase", n_steps=5, frame_every=5))
     with pytest.raises(ValueError, match="not in type_map"):
         explorer.explore(mace_models, peer_labels[0].frame, ["H", "C"], spec, seed=1, workdir=tmp_path)
     with pytest.raises(ValueError, match="non-negative"):
@@ -203,13 +203,15 @@ def test_density_and_temperature_ramps_drive_the_run(mace_models, peer_labels, t
     grams = sum(atomic_masses[atomic_numbers[s]] for s in start.species) / units.mol
     density = Ramp(start=0.25, end=0.35, amplitude=0.01, period=2.0)
     temperature = Ramp(start=300.0, end=600.0)
-    spec = ExploreSpec(
-        engine="ase",
-        n_steps=10,
-        timestep=0.5,
-        frame_every=5,
-        density_ramp=density,
-        temperature_ramp=temperature,
+    spec = EXPLORERS.section(
+        dict(
+            engine="ase",
+            n_steps=10,
+            timestep=0.5,
+            frame_every=5,
+            density_ramp=density,
+            temperature_ramp=temperature,
+        )
     )
     result = get_explorer("ase").explore(mace_models, start, type_map, spec, seed=3, workdir=tmp_path)
     t_end = spec.n_steps * spec.timestep
@@ -227,7 +229,9 @@ def test_density_and_temperature_ramps_drive_the_run(mace_models, peer_labels, t
 
 
 def test_walker_stops_at_the_deviation_threshold(mace_models, peer_labels, type_map, tmp_path):
-    spec = ExploreSpec(engine="ase", n_steps=20, frame_every=5, stop_deviation=1e-9)  # any frame reaches it
+    spec = EXPLORERS.section(
+        dict(engine="ase", n_steps=20, frame_every=5, stop_deviation=1e-9)
+    )  # any frame reaches it
     result = get_explorer("ase").explore(mace_models, peer_labels[0].frame, type_map, spec, 1, tmp_path / "a")
     assert result.stopped_at == 0 and result.trajectory.steps == [0] and len(result.deviations) == 1
     spec = spec.model_copy(update={"stop_deviation": 1e6})
@@ -236,7 +240,7 @@ def test_walker_stops_at_the_deviation_threshold(mace_models, peer_labels, type_
 
 
 def test_hybrid_d3_moves_the_atoms_but_not_the_deviation(mace_models, peer_labels, type_map, tmp_path):
-    spec = ExploreSpec(engine="ase", n_steps=5, frame_every=5)
+    spec = EXPLORERS.section(dict(engine="ase", n_steps=5, frame_every=5))
     start = peer_labels[0].frame
     plain = get_explorer("ase").explore(mace_models, start, type_map, spec, 2, tmp_path / "plain")
     d3 = DispersionSpec(functional="b97-3c", cutoff=8.0)

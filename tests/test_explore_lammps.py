@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ilflows.explore import get_explorer
+from ilflows.explore import EXPLORERS, get_explorer
 from ilflows.explore.lammps_deepmd import _cell_from_bounds, lammps_data
-from ilflows.schemas.campaign import ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.select import max_force_deviation
 
 
 @pytest.mark.slow
 def test_nvt_deviation_matches_deeppot(tiny_models, peer_labels, type_map, model_forces, tmp_path):
-    spec = ExploreSpec(ensemble="nvt", temperature=450.0, n_steps=100, timestep=0.5, frame_every=10)
+    spec = EXPLORERS.section(
+        dict(ensemble="nvt", temperature=450.0, n_steps=100, timestep=0.5, frame_every=10)
+    )
     result = get_explorer("lammps-deepmd").explore(
         tiny_models, peer_labels[0].frame, type_map, spec, seed=5, workdir=tmp_path, energy_deviation=True
     )
@@ -45,7 +46,9 @@ def test_nvt_deviation_matches_deeppot(tiny_models, peer_labels, type_map, model
 
 @pytest.mark.slow
 def test_npt_changes_the_cell(tiny_models, peer_labels, type_map, tmp_path):
-    spec = ExploreSpec(ensemble="npt", temperature=450.0, pressure=1.0, n_steps=100, frame_every=20)
+    spec = EXPLORERS.section(
+        dict(ensemble="npt", temperature=450.0, pressure=1.0, n_steps=100, frame_every=20)
+    )
     result = get_explorer("lammps-deepmd").explore(
         tiny_models, peer_labels[0].frame, type_map, spec, seed=6, workdir=tmp_path
     )
@@ -94,7 +97,9 @@ def test_unknown_explorer_and_bad_seed(peer_labels, type_map, tmp_path):
     with pytest.raises(ValueError, match="known: ase, lammps-deepmd"):
         get_explorer("gromacs")
     with pytest.raises(ValueError, match="positive 31-bit"):
-        get_explorer("lammps-deepmd").explore([], peer_labels[0].frame, type_map, ExploreSpec(), 0, tmp_path)
+        get_explorer("lammps-deepmd").explore(
+            [], peer_labels[0].frame, type_map, EXPLORERS.section(), 0, tmp_path
+        )
 
 
 def test_missing_frames_raise(monkeypatch, peer_labels, type_map, tmp_path):
@@ -110,7 +115,7 @@ def test_missing_frames_raise(monkeypatch, peer_labels, type_map, tmp_path):
     monkeypatch.setattr(lammps_deepmd, "run_lammps", short_run)
     (tmp_path / "m.pb").write_bytes(b"model")
     models = [ModelFile.from_path(tmp_path / "m.pb")] * 2
-    spec = ExploreSpec(n_steps=20, frame_every=10)
+    spec = EXPLORERS.section(dict(n_steps=20, frame_every=10))
     with pytest.raises(lammps_deepmd.EngineError, match="0 frames and 1 deviations, expected 3"):
         lammps_deepmd.LammpsDeepmd().explore(models, peer_labels[0].frame, type_map, spec, 1, tmp_path / "md")
 
@@ -129,7 +134,9 @@ def test_lammps_on_two_mpi_ranks(tiny_models, peer_labels, type_map, model_force
         pytest.skip("no MPICH mpiexec beside the venv's lmp")
     monkeypatch.setenv("ILFLOWS_LMP_CMD", shlex.join([str(venv / "mpiexec"), "-n", "2", str(venv / "lmp")]))
     get_settings.cache_clear()
-    spec = ExploreSpec(ensemble="nvt", temperature=450.0, n_steps=50, timestep=0.5, frame_every=10)
+    spec = EXPLORERS.section(
+        dict(ensemble="nvt", temperature=450.0, n_steps=50, timestep=0.5, frame_every=10)
+    )
     try:
         result = get_explorer("lammps-deepmd").explore(
             tiny_models, peer_labels[0].frame, type_map, spec, seed=5, workdir=tmp_path

@@ -10,7 +10,7 @@ from jobflow import Flow, JobStore, run_locally
 from maggma.stores import MemoryStore
 
 from ilflows.loop.campaign import md_frames
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.systems import md_boxes
 
 pytestmark = pytest.mark.skipif(

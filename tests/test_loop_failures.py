@@ -7,10 +7,11 @@ from ase.io import read
 from jobflow import Flow, JobStore, run_locally
 from maggma.stores import MemoryStore
 
+from ilflows.dft import ENGINES
 from ilflows.loop.campaign import TOLERANT
 from ilflows.loop.steps import LabelMaker, TrainMaker
 from ilflows.schemas import Frame, FrameOrigin
-from ilflows.schemas.campaign import DFTSpec, TrainSpec
+from ilflows.train import TRAINERS
 
 POSCAR = Path(__file__).resolve().parents[2] / "shared/peer-dpgen/confs/ip35.POSCAR"
 FEW_STEPS = {"training": {"numb_steps": 10, "disp_freq": 5, "save_freq": 10}}
@@ -22,10 +23,12 @@ def test_failed_label_is_recorded_and_left_out_of_training(tmp_path):
         pytest.skip(f"peer frame not found at {POSCAR}")
     frame = Frame.from_ase(read(POSCAR))
     origins = [FrameOrigin(campaign="f", stage="initial", method="packmol", index=i) for i in range(2)]
-    good = LabelMaker(campaign="f", spec=DFTSpec()).make(origins[0], -1, frame)
+    good = LabelMaker(campaign="f", spec=ENGINES.section()).make(origins[0], -1, frame)
     # one SCF step cannot converge: a real CP2K failure, not a mock
-    bad = LabelMaker(campaign="f", spec=DFTSpec(max_scf=1)).make(origins[1], -1, frame)
-    train = TrainMaker(campaign="f", spec=TrainSpec(overrides=FEW_STEPS), type_map=["H", "B", "C", "N", "F"])
+    bad = LabelMaker(campaign="f", spec=ENGINES.section(dict(max_scf=1))).make(origins[1], -1, frame)
+    train = TrainMaker(
+        campaign="f", spec=TRAINERS.section(dict(overrides=FEW_STEPS)), type_map=["H", "B", "C", "N", "F"]
+    )
     member = train.make([good.output, bad.output], 0, 0, seed=1)
     member.update_config(TOLERANT)
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ilflows.schemas import CampaignSpec, Exploration, Trajectory
+from ilflows.schemas import Exploration, Trajectory
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.select.iteration import SoFar, select_frames
 from ilflows.systems import pack_box, topology
 

@@ -192,10 +192,10 @@ def test_single_tfsi_in_vacuum_with_a_mace_committee_gives_conformer_populations
     from mace_models import write_committee
 
     from ilflows.analysis.properties import liquid_properties
-    from ilflows.explore import get_explorer
+    from ilflows.explore import EXPLORERS, get_explorer
     from ilflows.loop.production import run_molecules, start_box
-    from ilflows.schemas import CampaignSpec, ModelFile, Production
-    from ilflows.schemas.campaign import ExploreSpec
+    from ilflows.schemas import ModelFile, Production
+    from ilflows.schemas.campaign import CampaignSpec
 
     run = {"name": "tfsi", "molecule": "TFSI", "ensemble": "nvt", "temperature": 298, "n_steps": 40}
     spec = CampaignSpec(
@@ -211,7 +211,9 @@ def test_single_tfsi_in_vacuum_with_a_mace_committee_gives_conformer_populations
     prod = spec.production[0]
     start = start_box(spec, prod)
     assert len(start.species) == 15 and start.cell[0][0] == 16.0
-    md = ExploreSpec(engine="ase", ensemble="nvt", temperature=298, n_steps=40, frame_every=4, timestep=0.5)
+    md = EXPLORERS.section(
+        dict(engine="ase", ensemble="nvt", temperature=298, n_steps=40, frame_every=4, timestep=0.5)
+    )
     result = get_explorer("ase").explore(models, start, elements, md, 1, tmp_path)
     production = Production(
         **result.model_dump(),

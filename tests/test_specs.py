@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ilflows.schemas import CampaignSpec, SpecError, load_spec
+from ilflows.schemas.campaign import CampaignSpec, SpecError, load_spec
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
@@ -72,8 +72,8 @@ def test_validation_boxes_must_not_reuse_training_seeds(tmp_path):
     [
         (
             "{potential: dft}",
-            "initial.md.0.potential: 'dft' runs AIMD with dft.engine, and ilflows has no VASP AIMD; "
-            "use potential: xtb (frames relabelled by VASP) or dft.engine: cp2k-dft",
+            "initial.md.0.potential: 'dft' runs AIMD with dft.engine, and vasp runs no MD; use "
+            "potential: xtb (frames relabelled by vasp) or dft.engine: cp2k-dft or cp2k-xtb",
         ),
         ("{n_steps: 10, every: 20}", "initial.md.0: every (20) exceeds n_steps (10): no frame is kept"),
     ],

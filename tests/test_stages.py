@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.select.stopping import decide
 
 BASE = {

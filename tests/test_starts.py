@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import PEER_DATA
 
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.systems import pack_box, species, topology
 from ilflows.systems.guards import check_frame
 from ilflows.systems.starts import read_start
@@ -82,7 +82,7 @@ def test_walker_count_and_start_files_must_agree():
 
 def test_a_bad_start_file_is_refused_before_anything_is_queued(tmp_path):
     from ilflows.preflight import preflight
-    from ilflows.schemas import SpecError
+    from ilflows.schemas.campaign import SpecError
 
     atoms = ase.io.read(PEER_CONFS / "ip35.POSCAR")
     atoms.positions[atoms.symbols == "B"] += 3.0

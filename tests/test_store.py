@@ -259,7 +259,7 @@ from ilflows.loop.campaign import place
 from fireworks import FWorker
 from jobflow import Flow, job
 from jobflow.managers.fireworks import flow_to_workflow
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.store import WORKER_NAME, open_queue
 
 @job

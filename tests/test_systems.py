@@ -10,7 +10,8 @@ import pytest
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.units import _Nav
 
-from ilflows.schemas.campaign import CampaignSpec, InitialSpec, SpecError, SystemSpec, load_spec
+from ilflows.schemas.campaign import CampaignSpec, SpecError, load_spec
+from ilflows.schemas.inputs import InitialSpec, SystemSpec
 from ilflows.systems import (
     ION_LIBRARY,
     LIQUIDS,

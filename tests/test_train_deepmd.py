@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from ilflows.schemas.campaign import TrainSpec
-from ilflows.train import deep_merge, get_trainer
+from ilflows.train import TRAINERS, deep_merge, get_trainer
 from ilflows.train.deepmd import EV_PER_A3_IN_GPA, DeepmdTrainer, write_inputs
 
 
@@ -42,7 +41,7 @@ def test_models_load_and_disagree(tiny_models, peer_labels, model_forces):
 
 
 def test_paper_preset_has_paper_numbers(type_map):
-    params = DeepmdTrainer().hyperparameters(TrainSpec(preset="paper"), type_map, seed=11)
+    params = DeepmdTrainer().hyperparameters(TRAINERS.section(dict(preset="paper")), type_map, seed=11)
     descriptor = params["model"]["descriptor"]
     assert descriptor["type"] == "se_e2_a" and descriptor["sel"] == "auto"
     assert (descriptor["rcut"], descriptor["rcut_smth"]) == (10.0, 0.5)
@@ -63,7 +62,7 @@ def test_paper_preset_has_paper_numbers(type_map):
 
 def test_overrides_deep_merge_and_seed_wins(type_map):
     overrides = {"model": {"descriptor": {"rcut": 6.0, "seed": 99}}, "training": {"numb_steps": 7}}
-    params = DeepmdTrainer().hyperparameters(TrainSpec(overrides=overrides), type_map, seed=3)
+    params = DeepmdTrainer().hyperparameters(TRAINERS.section(dict(overrides=overrides)), type_map, seed=3)
     descriptor = params["model"]["descriptor"]
     assert descriptor["rcut"] == 6.0 and descriptor["rcut_smth"] == 1.0 and descriptor["neuron"] == [8, 16]
     assert descriptor["seed"] == 3
@@ -72,7 +71,7 @@ def test_overrides_deep_merge_and_seed_wins(type_map):
 
 
 def test_tiny_sel_follows_type_map():
-    trainer, spec = DeepmdTrainer(), TrainSpec()
+    trainer, spec = DeepmdTrainer(), TRAINERS.section()
     assert trainer.hyperparameters(spec, ["H", "B", "C", "N", "F"], 1)["model"]["descriptor"]["sel"] == [
         24,
         2,
@@ -92,7 +91,7 @@ def test_write_inputs_systems_and_virial(peer_labels, type_map, tmp_path):
         }
     )
     labels = [lab.model_copy(update={"stress": stress}) for lab in (*peer_labels[:2], reordered)]
-    params = DeepmdTrainer().hyperparameters(TrainSpec(preset="paper"), type_map, seed=1)
+    params = DeepmdTrainer().hyperparameters(TRAINERS.section(dict(preset="paper")), type_map, seed=1)
     written = write_inputs(labels, type_map, params, tmp_path / "with")
     assert written["training"]["training_data"]["systems"] == ["data/sys000", "data/sys001"]
     assert json.loads((tmp_path / "with/input.json").read_text()) == written
@@ -110,7 +109,7 @@ def test_write_inputs_systems_and_virial(peer_labels, type_map, tmp_path):
 
 
 def test_bad_inputs_raise(peer_labels, type_map, tmp_path):
-    params = DeepmdTrainer().hyperparameters(TrainSpec(), type_map, seed=1)
+    params = DeepmdTrainer().hyperparameters(TRAINERS.section(), type_map, seed=1)
     with pytest.raises(ValueError, match="no labels"):
         DeepmdTrainer().train([], type_map, params, tmp_path)
     with pytest.raises(ValueError, match="not in type_map"):

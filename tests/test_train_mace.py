@@ -15,9 +15,8 @@ from ase import units
 
 from ilflows.execute import EngineError
 from ilflows.external import read_extxyz
-from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, TrainResult
-from ilflows.train import get_trainer
+from ilflows.train import TRAINERS, TrainSpec, get_trainer
 from ilflows.train.mace import FLAGS, MaceTrainer, mace_command, write_inputs
 
 # 75 DFT frames of EAN (15 ion pairs, 225 atoms, 12.9 Å cubic cell), eV and eV/Å, no stress.
@@ -43,7 +42,7 @@ def ean_labels() -> list[DFTLabel]:
 @pytest.fixture(scope="module")
 def tiny_pair(ean_labels, tmp_path_factory) -> list[TrainResult]:
     """Two tiny-preset models (seeds 1 and 2), trained side by side on one thread each."""
-    trainer, spec = MaceTrainer(), TrainSpec(engine="mace", preset="tiny")
+    trainer, spec = MaceTrainer(), TRAINERS.section(dict(engine="mace", preset="tiny"))
     root = tmp_path_factory.mktemp("mace_pair")
 
     def member(i: int) -> TrainResult:
@@ -114,7 +113,7 @@ def test_learning_curve_has_one_point_per_epoch_and_the_loss_switch(tiny_pair):
 def test_fine_tuning_starts_from_the_given_model(tiny_pair, ean_labels, tmp_path):
     parent = tiny_pair[0]
     trainer = get_trainer("mace")
-    spec = TrainSpec(engine="mace", overrides={"max_num_epochs": 1, "swa": False})
+    spec = TRAINERS.section(dict(engine="mace", overrides={"max_num_epochs": 1, "swa": False}))
     params = {**trainer.hyperparameters(spec, TYPE_MAP, seed=7), "init_model": parent.model_file}
     result = trainer.train(ean_labels, TYPE_MAP, params, tmp_path)
     assert result.hyperparameters["init_model"]["sha256"] == parent.model_file.sha256
@@ -141,9 +140,9 @@ def test_mace_trains_on_the_device_setting_unless_the_spec_names_one(ean_labels,
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: what torch would see
     try:
-        assert "--device=cuda" in command(TrainSpec(engine="mace"), "auto", "gpu")
-        assert "--device=cpu" in command(TrainSpec(engine="mace"), "cpu", "cpu")
-        named = TrainSpec(engine="mace", overrides={"device": "cpu"})
+        assert "--device=cuda" in command(TRAINERS.section(dict(engine="mace")), "auto", "gpu")
+        assert "--device=cpu" in command(TRAINERS.section(dict(engine="mace")), "cpu", "cpu")
+        named = TRAINERS.section(dict(engine="mace", overrides={"device": "cpu"}))
         assert "--device=cpu" in command(named, "auto", "named")
     finally:
         monkeypatch.delenv("ILFLOWS_DEVICE")
@@ -153,7 +152,9 @@ def test_mace_trains_on_the_device_setting_unless_the_spec_names_one(ean_labels,
 def test_paper_preset_builds_the_paper_command(ean_labels, tmp_path):
     from mace.tools import build_default_arg_parser
 
-    params = MaceTrainer().hyperparameters(TrainSpec(engine="mace", preset="paper"), TYPE_MAP, seed=11)
+    params = MaceTrainer().hyperparameters(
+        TRAINERS.section(dict(engine="mace", preset="paper")), TYPE_MAP, seed=11
+    )
     command = mace_command(write_inputs(ean_labels, TYPE_MAP, params, tmp_path))
     assert Path(command[0]).name == "mace_run_train"
     expected = {
@@ -212,7 +213,9 @@ def test_flags_are_the_options_without_value():
 
 def test_overrides_stress_and_init_model_path(ean_labels, tmp_path):
     overrides = {"r_max": 4.5, "seed": 99, "max_ell": None, "swa": False}
-    params = MaceTrainer().hyperparameters(TrainSpec(engine="mace", overrides=overrides), TYPE_MAP, seed=3)
+    params = MaceTrainer().hyperparameters(
+        TRAINERS.section(dict(engine="mace", overrides=overrides)), TYPE_MAP, seed=3
+    )
     assert params["r_max"] == 4.5 and params["hidden_irreps"] == "8x0e+8x1o" and params["seed"] == 3
     stress = [[1.0, 0.1, 0.0], [0.1, 2.0, 0.0], [0.0, 0.0, 3.0]]  # GPa, pressure sign
     labels = [lab.model_copy(update={"stress": stress}) for lab in ean_labels[:3]]
@@ -231,7 +234,7 @@ def test_overrides_stress_and_init_model_path(ean_labels, tmp_path):
 @pytest.mark.slow
 def test_mace_failure_raises_engine_error_with_its_reason(ean_labels, tmp_path):
     # The paper's literal irreps: mace-torch refuses different channel counts per L.
-    spec = TrainSpec(engine="mace", overrides={"hidden_irreps": "16x0e+4x1e"})
+    spec = TRAINERS.section(dict(engine="mace", overrides={"hidden_irreps": "16x0e+4x1e"}))
     trainer = MaceTrainer()
     params = trainer.hyperparameters(spec, TYPE_MAP, seed=1)
     with pytest.raises(EngineError, match="AssertionError: All channels must have the same dimension"):
@@ -241,7 +244,7 @@ def test_mace_failure_raises_engine_error_with_its_reason(ean_labels, tmp_path):
 def test_bad_inputs_raise(ean_labels, tmp_path):
     trainer = get_trainer("mace")
     assert isinstance(trainer, MaceTrainer)
-    params = trainer.hyperparameters(TrainSpec(engine="mace"), TYPE_MAP, seed=1)
+    params = trainer.hyperparameters(TRAINERS.section(dict(engine="mace")), TYPE_MAP, seed=1)
     with pytest.raises(ValueError, match="at least two"):
         trainer.train(ean_labels[:1], TYPE_MAP, params, tmp_path)
     with pytest.raises(ValueError, match="not in type_map"):
@@ -255,7 +258,7 @@ def test_bad_inputs_raise(ean_labels, tmp_path):
 
 def test_batch_never_exceeds_the_training_frames(ean_labels, tmp_path):
     # MACE drops an incomplete last batch: 3 training frames with batch 4 would train on none
-    params = MaceTrainer().hyperparameters(TrainSpec(engine="mace"), TYPE_MAP, seed=1)
+    params = MaceTrainer().hyperparameters(TRAINERS.section(dict(engine="mace")), TYPE_MAP, seed=1)
     options = write_inputs(ean_labels[:4], TYPE_MAP, {**params, "valid_fraction": 0.25}, tmp_path)
     assert (options["batch_size"], len(ase.io.read(tmp_path / "train.xyz", ":"))) == (3, 3)
     options = write_inputs(ean_labels, TYPE_MAP, params, tmp_path / "all")
@@ -263,22 +266,23 @@ def test_batch_never_exceeds_the_training_frames(ean_labels, tmp_path):
 
 
 def test_finetuned_members_take_the_finetune_overrides(type_map):
-    from ilflows.loop.steps import finetuning
     from ilflows.schemas import ModelFile
-    from ilflows.schemas.campaign import TrainSpec
     from ilflows.train import get_trainer
 
-    spec = TrainSpec(
-        engine="mace",
-        preset="small",
-        finetune=True,
-        finetune_overrides={"max_num_epochs": 20, "start_swa": 15},
+    spec = TRAINERS.section(
+        dict(
+            engine="mace",
+            preset="small",
+            finetune=True,
+            finetune_overrides={"max_num_epochs": 20, "start_swa": 15},
+        )
     )
     fresh = get_trainer("mace").hyperparameters(spec, type_map, seed=3)
     parent = ModelFile(name="m.model", sha256="0", size=0, content_b64="")
-    tuned = finetuning(fresh, spec, parent)
+    tuned = spec.from_parent(fresh, parent)
+    assert spec.continues and not TRAINERS.section({"engine": "mace"}).continues
     assert (fresh["max_num_epochs"], fresh["start_swa"]) == (60, 45)  # from scratch: the preset's
     assert (tuned["max_num_epochs"], tuned["start_swa"], tuned["seed"]) == (20, 15, 3)
     assert tuned["init_model"] is parent and tuned["hidden_irreps"] == "16x0e+16x1o"
     with pytest.raises(ValueError, match="finetune_overrides apply to fine-tuned members"):
-        TrainSpec(engine="mace", finetune_overrides={"max_num_epochs": 20})
+        TRAINERS.section(dict(engine="mace", finetune_overrides={"max_num_epochs": 20}))

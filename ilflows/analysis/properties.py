@@ -13,7 +13,7 @@ from collections import defaultdict
 import numpy as np
 
 from ilflows.analysis import conformers, liquid
-from ilflows.schemas.campaign import ProductionSpec
+from ilflows.schemas.control import ProductionSpec
 from ilflows.schemas.records import DiffusionCoefficient, Production, Properties, RDFCurve
 
 

@@ -3,28 +3,56 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 import numpy as np
+from pydantic import Field
 
-from ilflows.registry import instantiate
-from ilflows.schemas.campaign import DFTSpec
+from ilflows.registry import Registry
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
+from ilflows.schemas.section import EngineSection
 from ilflows.software import software
 
 # Imported only when asked for, so that listing engines never needs their dependencies.
-ENGINES = {
-    "cp2k-xtb": "ilflows.dft.cp2k_xtb:Cp2kXtb",
-    "cp2k-dft": "ilflows.dft.cp2k_dft:Cp2kDft",
-    "vasp": "ilflows.dft.vasp:Vasp",
-}
+ENGINES = Registry(
+    "DFT engine",
+    default="cp2k-xtb",
+    table={
+        "cp2k-xtb": "ilflows.dft.cp2k_xtb:Cp2kXtb",
+        "cp2k-dft": "ilflows.dft.cp2k_dft:Cp2kDft",
+        "vasp": "ilflows.dft.vasp:Vasp",
+    },
+)
+# The engine of ``potential: xtb`` MD runs (initial and validation sets), whatever labels them.
+XTB_MD = "cp2k-xtb"
+
+
+class DFTSpec(EngineSection):
+    """The ``dft:`` section: the labelling engine and its settings; each engine adds its own.
+
+    A setting the chosen engine does not use is refused, so a spec never claims a setting its
+    labels did not run with; a setting left unset takes the engine's default.
+    """
+
+    default_engine: ClassVar[str] = ENGINES.default
+    runs_md: ClassVar[bool] = False
+    """The engine also runs MD (``potential: dft`` runs of the initial and validation sets)."""
+
+    engine: str = Field(description="DFT engine, a name of ilflows.dft.ENGINES.")
+    max_scf: int | None = Field(
+        None, gt=0, description="SCF iterations per (outer) SCF step; unset: the engine's own."
+    )
+    stress: bool = Field(
+        True, description="Compute the analytical stress tensor (needed for virial training)."
+    )
 
 
 class DFTEngine(Protocol):
     """What the loop needs from a labelling engine."""
 
     name: str
+    section: type[DFTSpec]
 
     def executables(self) -> list[tuple[str, str]]:
         """Return (command, settings field name) of every program the engine runs."""
@@ -72,7 +100,18 @@ def get_engine(name: str) -> DFTEngine:
         When no engine has that name; the message lists the known ones.
 
     """
-    return instantiate(ENGINES, name, "DFT engine")
+    return ENGINES.get(name)
+
+
+def md_engine(dft: DFTSpec, potential: str) -> tuple[MDEngine, DFTSpec]:
+    """Return the engine, and its settings, that run an initial or validation MD entry.
+
+    ``potential: dft`` is AIMD with the campaign's engine; ``xtb`` is xTB MD, with the campaign's
+    own settings when the campaign labels with xTB too.
+    """
+    if potential == "dft" or dft.engine == XTB_MD:
+        return get_engine(dft.engine), dft
+    return get_engine(XTB_MD), ENGINES.section({"engine": XTB_MD})
 
 
 def finish_label(

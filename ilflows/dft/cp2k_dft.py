@@ -18,11 +18,13 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from ilflows.dft import MDRun, finish_label
+from pydantic import Field, model_validator
+
+from ilflows.dft import DFTSpec, MDRun, finish_label
 from ilflows.dft.cp2k_output import OUTPUT, PROJECT, abort_message, md_labels, parse_cp2k_output
 from ilflows.execute import EngineError, pinned_command, require_executable, run_custodian
-from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
 from ilflows.settings import get_settings
@@ -84,16 +86,66 @@ def cp2k_data_dir() -> Path:
     return target
 
 
+class Cp2kDftSpec(DFTSpec):
+    """``dft:`` of engine cp2k-dft (``max_scf``: inner iterations per outer step, default 50)."""
+
+    runs_md: ClassVar[bool] = True
+    engine: Literal["cp2k-dft"] = Field("cp2k-dft", description="CP2K Quickstep GPW.")
+    eps_scf: float = Field(1e-6, gt=0, description="CP2K SCF convergence threshold, Hartree.")
+    functional: Literal["PBE", "B97-3c"] | None = Field(
+        None, description="Exchange-correlation functional (default PBE)."
+    )
+    dispersion: Literal["D3", "D3(BJ)", "none"] | None = Field(
+        None,
+        description="Grimme D3 correction, zero ('D3') or Becke-Johnson ('D3(BJ)') damping; default "
+        "D3(BJ). B97-3c always uses its D3(BJ).",
+    )
+    dispersion_cutoff: float | None = Field(
+        None,
+        gt=0,
+        description="D3 R_CUTOFF, Å; CP2K sums pairs to twice this (default: CP2K's 20 bohr; 8 for "
+        "B97-3c, the BMIM-BF4 paper's input).",
+    )
+    basis: str | None = Field(
+        None,
+        description="Gaussian basis set name from BASIS_MOLOPT or GTH_BASIS_SETS (default "
+        "DZVP-MOLOPT-SR-GTH; TZVP-GTH for B97-3c).",
+    )
+    pseudopotential: str | None = Field(
+        None, description="GTH pseudopotential family from GTH_POTENTIALS (default GTH-PBE)."
+    )
+    cutoff: float | None = Field(
+        None, gt=0, description="Density grid cutoff, Ry (default 400; 800 for B97-3c)."
+    )
+    rel_cutoff: float = Field(50.0, gt=0, description="Cutoff that maps Gaussians onto grid levels, Ry.")
+    max_errors: int = Field(
+        3,
+        ge=1,
+        description="Errors custodian may detect and correct (e.g. by another SCF solver) before a "
+        "label fails; CP2K runs at most this many times.",
+    )
+
+    @model_validator(mode="after")
+    def _b97_3c_has_its_own_d3(self) -> Cp2kDftSpec:
+        if self.functional == "B97-3c" and self.dispersion not in (None, "D3(BJ)"):
+            raise ValueError(
+                f"dispersion {self.dispersion}: B97-3c includes its own D3(BJ) with C9 and "
+                "short-range bond terms; leave dispersion unset"
+            )
+        return self
+
+
 class Cp2kDft:
     """CP2K Kohn-Sham DFT on a periodic box: Gamma point, closed shell, OT, no smearing."""
 
     name = "cp2k-dft"
+    section = Cp2kDftSpec
 
     def executables(self) -> list[tuple[str, str]]:
         """Return the CP2K command and the settings field that names it."""
         return [(get_settings().cp2k_cmd, "cp2k_cmd")]
 
-    def parameters(self, spec: DFTSpec) -> dict:
+    def parameters(self, spec: Cp2kDftSpec) -> dict:
         """Return every setting of a label: the spec's values over the functional's defaults."""
         functional = spec.functional or "PBE"
         preset = PRESETS[functional]
@@ -121,7 +173,7 @@ class Cp2kDft:
             "spin_polarized": False,
         }
 
-    def write_inputs(self, frame: Frame, spec: DFTSpec, workdir: Path, extra: dict | None = None) -> dict:
+    def write_inputs(self, frame: Frame, spec: Cp2kDftSpec, workdir: Path, extra: dict | None = None) -> dict:
         """Write ``cp2k.inp``, ``BASIS`` and ``POTENTIAL`` in ``workdir``; return the parameters.
 
         ``extra`` holds CP2K sections as nested dicts merged over the input; with a MOTION
@@ -210,7 +262,7 @@ class Cp2kDft:
         job = OwnCp2kJob(pinned_command(get_settings().cp2k_cmd))
         return run_custodian(job, handlers, Path(workdir), max_errors)
 
-    def label(self, frame: Frame, spec: DFTSpec, workdir: Path) -> DFTResult:
+    def label(self, frame: Frame, spec: Cp2kDftSpec, workdir: Path) -> DFTResult:
         """Label one frame; every failure but a missing executable returns ``converged=False``.
 
         Raises
@@ -243,7 +295,7 @@ class Cp2kDft:
     def run_md(
         self,
         frame: Frame,
-        spec: DFTSpec,
+        spec: Cp2kDftSpec,
         workdir: Path,
         *,
         n_steps: int,

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 from ase.units import Bohr, Hartree
 
-from ilflows.schemas.campaign import DFTSpec
+from ilflows.dft import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from ilflows.dft import MDRun, finish_label
+from pydantic import Field
+
+from ilflows.dft import DFTSpec, MDRun, finish_label
 from ilflows.dft.cp2k_output import OUTPUT, PROJECT, Cp2kOutput, abort_message, md_labels, parse_cp2k_output
 from ilflows.execute import EngineError, require_executable, run_command
-from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
 from ilflows.settings import get_settings
@@ -101,16 +103,25 @@ MOTION_TEMPLATE = """\
 INNER_SCF, OUTER_SCF = 10, 20
 
 
+class Cp2kXtbSpec(DFTSpec):
+    """``dft:`` of engine cp2k-xtb (``max_scf``: inner iterations per outer step, default 10)."""
+
+    runs_md: ClassVar[bool] = True
+    engine: Literal["cp2k-xtb"] = Field("cp2k-xtb", description="CP2K GFN1-xTB.")
+    eps_scf: float = Field(1e-6, gt=0, description="CP2K SCF convergence threshold, Hartree.")
+
+
 class Cp2kXtb:
     """CP2K GFN1-xTB with Ewald electrostatics on a neutral periodic box."""
 
     name = "cp2k-xtb"
+    section = Cp2kXtbSpec
 
     def executables(self) -> list[tuple[str, str]]:
         """Return the CP2K command and the settings field that names it."""
         return [(get_settings().cp2k_cmd, "cp2k_cmd")]
 
-    def write_inputs(self, frame: Frame, spec: DFTSpec, workdir: Path, md: dict | None = None) -> dict:
+    def write_inputs(self, frame: Frame, spec: Cp2kXtbSpec, workdir: Path, md: dict | None = None) -> dict:
         """Write ``input.inp`` and ``coord.xyz`` (Å) in ``workdir``; return the input parameters.
 
         ``md`` (keys of MOTION_TEMPLATE, plus ``seed``) turns the single point into an MD run.
@@ -160,7 +171,7 @@ class Cp2kXtb:
         """Read the final SCF status, energy, forces and stress from ``cp2k.out``."""
         return parse_cp2k_output((workdir / OUTPUT).read_text(errors="replace"))
 
-    def label(self, frame: Frame, spec: DFTSpec, workdir: Path) -> DFTResult:
+    def label(self, frame: Frame, spec: Cp2kXtbSpec, workdir: Path) -> DFTResult:
         """Label one frame; every failure but a missing executable returns ``converged=False``.
 
         Raises
@@ -191,7 +202,7 @@ class Cp2kXtb:
     def run_md(
         self,
         frame: Frame,
-        spec: DFTSpec,
+        spec: Cp2kXtbSpec,
         workdir: Path,
         *,
         n_steps: int,

@@ -12,14 +12,14 @@ written instead, the parameters say so and the label fails before VASP is starte
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 from ase.units import GPa
+from pydantic import Field
 
-from ilflows.dft import finish_label
+from ilflows.dft import DFTSpec, finish_label
 from ilflows.execute import pinned_command, require_executable, run_custodian
-from ilflows.schemas.campaign import DFTSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import DFTResult
 from ilflows.settings import get_settings
@@ -46,16 +46,40 @@ def atom_order(frame: Frame) -> list[int]:
     return sorted(range(frame.n_atoms), key=lambda i: first[frame.species[i]])
 
 
+class VaspSpec(DFTSpec):
+    """``dft:`` of engine vasp (``max_scf``: NELM, default 50); single points only, no AIMD."""
+
+    engine: Literal["vasp"] = Field("vasp", description="VASP PAW (needs licensed POTCARs).")
+    functional: Literal["PBE", "SCAN"] | None = Field(
+        None, description="Exchange-correlation functional (default PBE)."
+    )
+    dispersion: Literal["D3", "D3(BJ)", "none"] | None = Field(
+        None,
+        description="Grimme D3 correction, zero ('D3') or Becke-Johnson ('D3(BJ)') damping; default D3 "
+        "(paper 1).",
+    )
+    encut: float = Field(450.0, gt=0, description="Plane-wave cutoff ENCUT, eV.")
+    ediff: float = Field(1e-6, gt=0, description="Electronic convergence EDIFF, eV.")
+    sigma: float = Field(0.05, gt=0, description="Gaussian smearing width SIGMA (ISMEAR 0), eV.")
+    max_errors: int = Field(
+        3,
+        ge=1,
+        description="Errors custodian may detect and correct before a label fails; VASP runs at most "
+        "this many times.",
+    )
+
+
 class Vasp:
     """VASP PAW single points of a periodic box."""
 
     name = "vasp"
+    section = VaspSpec
 
     def executables(self) -> list[tuple[str, str]]:
         """Return the VASP command and the settings field that names it."""
         return [(get_settings().vasp_cmd, "vasp_cmd")]
 
-    def incar(self, spec: DFTSpec, n_atoms: int) -> dict:
+    def incar(self, spec: VaspSpec, n_atoms: int) -> dict:
         """INCAR settings over atomate2's static set (None removes a key)."""
         scan = spec.functional == "SCAN"
         return {
@@ -82,7 +106,7 @@ class Vasp:
             "LORBIT": None,
         }
 
-    def write_inputs(self, frame: Frame, spec: DFTSpec, workdir: Path) -> dict:
+    def write_inputs(self, frame: Frame, spec: VaspSpec, workdir: Path) -> dict:
         """Write INCAR, KPOINTS (Gamma only), POSCAR and POTCAR or POTCAR.spec; return parameters."""
         from atomate2.vasp.sets.core import StaticSetGenerator
         from pymatgen.core import Lattice, Structure
@@ -154,7 +178,7 @@ class Vasp:
         energy = step["e_fr_energy"] - pv
         return VaspOutput(run.converged_electronic, energy, forces, stress, run.vasp_version)
 
-    def label(self, frame: Frame, spec: DFTSpec, workdir: Path) -> DFTResult:
+    def label(self, frame: Frame, spec: VaspSpec, workdir: Path) -> DFTResult:
         """Label one frame; every failure but a missing executable returns ``converged=False``.
 
         Raises

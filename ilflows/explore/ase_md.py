@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import ase.io
 import numpy as np
@@ -37,11 +38,12 @@ from ase.md.logger import MDLogger
 from ase.md.md import MolecularDynamics
 from ase.md.nose_hoover_chain import IsotropicMTKNPT
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from pydantic import Field
 
 from ilflows.execute import EngineError, torch_threads
-from ilflows.explore import PDAMP_STEPS, TDAMP_STEPS, model_devi
+from ilflows.explore import MODIFIERS, PDAMP_STEPS, TDAMP_STEPS, ExploreSpec, model_devi
 from ilflows.geometry import volume_at_density
-from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
+from ilflows.schemas.control import DispersionSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
 from ilflows.select import energy_deviation as energy_deviation_of
@@ -49,10 +51,21 @@ from ilflows.select import force_deviations, virial_deviation
 from ilflows.software import software
 
 
+class AseSpec(ExploreSpec):
+    """``explore:`` with ASE MD: any model families, D3 on top, ramps and a deviation stop."""
+
+    modifiers: ClassVar[frozenset[str]] = frozenset(MODIFIERS)
+    adds_dispersion: ClassVar[bool] = True
+    engine: Literal["ase"] = Field(
+        "ase", description="ASE MD with a committee of any families (MACE and DeePMD) in this process."
+    )
+
+
 class AseCommittee:
     """Explore with ASE and a committee of MACE and/or DeePMD models; no external program is run."""
 
     name = "ase"
+    section = AseSpec
 
     def executables(self) -> list[tuple[str, str]]:
         """Return no programs: the MD runs in this Python process."""
@@ -63,7 +76,7 @@ class AseCommittee:
         models: list[ModelFile],
         start: Frame,
         type_map: list[str],
-        spec: ExploreSpec,
+        spec: AseSpec,
         seed: int,
         workdir: Path,
         dispersion: DispersionSpec | None = None,
@@ -185,7 +198,7 @@ class _Modifier:
     temperature ramp.
     """
 
-    def __init__(self, dyn: MolecularDynamics, atoms: Atoms, spec: ExploreSpec):
+    def __init__(self, dyn: MolecularDynamics, atoms: Atoms, spec: AseSpec):
         self.dyn, self.atoms, self.spec = dyn, atoms, spec
         self.t_end = spec.n_steps * spec.timestep
         self.mass = atoms.get_masses().sum()  # amu
@@ -201,7 +214,7 @@ class _Modifier:
             self.atoms.set_cell(self.atoms.cell.array * scale, scale_atoms=True)
 
 
-def _dynamics(atoms: Atoms, spec: ExploreSpec, rng: np.random.Generator) -> tuple[MolecularDynamics, dict]:
+def _dynamics(atoms: Atoms, spec: AseSpec, rng: np.random.Generator) -> tuple[MolecularDynamics, dict]:
     """Return the integrator of ``spec.ensemble`` and every MD parameter it uses."""
     dt_fs = spec.timestep
     tdamp_fs, pdamp_fs = TDAMP_STEPS * dt_fs, PDAMP_STEPS * dt_fs

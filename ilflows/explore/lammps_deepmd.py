@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 from ase.data import atomic_masses, atomic_numbers
+from pydantic import Field
 
 from ilflows.execute import EngineError, require_executable, run_command
-from ilflows.explore import PDAMP_STEPS, TDAMP_STEPS, model_devi
-from ilflows.schemas.campaign import DispersionSpec, ExploreSpec
+from ilflows.explore import PDAMP_STEPS, TDAMP_STEPS, ExploreSpec, model_devi
+from ilflows.schemas.control import DispersionSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import MDResult, ModelFile, Trajectory
 from ilflows.settings import get_settings
 from ilflows.software import software
 
 
+class LammpsDeepmdSpec(ExploreSpec):
+    """``explore:`` with LAMMPS ``pair_style deepmd``: DeePMD models only, no D3, no modifiers."""
+
+    drives: ClassVar[frozenset[str] | None] = frozenset({"deepmd"})
+    engine: Literal["lammps-deepmd"] = Field(
+        "lammps-deepmd", description="LAMMPS pair_style deepmd and its model_devi output."
+    )
+
+
 class LammpsDeepmd:
     """Explore with LAMMPS: ``write_inputs``, ``run_lammps``, then parse dump and deviations."""
 
     name = "lammps-deepmd"
+    section = LammpsDeepmdSpec
 
     def executables(self) -> list[tuple[str, str]]:
         """Return the ``lmp`` command and its settings field."""
@@ -31,7 +43,7 @@ class LammpsDeepmd:
         models: list[ModelFile],
         start: Frame,
         type_map: list[str],
-        spec: ExploreSpec,
+        spec: LammpsDeepmdSpec,
         seed: int,
         workdir: Path,
         dispersion: DispersionSpec | None = None,
@@ -86,7 +98,7 @@ def write_inputs(
     models: list[ModelFile],
     start: Frame,
     type_map: list[str],
-    spec: ExploreSpec,
+    spec: LammpsDeepmdSpec,
     seed: int,
     workdir: Path,
 ) -> dict:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response, job
 
+from ilflows.dft import md_engine
 from ilflows.execute import time_limit
 from ilflows.loop.production import analyse, produce
 from ilflows.loop.steps import (
@@ -38,7 +39,6 @@ from ilflows.loop.steps import (
 )
 from ilflows.schemas import (
     BIG_FIELDS,
-    CampaignSpec,
     DFTLabel,
     Exploration,
     Frame,
@@ -51,7 +51,9 @@ from ilflows.schemas import (
     Trajectory,
     Validation,
 )
-from ilflows.schemas.campaign import MDFramesSpec, ProductionSpec
+from ilflows.schemas.campaign import CampaignSpec
+from ilflows.schemas.control import ProductionSpec
+from ilflows.schemas.inputs import MDFramesSpec
 from ilflows.select.iteration import SoFar, frame_reasons, last_accurate, select_frames
 from ilflows.store import WORKER_NAME
 
@@ -356,16 +358,6 @@ def guard_md_frames(
     return keep, flagged
 
 
-def md_engine(spec: CampaignSpec, md: MDFramesSpec):
-    """Return the engine and its settings that run an initial MD entry: xTB, or the DFT engine (AIMD)."""
-    from ilflows.dft import get_engine
-    from ilflows.schemas.campaign import DFTSpec
-
-    if md.potential == "dft" or spec.dft.engine == "cp2k-xtb":
-        return get_engine(spec.dft.engine), spec.dft
-    return get_engine("cp2k-xtb"), DFTSpec()
-
-
 @job(output_schema=MDFrames, data=BIG_FIELDS)
 def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOrigin) -> Response:
     """Run one MD box of the initial (or validation) set and send its frames on to labelling.
@@ -375,7 +367,7 @@ def md_frames(spec: CampaignSpec, md: MDFramesSpec, box: Frame, origin: FrameOri
     labels are kept; otherwise each frame gets a DFT job.  Those jobs are a detour, so they run
     before this job's children.  A run cut short keeps the frames it finished.
     """
-    engine, settings = md_engine(spec, md)
+    engine, settings = md_engine(spec.dft, md.potential)
     t0 = time.perf_counter()
     with time_limit(spec.time_limits.md):  # a run cut at its limit keeps the frames it finished
         run = engine.run_md(

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from jobflow import CURRENT_JOB
 
+from ilflows.explore import EXPLORERS
 from ilflows.loop.steps import _workdir, ilflows_job, previous_model
-from ilflows.schemas import CampaignSpec, Frame, Production, Properties
-from ilflows.schemas.campaign import ExploreSpec, ProductionSpec
+from ilflows.schemas import Frame, Production, Properties
+from ilflows.schemas.campaign import CampaignSpec
+from ilflows.schemas.control import ProductionSpec
 
 
 def start_box(spec: CampaignSpec, run: ProductionSpec) -> Frame:
@@ -57,15 +59,9 @@ def produce(
             "choose another production model"
         )
     start = start_box(spec, run)
-    md = ExploreSpec(
-        engine=spec.explore.engine,
-        ensemble=run.ensemble,
-        temperature=run.temperature,
-        pressure=run.pressure,
-        n_steps=run.n_steps,
-        timestep=run.timestep,
-        frame_every=run.frame_every,
-        n_walkers=1,
+    conditions = ("ensemble", "temperature", "pressure", "n_steps", "timestep", "frame_every")
+    md = EXPLORERS.section(
+        {"engine": spec.explore.engine, "n_walkers": 1, **{key: getattr(run, key) for key in conditions}}
     )
     models = [model for _, model in members]
     result = get_explorer(md.engine).explore(

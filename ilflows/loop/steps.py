@@ -13,7 +13,9 @@ from pathlib import Path
 
 from jobflow import JobConfig, Maker, job
 
+from ilflows.dft import ENGINES, DFTSpec
 from ilflows.execute import time_limit
+from ilflows.explore import EXPLORERS, ExploreSpec
 from ilflows.schemas import (
     BIG_FIELDS,
     DFTLabel,
@@ -25,8 +27,9 @@ from ilflows.schemas import (
     Trajectory,
     Validation,
 )
-from ilflows.schemas.campaign import DFTSpec, DispersionSpec, ExploreSpec, TrainSpec
+from ilflows.schemas.control import DispersionSpec
 from ilflows.select.labels import training_split
+from ilflows.train import TRAINERS, TrainSpec
 
 
 def ilflows_job(output_schema: type):
@@ -83,7 +86,7 @@ class LabelMaker(Maker):
 
     name: str = "label"
     campaign: str = ""
-    spec: DFTSpec = field(default_factory=DFTSpec)
+    spec: DFTSpec = field(default_factory=ENGINES.section)
     time_limit: float | None = None  # s per label (time_limits.label); past it the label is failed
 
     @ilflows_job(output_schema=DFTLabel)
@@ -131,7 +134,7 @@ class TrainMaker(Maker):
 
     name: str = "train"
     campaign: str = ""
-    spec: TrainSpec = field(default_factory=TrainSpec)
+    spec: TrainSpec = field(default_factory=TRAINERS.section)
     type_map: list[str] = field(default_factory=list)
     dispersion: DispersionSpec | None = None
     holdout_fraction: float = 0.0
@@ -163,10 +166,10 @@ class TrainMaker(Maker):
             good = [without_d3(lab, **self.dispersion.model_dump(), three_body=False) for lab in good]
         trainer = get_trainer(self.spec.engine)
         hyperparameters = trainer.hyperparameters(self.spec, self.type_map, seed)
-        if self.spec.finetune and iteration > 0:
+        if self.spec.continues and iteration > 0:
             # a member whose previous training crashed starts from scratch
             if parent := previous_model(CURRENT_JOB.store, self.campaign, iteration - 1, member):
-                hyperparameters = finetuning(hyperparameters, self.spec, parent)
+                hyperparameters = self.spec.from_parent(hyperparameters, parent)
         with time_limit(self.time_limit):
             result = trainer.train(good, self.type_map, hyperparameters, _workdir("train"))
         return TrainingRun(
@@ -181,13 +184,6 @@ class TrainMaker(Maker):
             label_ids=[lab.frame_id for lab in good],
             dispersion=self.dispersion.model_dump() if self.dispersion else None,
         )
-
-
-def finetuning(hyperparameters: dict, spec: TrainSpec, parent: ModelFile) -> dict:
-    """Return ``hyperparameters`` for a member that starts from ``parent``: ``finetune_overrides`` on top."""
-    from ilflows.train import deep_merge
-
-    return {**deep_merge(hyperparameters, spec.finetune_overrides), "init_model": parent}
 
 
 def previous_model(store, campaign: str, iteration: int, member: int) -> ModelFile | None:
@@ -322,7 +318,7 @@ class ExploreMaker(Maker):
 
     name: str = "explore"
     campaign: str = ""
-    spec: ExploreSpec = field(default_factory=ExploreSpec)
+    spec: ExploreSpec = field(default_factory=EXPLORERS.section)
     type_map: list[str] = field(default_factory=list)
     dispersion: DispersionSpec | None = None
     energy_deviation: bool = False  # selection needs each frame's energy deviation

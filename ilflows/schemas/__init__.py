@@ -1,6 +1,5 @@
 """Pydantic documents exchanged between ilflows jobs and kept in the JobStore."""
 
-from ilflows.schemas.campaign import CampaignSpec, SpecError, load_spec
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import (
     BIG_FIELDS,
@@ -28,7 +27,6 @@ from ilflows.schemas.records import (
 
 __all__ = [
     "BIG_FIELDS",
-    "CampaignSpec",
     "DFTLabel",
     "DFTResult",
     "Calibration",
@@ -47,10 +45,8 @@ __all__ = [
     "Properties",
     "SelectedFrame",
     "SelectionRecord",
-    "SpecError",
     "TrainingRun",
     "TrainResult",
     "Trajectory",
     "Validation",
-    "load_spec",
 ]

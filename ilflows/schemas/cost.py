@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from ilflows.schemas.campaign import CampaignSpec, MDFramesSpec, SpecError, SystemSpec
+from ilflows.schemas.campaign import CampaignSpec, SpecError
+from ilflows.schemas.inputs import MDFramesSpec, SystemSpec
 
 WHAT = {
     "box_atoms": "atoms in a box",

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ilflows.explore import ExploreSpec
 from ilflows.schemas import (
-    CampaignSpec,
     Exploration,
     FlaggedFrame,
     Frame,
@@ -24,7 +24,7 @@ from ilflows.schemas import (
     TrainingRun,
     Validation,
 )
-from ilflows.schemas.campaign import ExploreSpec
+from ilflows.schemas.campaign import CampaignSpec
 from ilflows.select import adaptive_trust_lo, choose_candidates, classify, unseen
 from ilflows.select.stopping import decide
 

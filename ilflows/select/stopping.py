@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ilflows.schemas import CampaignSpec
+from ilflows.schemas.campaign import CampaignSpec
 
 
 @dataclass(frozen=True)

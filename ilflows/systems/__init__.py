@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ilflows.schemas.campaign import SystemSpec
+from ilflows.schemas.inputs import SystemSpec
 from ilflows.systems.compositions import (
     BMIM_BF4_EXPERIMENTAL_DENSITY,
     LIQUIDS,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ilflows.schemas.campaign import SystemSpec
+from ilflows.schemas.inputs import SystemSpec
 
 
 def litfsi_pyr14tfsi(n_pairs: int = 10, lithium_fraction: float = 0.2) -> dict[str, int]:

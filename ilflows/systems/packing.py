@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms
@@ -26,10 +27,13 @@ from ase.data import atomic_numbers
 
 from ilflows.execute import EngineError, require_executable, run_command
 from ilflows.geometry import volume_at_density
-from ilflows.schemas.campaign import CampaignSpec, MDFramesSpec, SystemSpec
 from ilflows.schemas.frames import Frame, FrameOrigin
+from ilflows.schemas.inputs import MDFramesSpec, SystemSpec
 from ilflows.settings import get_settings
 from ilflows.systems.ions import ION_LIBRARY, load_ion, molar_mass
+
+if TYPE_CHECKING:  # the campaign spec validates with these modules
+    from ilflows.schemas.campaign import CampaignSpec
 
 
 class PackingError(EngineError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import networkx as nx  # element-labelled graph isomorphism: which file atom is which template atom
 import numpy as np
@@ -18,11 +19,14 @@ from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
 from ilflows.geometry import mass_density
-from ilflows.schemas.campaign import CampaignSpec, SystemSpec
 from ilflows.schemas.frames import Frame
+from ilflows.schemas.inputs import SystemSpec
 from ilflows.systems.guards import BOND_FACTOR, NON_BONDING, template_bonds
 from ilflows.systems.ions import load_ion
 from ilflows.systems.packing import ordered_ions, species
+
+if TYPE_CHECKING:  # the campaign spec validates with these modules
+    from ilflows.schemas.campaign import CampaignSpec
 
 
 def read_start(path: Path, spec: CampaignSpec) -> tuple[int, Frame]:

@@ -4,20 +4,53 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
-from ilflows.registry import instantiate
-from ilflows.schemas.campaign import TrainSpec
-from ilflows.schemas.records import DFTLabel, TrainResult
+from pydantic import Field
+
+from ilflows.registry import Registry
+from ilflows.schemas.records import DFTLabel, ModelFile, TrainResult
+from ilflows.schemas.section import EngineSection
 
 # Imported on demand so that choosing one engine never imports another's heavy stack.
-TRAINERS = {"deepmd": "ilflows.train.deepmd:DeepmdTrainer", "mace": "ilflows.train.mace:MaceTrainer"}
+TRAINERS = Registry(
+    "trainer",
+    default="deepmd",
+    table={"deepmd": "ilflows.train.deepmd:DeepmdTrainer", "mace": "ilflows.train.mace:MaceTrainer"},
+)
+
+
+class TrainSpec(EngineSection):
+    """One ``train:`` entry: a model family of the ensemble, its members differing only by seed.
+
+    Each trainer adds its own settings and presets.
+    """
+
+    default_engine: ClassVar[str] = TRAINERS.default
+
+    engine: str = Field(description="Trainer, a name of ilflows.train.TRAINERS.")
+    preset: str = Field(description="Hyperparameter preset (each trainer lists its own).")
+    n_models: int = Field(4, ge=1, description="Members of this family; they differ only by seed.")
+    seed: int = Field(1, description="Seed of member 0; member i uses seed + i.")
+    overrides: dict = Field(
+        default_factory=dict, description="Nested keys merged into the preset's trainer input."
+    )
+
+    @property
+    def continues(self) -> bool:
+        """From iteration 1 on, each member starts from its own model of the previous iteration."""
+        return False
+
+    def from_parent(self, hyperparameters: dict, parent: ModelFile) -> dict:
+        """Return the input of a member that starts from ``parent``: named as ``init_model``."""
+        return {**hyperparameters, "init_model": parent}
 
 
 class Trainer(Protocol):
     """What the training job needs from an engine."""
 
     name: str
+    section: type[TrainSpec]
 
     def executables(self) -> list[tuple[str, str]]:
         """Return (command, settings field) pairs of the programs :meth:`train` runs."""
@@ -43,7 +76,7 @@ def get_trainer(name: str) -> Trainer:
         When ``name`` is not a known trainer; the message lists the known ones.
 
     """
-    return instantiate(TRAINERS, name, "trainer")
+    return TRAINERS.get(name)
 
 
 def check_labels(labels: list[DFTLabel], type_map: list[str]) -> None:

@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from ilflows.execute import require_executable, run_command
-from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, LearningCurvePoint, ModelFile, TrainResult
 from ilflows.settings import get_settings
 from ilflows.software import software
-from ilflows.train import check_labels, deep_merge
+from ilflows.train import TrainSpec, check_labels, deep_merge
 
 # 1 eV/Å^3 in GPa.
 EV_PER_A3_IN_GPA = 160.21766208
@@ -81,16 +82,26 @@ PRESETS: dict[str, dict] = {
 }
 
 
+class DeepmdSpec(TrainSpec):
+    """A ``train:`` entry of trainer deepmd: DeePMD-kit se_e2_a on its TensorFlow backend."""
+
+    engine: Literal["deepmd"] = Field("deepmd", description="DeePMD-kit se_e2_a.")
+    preset: Literal["tiny", "paper"] = Field(
+        "tiny", description="'tiny' (tests, a few steps) or 'paper' (paper 1's production set)."
+    )
+
+
 class DeepmdTrainer:
     """Train one DeePMD-kit model per call: ``write_inputs``, ``run_dp``, ``parse_lcurve``."""
 
     name = "deepmd"
+    section = DeepmdSpec
 
     def executables(self) -> list[tuple[str, str]]:
         """Return the ``dp`` command and its settings field."""
         return [(get_settings().dp_cmd, "dp_cmd")]
 
-    def hyperparameters(self, spec: TrainSpec, type_map: list[str], seed: int) -> dict:
+    def hyperparameters(self, spec: DeepmdSpec, type_map: list[str], seed: int) -> dict:
         """Return the DeePMD input of ``spec.preset`` with ``spec.overrides`` merged, seeded.
 
         The tiny preset's ``sel`` takes the peer's numbers when every element of ``type_map``

@@ -12,18 +12,19 @@ import re
 import shlex
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.data import atomic_numbers
+from pydantic import Field, model_validator
 
 from ilflows.execute import EngineError, require_executable, run_command, torch_device
-from ilflows.schemas.campaign import TrainSpec
 from ilflows.schemas.records import DFTLabel, LearningCurvePoint, ModelFile, TrainResult
 from ilflows.settings import get_settings
 from ilflows.software import software
-from ilflows.train import check_labels, deep_merge
+from ilflows.train import TrainSpec, check_labels, deep_merge
 
 NAME = "mace"  # --name: MACE names its files after it (mace.model, logs/mace_run-<seed>.log, ...)
 # extxyz keys of the labels, given to MACE explicitly so that it never falls back on ASE's
@@ -119,16 +120,56 @@ PRESETS["small"] = deep_merge(
 )
 
 
+class MaceSpec(TrainSpec):
+    """A ``train:`` entry of trainer mace (MACE), which may fine-tune each member from its last model."""
+
+    engine: Literal["mace"] = Field("mace", description="MACE.")
+    preset: Literal["tiny", "small", "paper"] = Field(
+        "tiny",
+        description="'tiny' (tests, a few steps), 'small' (sized to learn a one-pair box on two cores), "
+        "'paper' (paper 1's production set).",
+    )
+    finetune: bool = Field(
+        False,
+        description="From iteration 1 on, start each member from its own model of the previous "
+        "iteration instead of from scratch.",
+    )
+    finetune_overrides: dict = Field(
+        default_factory=dict,
+        description="Options merged on top when a member starts from its previous model, e.g. fewer "
+        "epochs (DP-GEN's training_reuse_numb_steps, training_reuse_start_lr): training is most of an "
+        "iteration's time and grows with the labels.",
+    )
+
+    @model_validator(mode="after")
+    def _finetune(self) -> MaceSpec:
+        if self.finetune_overrides and not self.finetune:
+            raise ValueError(
+                "finetune_overrides apply to fine-tuned members; set finetune: true or drop them"
+            )
+        return self
+
+    @property
+    def continues(self) -> bool:
+        """Members are fine-tuned from their previous models (``finetune``)."""
+        return self.finetune
+
+    def from_parent(self, hyperparameters: dict, parent: ModelFile) -> dict:
+        """Return the input of a fine-tuned member: ``finetune_overrides`` on top, ``parent`` its start."""
+        return super().from_parent(deep_merge(hyperparameters, self.finetune_overrides), parent)
+
+
 class MaceTrainer:
     """Train one MACE model per call: ``write_inputs``, ``run_mace``, ``parse_training``."""
 
     name = "mace"
+    section = MaceSpec
 
     def executables(self) -> list[tuple[str, str]]:
         """Return the ``mace_run_train`` command and its settings field."""
         return [(get_settings().mace_train_cmd, "mace_train_cmd")]
 
-    def hyperparameters(self, spec: TrainSpec, type_map: list[str], seed: int) -> dict:
+    def hyperparameters(self, spec: MaceSpec, type_map: list[str], seed: int) -> dict:
         """Return the mace_run_train options of ``spec.preset`` with ``spec.overrides`` merged, seeded.
 
         ``atomic_numbers`` follows ``type_map`` so that the model knows every element of the

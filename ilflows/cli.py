@@ -456,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ilflows.execute import EngineError
     from ilflows.queue_admin import CampaignError
+    from ilflows.registry import load_plugins
     from ilflows.schemas.campaign import SpecError
     from ilflows.settings import SettingsError
     from ilflows.store import (
@@ -469,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
+        load_plugins()  # engines registered outside ilflows, before any spec names them
         prepare_fireworks()
         return args.func(args)
     except (SettingsError, SpecError, StoreBusyError, StoreConfigError, EngineError, CampaignError) as err:

@@ -9,11 +9,33 @@ engines the same way).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from ilflows.settings import SettingsError, get_settings
+
 if TYPE_CHECKING:
     from ilflows.schemas.section import EngineSection
+
+
+@cache
+def load_plugins() -> None:
+    """Import the modules of the ``plugins`` setting once, so that their engines are registered.
+
+    Raises
+    ------
+    SettingsError
+        When one cannot be imported.
+
+    """
+    for name in get_settings().plugin_modules:
+        try:
+            import_module(name)
+        except ImportError as err:
+            raise SettingsError(
+                f"setting plugins: cannot import {name!r} ({err}); fix ILFLOWS_PLUGINS"
+            ) from None
 
 
 class UnknownEngineError(ValueError):
@@ -38,7 +60,8 @@ class Registry:
         self.kind, self.default, self.table = kind, default, dict(table)
 
     def names(self) -> list[str]:
-        """Return the registered names, sorted."""
+        """Return the registered names, sorted (plugins' included)."""
+        load_plugins()
         return sorted(self.table)
 
     def register(self, name: str, target: str) -> None:
@@ -54,6 +77,7 @@ class Registry:
             When no engine has that name; the message says which kind and lists the known ones.
 
         """
+        load_plugins()
         if not isinstance(name, str) or name not in self.table:
             raise UnknownEngineError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
         module, cls = self.table[name].split(":")

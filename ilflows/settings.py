@@ -153,6 +153,12 @@ class IlflowsSettings(BaseSettings):
         "GPU when torch sees one (a GPU build, scripts/setup.sh --gpu), else the CPU; 'cpu' hides the "
         "GPUs from every engine (CUDA_VISIBLE_DEVICES empty); 'cuda' refuses to start a worker without one.",
     )
+    plugins: str = Field(
+        "",
+        description="Comma-separated Python modules imported before an engine is looked up by name, each "
+        "registering engines of its own (ilflows.dft.ENGINES.register(name, 'module:Class'), likewise "
+        "TRAINERS, EXPLORERS); every worker must be able to import them.",
+    )
     keep_workdirs: bool = Field(
         False,
         description="Keep each job's run folder after it succeeds (otherwise removed as the job "
@@ -182,6 +188,11 @@ class IlflowsSettings(BaseSettings):
             "md_steps": self.max_md_steps,
             "trainings": self.max_trainings,
         }
+
+    @property
+    def plugin_modules(self) -> list[str]:
+        """The modules named by ``plugins``."""
+        return [name.strip() for name in self.plugins.split(",") if name.strip()]
 
     @property
     def runs_dir(self) -> Path:

@@ -35,6 +35,7 @@ from mace.tools import torch_geometric, torch_tools, utils
 
 from ilflows.execute import device_env, torch_device
 from ilflows.select import max_force_deviation
+from ilflows.train import model_reader
 
 # The keys MACECalculator reads from Atoms, so that both build the same batch.
 _INFO_KEYS = {"total_spin": "spin", "total_charge": "charge", "external_field": "external_field"}
@@ -189,8 +190,7 @@ class CommitteeCalculator(Calculator):
         """Energy (eV), forces (eV/Å) and 3x3 stress (eV/Å^3; None without a cell) of member k."""
         periodic = bool(self.atoms.pbc.all())
         if not _is_mace(self.models[k]):
-            energy, forces, stress = _deepmd_terms(self.models[k], self.atoms, periodic)
-            return _finite(k, energy, forces, stress)
+            return _finite(k, *self.models[k].terms(self.atoms, periodic))
         # The forward pass replaces positions (and shifts, for the stress) in the dict it is
         # given and sets requires_grad on the positions: give each member its own dict and
         # positions leaf; the other tensors of the graph are only read.
@@ -234,29 +234,44 @@ def _is_mace(model) -> bool:
     return isinstance(model, torch.nn.Module)
 
 
-def _deepmd_terms(model, atoms: Atoms, periodic: bool) -> tuple[float, np.ndarray, np.ndarray | None]:
-    """Energy (eV), forces (eV/Å) and 3x3 stress (eV/Å^3, ASE's sign) of a DeePMD ``DeepPot``."""
-    types = {name: i for i, name in enumerate(model.get_type_map())}
-    unknown = set(atoms.get_chemical_symbols()) - set(types)
-    if unknown:
-        raise ValueError(f"atoms hold elements {sorted(unknown)} that the DeePMD model was not trained on")
-    cell = atoms.cell.array.reshape(1, 9) if periodic else None
-    atom_types = [types[s] for s in atoms.get_chemical_symbols()]
-    energy, forces, virial = model.eval(atoms.positions.reshape(1, -1), cell, atom_types)[:3]
-    virial = virial.reshape(3, 3)
-    # ASE's stress is minus the virial over the volume (positive when stretched)
-    stress = -0.5 * (virial + virial.T) / atoms.get_volume() if periodic else None
-    return float(energy.ravel()[0]), forces.reshape(-1, 3), stress
+class _DeepmdMember:
+    """A frozen DeePMD model (``DeepPot``) as a committee member."""
 
-
-def _load(path: str | Path, device: str):
-    """Load a member: a DeePMD ``.pb`` as a DeepPot, else a pickled MACE module on ``device`` in float64."""
-    if Path(path).suffix == ".pb":
+    def __init__(self, path: str | Path):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no warning per graph op
         os.environ.update(device_env())  # read when TensorFlow first loads, as for dp and lmp
         from deepmd.infer import DeepPot  # TensorFlow loads only for DeePMD members
 
-        return DeepPot(str(path))
+        self.model = DeepPot(str(path))
+
+    def terms(self, atoms: Atoms, periodic: bool) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """Energy (eV), forces (eV/Å) and 3x3 stress (eV/Å^3, ASE's sign; None without a cell)."""
+        types = {name: i for i, name in enumerate(self.model.get_type_map())}
+        unknown = set(atoms.get_chemical_symbols()) - set(types)
+        if unknown:
+            raise ValueError(
+                f"atoms hold elements {sorted(unknown)} that the DeePMD model was not trained on"
+            )
+        cell = atoms.cell.array.reshape(1, 9) if periodic else None
+        atom_types = [types[s] for s in atoms.get_chemical_symbols()]
+        energy, forces, virial = self.model.eval(atoms.positions.reshape(1, -1), cell, atom_types)[:3]
+        virial = virial.reshape(3, 3)
+        # ASE's stress is minus the virial over the volume (positive when stretched)
+        stress = -0.5 * (virial + virial.T) / atoms.get_volume() if periodic else None
+        return float(energy.ravel()[0]), forces.reshape(-1, 3), stress
+
+
+def _load(path: str | Path, device: str):
+    """Load a member by its file's suffix.
+
+    A DeePMD ``.pb``, a pickled MACE ``.model`` (on ``device``, in float64), or another family's
+    file, read by the trainer that writes it (:func:`ilflows.train.model_reader`).
+    """
+    suffix = Path(path).suffix
+    if suffix == ".pb":
+        return _DeepmdMember(path)
+    if suffix != ".model":
+        return model_reader(suffix)(path)
     model = torch.load(Path(path), map_location=device, weights_only=False).double().eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

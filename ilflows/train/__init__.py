@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+import numpy as np
 from pydantic import Field
 
 from ilflows.registry import Registry
@@ -46,6 +48,14 @@ class TrainSpec(EngineSection):
         return {**hyperparameters, "init_model": parent}
 
 
+class Member(Protocol):
+    """A trained model as a committee member (what :func:`model_reader`'s readers return)."""
+
+    def terms(self, atoms, periodic: bool) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """Energy (eV), forces (eV/Å) and 3x3 stress (eV/Å^3, ASE's sign; None without a cell)."""
+        ...
+
+
 class Trainer(Protocol):
     """What the training job needs from an engine."""
 
@@ -77,6 +87,25 @@ def get_trainer(name: str) -> Trainer:
 
     """
     return TRAINERS.get(name)
+
+
+def model_reader(suffix: str) -> Callable[[Path], Member]:
+    """Return the reader of model files ending in ``suffix``, from the trainer that writes them.
+
+    That is the ``read_model`` of the trainer whose ``model_suffix`` it is (committees load
+    DeePMD ``.pb`` and MACE ``.model`` files themselves).
+
+    Raises
+    ------
+    ValueError
+        When no registered trainer writes such files.
+
+    """
+    for name in TRAINERS.names():
+        trainer = TRAINERS.engine_class(name)
+        if getattr(trainer, "model_suffix", None) == suffix:
+            return trainer.read_model
+    raise ValueError(f"no trainer writes {suffix!r} model files (trainers: {', '.join(TRAINERS.names())})")
 
 
 def check_labels(labels: list[DFTLabel], type_map: list[str]) -> None:

@@ -22,6 +22,26 @@ ONE_ITERATION = {
 }
 
 
+# The same campaign on the fake engines of fake_engines.py (pair-potential labels, least-squares
+# members, a random walk): seconds instead of minutes, for tests of the queue and the commands.
+FAKE_ONE_ITERATION = {
+    **ONE_ITERATION,
+    "dft": {"engine": "pair-dft"},
+    "train": {"engine": "pair-fit", "n_models": 2},
+    "explore": {**ONE_ITERATION["explore"], "engine": "rattle-walk"},
+    "select": {"trust_lo": 1e-6},  # the members never agree this well: candidates, as with real ones
+}
+
+
+def fake_engines_env(fail: str = "") -> dict[str, str]:
+    """Environment under which ``ilflows`` and its workers register the fake engines.
+
+    ``fail``: comma-separated seams whose fake engine fails (dft, explore), as a broken program would.
+    """
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p)
+    return {"ILFLOWS_PLUGINS": "fake_engines", "PYTHONPATH": path, "FAKE_ENGINES_FAIL": fail}
+
+
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
     """This process's environment without ilflows' settings, on the store in ``home``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ILFLOWS_", "MONGOMOCK"))}

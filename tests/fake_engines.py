@@ -7,11 +7,15 @@ milliseconds, with physics simple enough to check by hand:
   repulsion ``A_ab exp(-r^2 / (2 w^2))`` between every pair within ``CUTOFF`` (``w`` =
   ``LABEL_WIDTH``), with its exact forces and stress;
 - ``pair-fit`` trains a model of the same form on other widths (``FIT_WIDTHS``, so the labels
-  are never fitted exactly) by least squares on energies and forces, each member on a
-  bootstrap resample of the labels (its seed), so the members disagree less as labels grow;
+  are never fitted exactly, each member's 2 % apart) by least squares on energies and forces,
+  each member on a bootstrap resample of the labels (its seed), so the members disagree less
+  as labels grow;
 - ``rattle-walk`` explores without dynamics: a seeded random walk of the atoms from the start
   frame (steps of ``RATTLE`` Å times sqrt(T / 300 K)), each recorded frame scored by the
   committee (max force deviation, energy and virial deviations).
+
+``FAKE_ENGINES_FAIL=dft,explore`` makes the named ones fail, as a crashing program would: a
+failed label, an exploration raising :class:`~ilflows.execute.EngineError`.
 
 ``register()`` adds them to the registries; a process that cannot call it (an ``ilflows``
 command, its workers) gets them from the ``plugins`` setting: ``ILFLOWS_PLUGINS=fake_engines``
@@ -21,6 +25,7 @@ with this folder on ``PYTHONPATH``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +39,7 @@ from ase.units import GPa
 from pydantic import Field
 
 from ilflows.dft import ENGINES, DFTSpec, finish_label
+from ilflows.execute import EngineError
 from ilflows.explore import EXPLORERS, ExploreSpec
 from ilflows.schemas.frames import Frame
 from ilflows.schemas.records import (
@@ -54,6 +60,11 @@ CUTOFF = 4.0  # Å
 LABEL_WIDTH = 0.9  # Å, the labels' Gaussian
 FIT_WIDTHS = (0.6, 1.4)  # Å, the model's Gaussians: the label width is not among them
 RATTLE = 0.01  # Å per recorded frame at 300 K
+
+
+def failing(seam: str) -> bool:
+    """Whether FAKE_ENGINES_FAIL names ``seam``."""
+    return seam in os.environ.get("FAKE_ENGINES_FAIL", "").split(",")
 
 
 def pair_kind(a: str, b: str) -> str:
@@ -121,7 +132,8 @@ class PairDft:
             energy=energy, forces=forces, stress=-stress / GPa if spec.stress else None, version="1"
         )
         parameters = {"width": LABEL_WIDTH, "cutoff": CUTOFF}
-        return finish_label(self.name, parameters, frame, spec, time.perf_counter() - start, parsed, None)
+        error = "fake SCF failure (FAKE_ENGINES_FAIL)" if failing("dft") else None
+        return finish_label(self.name, parameters, frame, spec, time.perf_counter() - start, parsed, error)
 
 
 class PairFitSpec(TrainSpec):
@@ -166,9 +178,10 @@ class PairFit:
         """Fit one member on a bootstrap resample of ``labels`` (seeded) and write its model file."""
         check_labels(labels, type_map)
         start = time.perf_counter()
-        widths = hyperparameters["widths"]
         kinds = sorted({pair_kind(a, b) for a in type_map for b in type_map})
         rng = np.random.default_rng(hyperparameters["seed"])
+        # 2 % apart, as a network's initial weights: members differ even on the same resample
+        widths = [w * (1 + 0.02 * rng.standard_normal()) for w in hyperparameters["widths"]]
         chosen = [labels[k] for k in rng.integers(len(labels), size=len(labels))]
         rows, targets = zip(*(self._rows(label, type_map, kinds, widths) for label in chosen), strict=True)
         x, y = np.vstack(rows), np.concatenate(targets)
@@ -262,6 +275,8 @@ class RattleWalk:
         energy_deviation: bool = False,
     ) -> MDResult:
         """Walk ``spec.n_steps // spec.frame_every`` recorded frames from ``start``."""
+        if failing("explore"):
+            raise EngineError("fake explorer crashed (FAKE_ENGINES_FAIL)")
         t0 = time.perf_counter()
         workdir.mkdir(parents=True, exist_ok=True)
         members = [

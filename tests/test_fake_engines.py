@@ -6,14 +6,12 @@ command line, the queue and the store in seconds.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import fake_engines
 import numpy as np
 import pytest
 import yaml
-from cli_runs import ilflows
+from cli_runs import fake_engines_env, ilflows
 
 from ilflows.dft import ENGINES
 from ilflows.schemas.frames import Frame, FrameOrigin
@@ -33,13 +31,6 @@ FAKE = {
     "guards": {"max_void": None},
     "loop": {"max_iterations": 2, "accurate_ratio": 0.999},
 }
-TESTS = str(Path(__file__).parent)
-
-
-def _with_plugins() -> dict[str, str]:
-    """Environment of an ``ilflows`` process (and its workers) that registers the fake engines."""
-    path = os.pathsep.join(p for p in (TESTS, os.environ.get("PYTHONPATH", "")) if p)
-    return {"ILFLOWS_PLUGINS": "fake_engines", "PYTHONPATH": path}
 
 
 def _box(seed: int) -> Frame:
@@ -134,7 +125,7 @@ def test_a_two_iteration_campaign_runs_on_registered_engines(tmp_path):
     assert refused.returncode != 0
     assert "dft.engine: unknown DFT engine 'pair-dft'; known: cp2k-dft, cp2k-xtb, vasp" in refused.stderr
 
-    proc = ilflows(["run", str(spec)], home, **_with_plugins())
+    proc = ilflows(["run", str(spec)], home, **fake_engines_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "27/27 jobs completed, 0 fizzled" in proc.stdout
     header, *table = proc.stdout[proc.stdout.index("per-iteration results, exploration") :].splitlines()[1:4]
@@ -145,7 +136,7 @@ def test_a_two_iteration_campaign_runs_on_registered_engines(tmp_path):
     assert float(rows[1]["devi_median_eV_A"]) < float(rows[0]["devi_median_eV_A"])
     assert float(rows[1]["accurate_ratio"]) > float(rows[0]["accurate_ratio"])
 
-    query = ilflows(["query", "labels", "--json"], home, **_with_plugins())
+    query = ilflows(["query", "labels", "--json"], home, **fake_engines_env())
     labels = json.loads(query.stdout)
     assert {label["engine"] for label in labels} == {"pair-dft"}
     assert len(labels) == 6 + 4  # the initial set, then one iteration's selection
@@ -154,7 +145,7 @@ def test_a_two_iteration_campaign_runs_on_registered_engines(tmp_path):
 def test_a_plugin_that_cannot_be_imported_is_named_in_one_line(tmp_path):
     spec = tmp_path / "fake.yaml"
     spec.write_text(yaml.safe_dump(FAKE))
-    env = {**_with_plugins(), "ILFLOWS_PLUGINS": "fake_engines, no_such_module"}
+    env = {**fake_engines_env(), "ILFLOWS_PLUGINS": "fake_engines, no_such_module"}
     proc = ilflows(["check", str(spec)], tmp_path / "home", **env)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (

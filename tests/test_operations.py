@@ -10,41 +10,38 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import ONE_ITERATION, ROOT, cli_env, ilflows
+from cli_runs import FAKE_ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows
 
-SPEC = {"name": "ops", **ONE_ITERATION}
+SPEC = {"name": "ops", **FAKE_ONE_ITERATION}
 
 
 def _ilflows(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess:
     return ilflows(args, home, **env)
 
 
-@pytest.mark.slow
 def test_status_shows_a_failed_job_and_rerun_brings_it_back(tmp_path):
     spec = tmp_path / "ops.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    broken = tmp_path / "lmp"  # a LAMMPS that exists (so submit accepts it) but crashes
-    broken.write_text("#!/bin/sh\necho 'ERROR: out of GPU memory' >&2\nexit 3\n")
-    broken.chmod(0o755)
-    first = _ilflows(["run", str(spec), "--quiet"], tmp_path, ILFLOWS_LMP_CMD=str(broken))
+    first = _ilflows(["run", str(spec), "--quiet"], tmp_path, **fake_engines_env(fail="explore"))
     assert first.returncode == 1 and "1 fizzled" in first.stdout
 
-    status = _ilflows(["status", "ops"], tmp_path)
-    assert "  fizzled  explore it0 w0: ilflows.execute.EngineError:" in status.stdout
+    status = _ilflows(["status", "ops"], tmp_path, **fake_engines_env())
+    assert "  fizzled  explore it0 w0: ilflows.execute.EngineError: fake explorer crashed" in status.stdout
     assert "0 jobs wait on them; `ilflows rerun ops` puts them back in the queue" in status.stdout
-    report = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["ops"]
+    report = json.loads(_ilflows(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["ops"]
     assert report["jobs"]["fizzled"] == 1 and report["jobs"]["blocked"] == 0  # the select job tolerates it
     assert [row["stop_reason"] for row in report["iterations"]] == ["every exploration failed"]
 
-    again = _ilflows(["rerun", "ops"], tmp_path)
+    again = _ilflows(["rerun", "ops"], tmp_path, **fake_engines_env())
     assert again.returncode == 0 and "1 jobs back in the queue\n  explore it0 w0" in again.stdout
-    resumed = _ilflows(["run", str(spec), "--quiet"], tmp_path)  # the real lmp now
+    resumed = _ilflows(["run", str(spec), "--quiet"], tmp_path, **fake_engines_env())  # no failure now
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    report = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["ops"]
+    report = json.loads(_ilflows(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["ops"]
     assert report["jobs"]["completed"] == report["jobs"]["total"] and report["fizzled"] == []
     # the selection ran again over the new exploration: one record, replaced, not a second one
     assert [row["stop_reason"][:14] for row in report["iterations"]] == ["max_iterations"]
-    assert len(json.loads(_ilflows(["query", "trainings", "--json"], tmp_path).stdout)) == 2  # not retrained
+    trainings = _ilflows(["query", "trainings", "--json"], tmp_path, **fake_engines_env())
+    assert len(json.loads(trainings.stdout)) == 2  # not retrained
 
 
 def test_rerun_of_an_unknown_campaign_is_one_line(tmp_path):

@@ -6,15 +6,14 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
-from cli_runs import ONE_ITERATION, ilflows
+from cli_runs import FAKE_ONE_ITERATION, fake_engines_env, ilflows
 
-SPEC = {"name": "cats", **ONE_ITERATION}
+SPEC = {"name": "cats", **FAKE_ONE_ITERATION}
 
 
 def _ilflows(args: list[str], home: Path) -> subprocess.CompletedProcess:
-    return ilflows(args, home)
+    return ilflows(args, home, **fake_engines_env())
 
 
 def _kinds(home: Path) -> dict[str, int]:
@@ -24,7 +23,6 @@ def _kinds(home: Path) -> dict[str, int]:
     return {"labels": len(rows), "trainings": len(trainings), "explorations": len(explorations)}
 
 
-@pytest.mark.slow
 def test_each_worker_takes_only_its_category(tmp_path):
     spec = tmp_path / "cats.yaml"
     spec.write_text(yaml.safe_dump(SPEC))

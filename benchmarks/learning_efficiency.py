@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 
 from ilflows.analysis.validation import deviations, error_metrics, parity, predict  # noqa: E402
 from ilflows.dft import get_engine  # noqa: E402
-from ilflows.loop.campaign import type_map_of  # noqa: E402
+from ilflows.loop.jobs import type_map_of  # noqa: E402
 from ilflows.loop.steps import finetuning  # noqa: E402
 from ilflows.schemas import DFTLabel, FrameOrigin, ModelFile  # noqa: E402
 from ilflows.schemas.campaign import load_spec  # noqa: E402

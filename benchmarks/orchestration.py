@@ -57,7 +57,8 @@ def per_job_overhead(n: int) -> tuple[float, float]:
 def spawn(n: int) -> tuple[float, dict[str, float]]:
     from jobflow.managers.fireworks import flow_to_workflow
 
-    from ilflows.loop.campaign import iteration_flow, label_jobs
+    from ilflows.loop.iteration import iteration_flow
+    from ilflows.loop.jobs import label_jobs
     from ilflows.schemas import Frame, FrameOrigin
     from ilflows.schemas.campaign import CampaignSpec
 

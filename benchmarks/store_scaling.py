@@ -61,7 +61,7 @@ def label_workflow(n: int, first: int):
     """A workflow of ``n`` DFT label jobs, as one selection queues them."""
     from jobflow.managers.fireworks import flow_to_workflow
 
-    from ilflows.loop.campaign import label_jobs
+    from ilflows.loop.jobs import label_jobs
     from ilflows.schemas import FrameOrigin
     from ilflows.schemas.campaign import CampaignSpec
 

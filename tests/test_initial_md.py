@@ -9,7 +9,7 @@ import pytest
 from jobflow import Flow, JobStore, run_locally
 from maggma.stores import MemoryStore
 
-from ilflows.loop.campaign import md_frames
+from ilflows.loop.initial import md_frames
 from ilflows.schemas.campaign import CampaignSpec
 from ilflows.systems import md_boxes
 

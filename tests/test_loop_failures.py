@@ -8,7 +8,7 @@ from jobflow import Flow, JobStore, run_locally
 from maggma.stores import MemoryStore
 
 from ilflows.dft import ENGINES
-from ilflows.loop.campaign import TOLERANT
+from ilflows.loop.jobs import TOLERANT
 from ilflows.loop.steps import LabelMaker, TrainMaker
 from ilflows.schemas import Frame, FrameOrigin
 from ilflows.train import TRAINERS

@@ -92,7 +92,7 @@ def test_loop_stops_when_accurate_and_when_every_walker_failed(frames):
 
 
 def test_hot_md_stops_at_the_first_flagged_frame_and_eq_md_skips_it(frames):
-    from ilflows.loop.campaign import guard_md_frames
+    from ilflows.loop.initial import guard_md_frames
 
     intact, broken = frames
     spec = CampaignSpec.model_validate(SPEC)

@@ -255,7 +255,7 @@ def test_without_ilflows_settings_the_store_files_are_where_fireworks_and_jobflo
 FIRST = """
 import json
 from ilflows.store import initialize_queue
-from ilflows.loop.campaign import place
+from ilflows.loop.jobs import place
 from fireworks import FWorker
 from jobflow import Flow, job
 from jobflow.managers.fireworks import flow_to_workflow

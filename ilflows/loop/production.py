@@ -1,6 +1,6 @@
 """Production MD with a campaign's final models, and the analysis of each run.
 
-Queued once the loop stops (:func:`ilflows.loop.campaign.production_flow`), and per iteration
+Queued once the loop stops (:func:`ilflows.loop.iteration.production_flow`), and per iteration
 for ``loop.observables``: one ``produce`` job per run (MD with the committee of the iteration,
 the chosen member driving, the others recording the deviation), then one ``analyse`` job that
 turns its trajectory into a :class:`Properties` record.  The two are apart so that a failing

@@ -40,7 +40,7 @@ class IlflowsLaunchPad(LaunchPad):
     """A LaunchPad that does not queue a jobflow job whose uuid is already queued.
 
     Jobs that a job adds dynamically (labels of selected frames, the next iteration) have uuids
-    made from the campaign and their names (:func:`ilflows.loop.campaign.place`), so a job run
+    made from the campaign and their names (:func:`ilflows.loop.jobs.place`), so a job run
     again after its worker died (lost-run detection, rerun) adds nothing that its first run
     already queued: a frame is labelled once.
 

@@ -15,7 +15,8 @@ milliseconds, with physics simple enough to check by hand:
   committee (max force deviation, energy and virial deviations).
 
 ``FAKE_ENGINES_FAIL=dft,explore`` makes the named ones fail, as a crashing program would: a
-failed label, an exploration raising :class:`~ilflows.execute.EngineError`.
+failed label, an exploration raising :class:`~ilflows.execute.EngineError`;
+``FAKE_LABEL_SECONDS`` makes each label take that long, so that a test can stop a worker during one.
 
 ``register()`` adds them to the registries; a process that cannot call it (an ``ilflows``
 command, its workers) gets them from the ``plugins`` setting: ``ILFLOWS_PLUGINS=fake_engines``
@@ -122,6 +123,7 @@ class PairDft:
     def label(self, frame: Frame, spec: PairDftSpec, workdir: Path) -> DFTResult:
         """Label ``frame``: energy, forces and (with ``spec.stress``) stress in GPa, pressure sign."""
         start = time.perf_counter()
+        time.sleep(float(os.environ.get("FAKE_LABEL_SECONDS", 0)))
         atoms = frame.to_ase()
         kinds = {pair_kind(a, b) for a in frame.species for b in frame.species}
         e0 = {s: -float(atomic_numbers[s]) for s in set(frame.species)}

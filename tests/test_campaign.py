@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import ILFLOWS, ROOT, cli_env
+from cli_runs import FAKE_ONE_ITERATION, ILFLOWS, ROOT, cli_env, fake_engines_env
 from cli_runs import ilflows as _ilflows
 
 # 1 pair, 4 initial xTB labels, 4 DeePMD models of 60 steps, 2 walkers of 200 NVT steps.
@@ -56,8 +56,8 @@ def tiny_campaign(tmp_path_factory):
     return home, proc.stdout
 
 
-def _query(home: Path, *args: str) -> list[dict]:
-    proc = _ilflows(["query", *args, "--json"], home)
+def _query(home: Path, *args: str, **env: str) -> list[dict]:
+    proc = _ilflows(["query", *args, "--json"], home, **env)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -199,13 +199,15 @@ def test_same_name_with_another_spec_is_refused(tiny_campaign):
     assert "campaign 'tiny' is already queued from a different spec" in proc.stderr
 
 
-@pytest.mark.slow
 def test_killed_worker_loses_nothing_and_labels_each_frame_once(tmp_path):
+    # the queue is tested, not the engines: fake ones, each label taking 2 s so that the kill lands in one
     spec = tmp_path / "kill.yaml"
-    spec.write_text(yaml.safe_dump({**TINY, "name": "kill", "loop": {"max_iterations": 1}}))
+    initial = {"density_factors": [1.0], "boxes_per_density": 2, "rattled_copies": 1}
+    spec.write_text(yaml.safe_dump({**FAKE_ONE_ITERATION, "name": "kill", "initial": initial}))
+    env = {**fake_engines_env(), "FAKE_LABEL_SECONDS": "2"}
     worker = subprocess.Popen(
         [*ILFLOWS, "run", str(spec)],
-        env=cli_env(tmp_path),
+        env=cli_env(tmp_path, **env),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -213,7 +215,7 @@ def test_killed_worker_loses_nothing_and_labels_each_frame_once(tmp_path):
         start_new_session=True,
     )
     try:
-        for line in worker.stdout:  # kill -9 the worker and its cp2k while the third label runs
+        for line in worker.stdout:  # kill -9 the runner and its workers while the third label runs
             done = re.search(r"\s(\d+)/\d+\s+jobs done", line)
             if done and int(done.group(1)) == 3:
                 break
@@ -221,15 +223,15 @@ def test_killed_worker_loses_nothing_and_labels_each_frame_once(tmp_path):
     finally:
         worker.wait()
     assert worker.returncode == -9
-    done_before = {lab["frame_id"] for lab in _query(tmp_path, "labels")}
+    done_before = {lab["frame_id"] for lab in _query(tmp_path, "labels", **env)}
     assert len(done_before) == 2  # finished before the kill: kept
 
-    proc = _ilflows(["run", str(spec)], tmp_path, timeout=900)
+    proc = _ilflows(["run", str(spec)], tmp_path, timeout=900, **fake_engines_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "resumed kill:" in proc.stdout
-    labels = _query(tmp_path, "labels")
+    labels = _query(tmp_path, "labels", **env)
     assert sorted(lab["frame_id"] for lab in labels) == [f"kill/initial/{i}" for i in range(4)]
-    status = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["kill"]
+    status = json.loads(_ilflows(["status", "--json"], tmp_path, **env).stdout)["kill"]
     assert status["jobs"]["fizzled"] == 0 and status["iterations"][0]["trained_on"] == 4
 
 

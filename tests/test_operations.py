@@ -56,9 +56,9 @@ def test_rerun_of_an_unknown_campaign_is_one_line(tmp_path):
 def test_a_hanging_engine_is_killed_at_its_limit_and_its_label_counts_as_failed(tmp_path):
     spec = tmp_path / "hang.yaml"
     limits = {"label": 20}  # an xTB label of one ion pair takes about 3 s
-    spec.write_text(
-        yaml.safe_dump({**SPEC, "name": "hang", "time_limits": limits, "validation": {"holdout_fraction": 0}})
-    )
+    # real CP2K labels, fake training and exploration: the engine run and its limit are what is tested
+    hanging = {**SPEC, "name": "hang", "dft": {"engine": "cp2k-xtb"}, "time_limits": limits}
+    spec.write_text(yaml.safe_dump({**hanging, "validation": {"holdout_fraction": 0}}))
     hang = (
         tmp_path / "cp2k"
     )  # the first CP2K run hangs (a stuck SCF, a dead file system); the others are real
@@ -67,7 +67,7 @@ def test_a_hanging_engine_is_killed_at_its_limit_and_its_label_counts_as_failed(
         'exec cp2k.psmp "$@"\n'
     )
     hang.chmod(0o755)
-    proc = _ilflows(["run", str(spec), "--quiet"], tmp_path, ILFLOWS_CP2K_CMD=str(hang))
+    proc = _ilflows(["run", str(spec), "--quiet"], tmp_path, ILFLOWS_CP2K_CMD=str(hang), **fake_engines_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     labels = json.loads(_ilflows(["query", "labels", "--json"], tmp_path).stdout)
     failed = [lab for lab in labels if not lab["converged"]]

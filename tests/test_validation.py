@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import ONE_ITERATION, ilflows
+from cli_runs import FAKE_ONE_ITERATION, fake_engines_env, ilflows
 from jobflow import JobStore, run_locally
 from mace_models import write_committee
 from maggma.stores import MemoryStore
@@ -167,17 +167,19 @@ def test_scoring_reads_each_label_set_and_skips_a_crashed_member(committee, peer
 
 @pytest.fixture(scope="module")
 def validated_campaign(tmp_path_factory) -> Path:
-    """Run a one-iteration campaign with two held-out validation boxes; return its home."""
+    """Run a one-iteration campaign with two held-out validation boxes; return its home.
+
+    On the fake engines: the scoring is tested, and by hand above on real models.
+    """
     home = tmp_path_factory.mktemp("val")
     spec = home / "val.yaml"
     validation = {"density_factors": [1.0], "boxes_per_density": 2}
-    spec.write_text(yaml.safe_dump({"name": "val", **ONE_ITERATION, "validation": validation}))
-    proc = ilflows(["run", str(spec), "--quiet"], home)
+    spec.write_text(yaml.safe_dump({"name": "val", **FAKE_ONE_ITERATION, "validation": validation}))
+    proc = ilflows(["run", str(spec), "--quiet"], home, **fake_engines_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return home
 
 
-@pytest.mark.slow
 def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(validated_campaign):
     tmp_path = validated_campaign
 
@@ -194,7 +196,6 @@ def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(validated_cam
     assert table[0]["trained_on"] + table[0]["held_out"] == 2  # the validation labels were not trained on
 
 
-@pytest.mark.slow
 def test_report_page_shows_the_table_and_every_figure(validated_campaign, tmp_path):
     proc = ilflows(["report", "val", "--out", str(tmp_path / "report")], validated_campaign)
     assert proc.returncode == 0, proc.stderr

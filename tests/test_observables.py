@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from cli_runs import ONE_ITERATION, ilflows
+from cli_runs import FAKE_ONE_ITERATION, ONE_ITERATION, fake_engines_env, ilflows
 
 from ilflows.analysis.properties import observable_spreads
 from ilflows.schemas.records import DiffusionCoefficient, Properties
@@ -32,8 +32,9 @@ def test_spreads_are_max_minus_min_over_the_mean():
     assert observable_spreads({"npt": [_props(1.0, 1e-10), None]}) == {}  # a failed member: no verdict
 
 
-@pytest.mark.slow
 def test_a_campaign_stops_when_its_members_agree(tmp_path):
+    # the loop's wiring is tested (runs per member, spreads, the stop) on the fake engines; real MD
+    # observables are test_production's
     runs = [
         {"name": "rho", "ensemble": "npt", "temperature": 300, "n_steps": 100, "frame_every": 10},
         {
@@ -50,8 +51,8 @@ def test_a_campaign_stops_when_its_members_agree(tmp_path):
         "observables": {"runs": runs, "density_tolerance": 10.0, "diffusion_tolerance": 50},
     }
     spec = tmp_path / "obs.yaml"
-    spec.write_text(yaml.safe_dump({"name": "obs", **ONE_ITERATION, "loop": loop}))
-    proc = ilflows(["run", str(spec), "--quiet"], tmp_path)
+    spec.write_text(yaml.safe_dump({"name": "obs", **FAKE_ONE_ITERATION, "loop": loop}))
+    proc = ilflows(["run", str(spec), "--quiet"], tmp_path, **fake_engines_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     from ilflows.settings import IlflowsSettings
@@ -78,7 +79,9 @@ def test_a_campaign_stops_when_its_members_agree(tmp_path):
         (1, 0),
         (1, 0),
     ]  # each member drives once
-    table = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["obs"]["iterations"]
+    table = json.loads(ilflows(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["obs"][
+        "iterations"
+    ]
     assert [row["iteration"] for row in table] == [0]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import ROOT, ilflows
+from cli_runs import ROOT, fake_engines_env, ilflows
 
 SHARED = ROOT.parent / "shared"
 PEER = SHARED / "peer-dpgen/init_data/ip35"
@@ -32,11 +32,9 @@ def _spec(tmp_path: Path, name: str, imports: list[dict], md: list[dict] | None 
             "imports": imports,
             "md": md or [],
         },
-        "train": {
-            "n_models": 2,
-            "overrides": {"training": {"numb_steps": 10, "disp_freq": 5, "save_freq": 10}},
-        },
-        "explore": {"n_steps": 40, "frame_every": 20, "n_walkers": 1},
+        # real CP2K MD and labels (what is tested); fake training and exploration
+        "train": {"engine": "pair-fit", "n_models": 2},
+        "explore": {"engine": "rattle-walk", "n_steps": 40, "frame_every": 20, "n_walkers": 1},
         "guards": {"max_void": None},
         "loop": {"max_iterations": 1},
         "validation": {
@@ -51,7 +49,7 @@ def _spec(tmp_path: Path, name: str, imports: list[dict], md: list[dict] | None 
 
 
 def _ilflows(args: list[str], home: Path, timeout: int = 60) -> subprocess.CompletedProcess:
-    return ilflows(args, home, timeout=timeout)
+    return ilflows(args, home, timeout=timeout, **fake_engines_env())
 
 
 def test_import_of_another_liquid_is_refused_before_queueing(tmp_path):

@@ -7,17 +7,32 @@ from __future__ import annotations
 
 import json
 
-import fake_engines
 import numpy as np
 import pytest
 import yaml
 from cli_runs import fake_engines_env, ilflows
 
 from ilflows.dft import ENGINES
+from ilflows.explore import EXPLORERS
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import DFTLabel
 from ilflows.select import force_deviations
 from ilflows.train import TRAINERS
+
+REGISTRIES = (ENGINES, TRAINERS, EXPLORERS)
+
+
+@pytest.fixture(scope="module")
+def fake_engines():
+    """The fake engines, registered in this process for this module's tests only."""
+    saved = [dict(registry.table) for registry in REGISTRIES]
+    import fake_engines
+
+    fake_engines.register()
+    yield fake_engines
+    for registry, table in zip(REGISTRIES, saved, strict=True):
+        registry.table = table
+
 
 # 3 packed boxes of one pair and their rattled copies, 4 members, 2 walkers of 10 recorded frames.
 FAKE = {
@@ -42,7 +57,7 @@ def _box(seed: int) -> Frame:
     )
 
 
-def test_pair_labels_are_the_derivatives_of_their_energy(tmp_path):
+def test_pair_labels_are_the_derivatives_of_their_energy(fake_engines, tmp_path):
     frame, h = _box(0), 1e-5
     spec = ENGINES.section({"engine": "pair-dft"})
     label = fake_engines.PairDft().label(frame, spec, tmp_path)
@@ -74,7 +89,7 @@ def test_pair_labels_are_the_derivatives_of_their_energy(tmp_path):
     assert label.stress[0][0] == pytest.approx(p_xx, rel=1e-6)
 
 
-def test_members_disagree_less_as_the_labels_grow(tmp_path):
+def test_members_disagree_less_as_the_labels_grow(fake_engines, tmp_path):
     type_map = ["H", "B", "C", "F"]
     frames = [_box(seed) for seed in range(60)]
     engine, spec = fake_engines.PairDft(), ENGINES.section({"engine": "pair-dft"})

@@ -19,9 +19,7 @@ VENV = Path(sys.executable).parent.parent
 
 def test_qlaunch_runs_a_campaign_through_slurm(slurm_cluster, tmp_path):
     spec = tmp_path / "queue.yaml"
-    spec.write_text(
-        yaml.safe_dump({"name": "queue", **FAKE_ONE_ITERATION})
-    )  # the queue is tested, not engines
+    spec.write_text(yaml.safe_dump({"name": "queue", **FAKE_ONE_ITERATION}))  # the queue is tested
     assert ilflows(["submit", str(spec)], tmp_path, **fake_engines_env()).returncode == 0
 
     # the shipped template, with a worker of every category and one job process per task asked for
@@ -68,7 +66,7 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
         "pre_rocket": f"export OMP_NUM_THREADS=1 {exports}",
     }
     (tmp_path / "qadapter.yaml").write_text(yaml.safe_dump(qadapter))
-    env = {**slurm_cluster.env, "ILFLOWS_VENV": str(VENV), **fake_engines_env()}  # sbatch passes it on
+    env = {**slurm_cluster.env, "ILFLOWS_VENV": str(VENV)}
     launcher = subprocess.Popen(
         [sys.executable, "-m", "ilflows.cli", "qlaunch", str(tmp_path / "qadapter.yaml"), "--poll", "1"],
         env=cli_env(tmp_path, **env, **toys),  # FireWorks' queue launcher reads the toy jobs too

@@ -125,8 +125,9 @@ class PairDft:
         start = time.perf_counter()
         time.sleep(float(os.environ.get("FAKE_LABEL_SECONDS", 0)))
         atoms = frame.to_ase()
-        kinds = {pair_kind(a, b) for a in frame.species for b in frame.species}
-        e0 = {s: -float(atomic_numbers[s]) for s in set(frame.species)}
+        elements = set(frame.species)
+        kinds = {pair_kind(a, b) for a in elements for b in elements}
+        e0 = {s: -float(atomic_numbers[s]) for s in elements}
         energy, forces, stress = pair_terms(
             atoms, e0, {k: [label_amplitude(k)] for k in kinds}, [LABEL_WIDTH]
         )
@@ -287,13 +288,12 @@ class RattleWalk:
         ]
         rng = np.random.default_rng(seed)
         atoms = start.to_ase()
-        step = RATTLE * np.sqrt(spec.temperature / 300.0)
+        step, n = RATTLE * np.sqrt(spec.temperature / 300.0), len(atoms)
         steps, positions, cells, forces_dev, energies_dev, virials_dev = [], [], [], [], [], []
         for record in range(spec.n_steps // spec.frame_every + 1):
             if record:
                 atoms.positions += rng.normal(0.0, step, atoms.positions.shape)
             terms = [member.terms(atoms, True) for member in members]
-            n = len(atoms)
             steps.append(record * spec.frame_every)
             positions.append(atoms.get_positions(wrap=True).tolist())
             cells.append(atoms.cell.array.tolist())

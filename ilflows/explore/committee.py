@@ -243,17 +243,17 @@ class _DeepmdMember:
         from deepmd.infer import DeepPot  # TensorFlow loads only for DeePMD members
 
         self.model = DeepPot(str(path))
+        self.types = {name: i for i, name in enumerate(self.model.get_type_map())}
 
     def terms(self, atoms: Atoms, periodic: bool) -> tuple[float, np.ndarray, np.ndarray | None]:
         """Energy (eV), forces (eV/Å) and 3x3 stress (eV/Å^3, ASE's sign; None without a cell)."""
-        types = {name: i for i, name in enumerate(self.model.get_type_map())}
-        unknown = set(atoms.get_chemical_symbols()) - set(types)
+        unknown = set(atoms.get_chemical_symbols()) - set(self.types)
         if unknown:
             raise ValueError(
                 f"atoms hold elements {sorted(unknown)} that the DeePMD model was not trained on"
             )
         cell = atoms.cell.array.reshape(1, 9) if periodic else None
-        atom_types = [types[s] for s in atoms.get_chemical_symbols()]
+        atom_types = [self.types[s] for s in atoms.get_chemical_symbols()]
         energy, forces, virial = self.model.eval(atoms.positions.reshape(1, -1), cell, atom_types)[:3]
         virial = virial.reshape(3, 3)
         # ASE's stress is minus the virial over the volume (positive when stretched)

@@ -119,10 +119,13 @@ def torch_threads() -> Iterator[None]:
     """Run this process's torch work on the ``threads`` setting, as :func:`engine_env` pins engines.
 
     Left alone, torch takes every core: a validation scored beside a walker on two cores took
-    three times as long (13 s instead of 4.5 s).
+    three times as long (13 s instead of 4.5 s).  A process that has not loaded torch by then has
+    no torch work (a committee of DeePMD or other members): it is left alone, and torch unloaded.
     """
-    import torch
-
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(get_settings().threads)
     try:

@@ -36,7 +36,8 @@ FAKE_ONE_ITERATION = {
 def fake_engines_env(fail: str = "") -> dict[str, str]:
     """Environment under which ``ilflows`` and its workers register the fake engines.
 
-    ``fail``: comma-separated seams whose fake engine fails (dft, explore), as a broken program would.
+    ``fail``: comma-separated seams whose fake engine fails (dft, train, explore), as a broken
+    program would.
     """
     path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p)
     return {"ILFLOWS_PLUGINS": "fake_engines", "PYTHONPATH": path, "FAKE_ENGINES_FAIL": fail}

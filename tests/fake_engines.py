@@ -14,8 +14,8 @@ milliseconds, with physics simple enough to check by hand:
   frame (steps of ``RATTLE`` Å times sqrt(T / 300 K)), each recorded frame scored by the
   committee (max force deviation, energy and virial deviations).
 
-``FAKE_ENGINES_FAIL=dft,explore`` makes the named ones fail, as a crashing program would: a
-failed label, an exploration raising :class:`~ilflows.execute.EngineError`;
+``FAKE_ENGINES_FAIL=dft,train,explore`` makes the named ones fail, as a crashing program would:
+a failed label, a training or an exploration raising :class:`~ilflows.execute.EngineError`;
 ``FAKE_LABEL_SECONDS`` makes each label take that long, so that a test can stop a worker during one.
 
 ``register()`` adds them to the registries; a process that cannot call it (an ``ilflows``
@@ -179,6 +179,8 @@ class PairFit:
         self, labels: list[DFTLabel], type_map: list[str], hyperparameters: dict, workdir: Path
     ) -> TrainResult:
         """Fit one member on a bootstrap resample of ``labels`` (seeded) and write its model file."""
+        if failing("train"):
+            raise EngineError("fake trainer crashed (FAKE_ENGINES_FAIL)")
         check_labels(labels, type_map)
         start = time.perf_counter()
         kinds = sorted({pair_kind(a, b) for a in type_map for b in type_map})

@@ -9,7 +9,7 @@ import yaml
 from cli_runs import FAKE_ONE_ITERATION, ONE_ITERATION, fake_engines_env, ilflows
 
 from ilflows.analysis.properties import observable_spreads
-from ilflows.schemas.records import DiffusionCoefficient, Properties
+from ilflows.schemas.results import DiffusionCoefficient, Properties
 
 
 def _props(density: float | None, d_pyr: float) -> Properties:

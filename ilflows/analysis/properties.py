@@ -14,7 +14,8 @@ import numpy as np
 
 from ilflows.analysis import conformers, liquid
 from ilflows.schemas.control import ProductionSpec
-from ilflows.schemas.records import DiffusionCoefficient, Production, Properties, RDFCurve
+from ilflows.schemas.records import Production
+from ilflows.schemas.results import DiffusionCoefficient, Properties, RDFCurve
 
 
 def liquid_properties(

@@ -22,20 +22,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import mace  # noqa: F401  (first: lets e3nn and torch.load read MACE's pickled modules)
 import numpy as np
-import torch
 from ase.atoms import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
-from mace import data as mace_data
-from mace.tools import torch_geometric, torch_tools, utils
 
 from ilflows.execute import device_env, torch_device
 from ilflows.select import max_force_deviation
 from ilflows.train import model_reader
+
+if TYPE_CHECKING:
+    import torch
 
 # The keys MACECalculator reads from Atoms, so that both build the same batch.
 _INFO_KEYS = {"total_spin": "spin", "total_charge": "charge", "external_field": "external_field"}
@@ -98,11 +97,17 @@ class CommitteeCalculator(Calculator):
         if not model_paths:
             raise ValueError("a committee needs at least one model file")
         self.drive = drive
-        self.device = device or torch_device()
+        # torch and MACE load only for MACE members: a DeePMD or other committee starts in a blink
+        self.mace = [Path(path).suffix == ".model" for path in model_paths]
+        self.device = device or (torch_device() if any(self.mace) else "cpu")
         self.models = [_load(path, self.device) for path in model_paths]
-        mace_models = [(path, m) for path, m in zip(model_paths, self.models, strict=True) if _is_mace(m)]
+        mace_models = [
+            (path, m) for path, m, is_mace in zip(model_paths, self.models, self.mace, strict=True) if is_mace
+        ]
         self.z_table = self.r_max = None
         if mace_models:
+            from mace.tools import utils
+
             first_path, first = mace_models[0]
             self.r_max = float(first.r_max)
             self.z_table = utils.AtomicNumberTable([int(z) for z in first.atomic_numbers])
@@ -171,6 +176,10 @@ class CommitteeCalculator(Calculator):
 
     def _build_graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         """Neighbour list and MACE batch of ``atoms``, built the way MACECalculator builds them."""
+        import torch
+        from mace import data as mace_data
+        from mace.tools import torch_geometric, torch_tools
+
         unknown = set(atoms.numbers.tolist()) - set(self.z_table.zs)
         if unknown:
             raise ValueError(
@@ -189,7 +198,7 @@ class CommitteeCalculator(Calculator):
     def _evaluate(self, k: int) -> tuple[float, np.ndarray, np.ndarray | None]:
         """Energy (eV), forces (eV/Å) and 3x3 stress (eV/Å^3; None without a cell) of member k."""
         periodic = bool(self.atoms.pbc.all())
-        if not _is_mace(self.models[k]):
+        if not self.mace[k]:
             return _finite(k, *self.models[k].terms(self.atoms, periodic))
         # The forward pass replaces positions (and shifts, for the stress) in the dict it is
         # given and sets requires_grad on the positions: give each member its own dict and
@@ -230,10 +239,6 @@ def _finite(k: int, energy: float, forces: np.ndarray, stress: np.ndarray | None
     return energy, forces, stress
 
 
-def _is_mace(model) -> bool:
-    return isinstance(model, torch.nn.Module)
-
-
 class _DeepmdMember:
     """A frozen DeePMD model (``DeepPot``) as a committee member."""
 
@@ -272,6 +277,9 @@ def _load(path: str | Path, device: str):
         return _DeepmdMember(path)
     if suffix != ".model":
         return model_reader(suffix)(path)
+    import mace  # noqa: F401  (first: lets e3nn and torch.load read MACE's pickled modules)
+    import torch
+
     model = torch.load(Path(path), map_location=device, weights_only=False).double().eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

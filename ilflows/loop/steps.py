@@ -56,17 +56,22 @@ def stored_or_run(function):
 
     @functools.wraps(function)
     def run(*args, **kwargs):
-        from jobflow import CURRENT_JOB
-
-        current = CURRENT_JOB.job
-        if current is not None and CURRENT_JOB.store is not None:
-            criteria = {"uuid": current.uuid, "index": current.index}
-            doc = CURRENT_JOB.store.query_one(criteria=criteria, properties=["output"], load=True)
-            if doc is not None and doc.get("output") is not None:
-                return doc["output"]
-        return function(*args, **kwargs)
+        stored = stored_output()
+        return stored if stored is not None else function(*args, **kwargs)
 
     return run
+
+
+def stored_output() -> dict | None:
+    """Return the output the JobStore already holds for the running job (None: none, or outside a job)."""
+    from jobflow import CURRENT_JOB
+
+    current = CURRENT_JOB.job
+    if current is None or CURRENT_JOB.store is None:
+        return None
+    criteria = {"uuid": current.uuid, "index": current.index}
+    doc = CURRENT_JOB.store.query_one(criteria=criteria, properties=["output"], load=True)
+    return None if doc is None else doc.get("output")
 
 
 def _workdir(name: str) -> Path:
@@ -160,6 +165,13 @@ class TrainMaker(Maker):
         converged = [lab for lab in labels if lab.converged]
         split = training_split(converged, self.holdout_fraction, self.outlier_k)
         good = split.train
+        if not good:  # e.g. a 2-frame initial set whose frame ids both fall in the held-out fraction
+            raise ValueError(
+                f"no label to train on: of {len(labels)} labels {len(converged)} converged, "
+                f"{len(split.held_out)} held out (validation.holdout_fraction {self.holdout_fraction}), "
+                f"{len(split.outliers)} outliers; label more initial frames or lower "
+                "validation.holdout_fraction"
+            )
         if self.dispersion:  # hybrid MLP + D3: the model learns the labels less D3
             from ilflows.dispersion import without_d3
 

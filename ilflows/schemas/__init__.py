@@ -3,10 +3,8 @@
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import (
     BIG_FIELDS,
-    Calibration,
     DFTLabel,
     DFTResult,
-    ErrorMetrics,
     Exploration,
     FlaggedFrame,
     InitialSet,
@@ -14,16 +12,14 @@ from ilflows.schemas.records import (
     MDFrames,
     MDResult,
     ModelFile,
-    Parity,
     Production,
-    Properties,
     SelectedFrame,
     SelectionRecord,
     TrainingRun,
     TrainResult,
     Trajectory,
-    Validation,
 )
+from ilflows.schemas.results import Calibration, ErrorMetrics, Parity, Properties, Validation
 
 __all__ = [
     "BIG_FIELDS",

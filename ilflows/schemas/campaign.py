@@ -81,6 +81,18 @@ class CampaignSpec(Section):
         return value if isinstance(value, list | tuple) else [value]
 
     @model_validator(mode="after")
+    def _systems(self) -> CampaignSpec:
+        # first: the checks below read each composition's ions and elements
+        for k, system in enumerate(self.system):
+            try:
+                check_system(system)
+            except ValueError as err:
+                raise ValueError(
+                    str(err) if len(self.system) == 1 else str(err).replace("system.", f"system.{k}.", 1)
+                ) from None
+        return self
+
+    @model_validator(mode="after")
     def _committee(self) -> CampaignSpec:
         n_models = self.n_models
         if n_models < 2:
@@ -280,10 +292,4 @@ def load_spec(path: str | Path, local: bool = False) -> CampaignSpec:
         ):
             message = _not_a_setting(SEAMS[loc[0]], raw, first["loc"]) or message
         raise SpecError(f"{path}: {where}: {message}" if where else f"{path}: {message}") from err
-    for k, system in enumerate(spec.system):
-        try:
-            check_system(system)
-        except ValueError as err:
-            message = str(err) if len(spec.system) == 1 else str(err).replace("system.", f"system.{k}.", 1)
-            raise SpecError(f"{path}: {message}") from err
     return spec

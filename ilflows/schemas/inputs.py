@@ -14,7 +14,7 @@ class SystemSpec(Section):
     """What liquid to simulate: the ions of one box and its reference density.
 
     Names, electroneutrality, positive counts and whether Packmol can fill the box are checked
-    by :func:`ilflows.systems.check_system` (run by :func:`load_spec`).
+    by :func:`ilflows.systems.check_system`, first of the campaign spec's own checks.
     """
 
     ions: dict[str, int] = Field(

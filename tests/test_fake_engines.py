@@ -6,6 +6,9 @@ command line, the queue and the store in seconds.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -167,3 +170,38 @@ def test_a_plugin_that_cannot_be_imported_is_named_in_one_line(tmp_path):
         "ilflows: error: setting plugins: cannot import 'no_such_module' (No module named 'no_such_module'); "
         "fix ILFLOWS_PLUGINS"
     )
+
+
+NO_TORCH = """
+import json, sys
+from ase.build import molecule
+from ilflows.execute import torch_threads
+from ilflows.explore.committee import CommitteeCalculator
+
+model = {"type_map": ["H", "C"], "widths": [0.6], "e0": {"H": -1.0, "C": -4.0}}
+paths = []
+for k, amplitude in enumerate((0.2, 0.3)):
+    model["amplitudes"] = {kind: [amplitude] for kind in ("C-C", "C-H", "H-H")}
+    paths.append(f"m{k}.pairfit")
+    open(paths[-1], "w").write(json.dumps(model))
+atoms = molecule("CH4", vacuum=3.0, pbc=True)
+with torch_threads():
+    calc = CommitteeCalculator(paths, drive="mean")
+    calc.calculate(atoms, ["deviation"])
+print(json.dumps({"deviation": calc.results["deviation"], "torch": "torch" in sys.modules}))
+"""
+
+
+def test_a_committee_without_mace_members_never_loads_torch(tmp_path):
+    # scoring DeePMD or other members in a worker need not pay torch's and MACE's 4-s import
+    env = {**os.environ, **fake_engines_env()}
+    run = subprocess.run(
+        [sys.executable, "-c", "import fake_engines\n" + NO_TORCH],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["deviation"] > 0 and not result["torch"]

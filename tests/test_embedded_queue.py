@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,13 @@ def _queue_naps(home: Path, n: int, seconds: float) -> None:
 def _queue(home: Path, call: str) -> None:
     cmd = [sys.executable, "-c", f"from toy_jobs import *; {call}"]
     subprocess.run(cmd, env=cli_env(home, **_env(home)), check=True, cwd=ROOT)
+
+
+def _queue_and_run(home: Path, n: int) -> None:
+    """Queue ``n`` naps of no time and run them with ``ilflows worker``, in one process: a set-up."""
+    _queue(
+        home, f"queue_naps({n}, 0.0); from ilflows.cli import main; assert main(['worker', '--quiet']) == 0"
+    )
 
 
 def _log(home: Path) -> list[tuple[str, str]]:
@@ -61,17 +69,22 @@ def _states(home: Path) -> Counter:
 
 
 def test_two_workers_run_each_job_once(tmp_path):
-    _queue_naps(tmp_path, 8, 1.0)
-    t0 = time.perf_counter()
+    _queue_naps(tmp_path, 4, 1.0)
     proc = ilflows(["worker", "--workers", "2"], tmp_path, **_env(tmp_path))
-    wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "queue: 8/8 jobs completed, 0 fizzled" in proc.stdout
-    assert len(re.findall(r"jobs done\s+nap\s+COMPLETED", proc.stdout)) == 8  # a line per job
-    assert _runs(tmp_path) == Counter({str(i): 1 for i in range(8)})
-    assert _states(tmp_path) == Counter({"COMPLETED": 8})
+    assert "queue: 4/4 jobs completed, 0 fizzled" in proc.stdout
+    # a line per job: [time since the start] ... (its run time)
+    done = [
+        tuple(map(float, m))
+        for m in re.findall(r"\[\s*([\d.]+) s\].*nap\s+COMPLETED \(([\d.]+) s\)", proc.stdout)
+    ]
+    assert len(done) == 4
+    assert _runs(tmp_path) == Counter({str(i): 1 for i in range(4)})
+    assert _states(tmp_path) == Counter({"COMPLETED": 4})
     assert len({pid for _, pid in _log(tmp_path)}) == 2
-    assert wall < 8 + 6  # two at a time: 8 one-second jobs take about 4 s plus start-up
+    # two at a time, whatever the start-up took: the jobs' run time over their span is about 2 (1: one by one)
+    span = max(end for end, _ in done) - min(end - took for end, took in done)
+    assert sum(took for _, took in done) / span > 1.3, proc.stdout
 
 
 def test_run_folders_on_scratch_and_failed_ones_on_the_shared_disk(tmp_path):
@@ -137,9 +150,27 @@ def test_a_worker_stops_only_when_no_sibling_may_add_jobs(monkeypatch, in_flight
     assert running == ({} if pid is None else {pid: 7 if worker == "live" else None})
 
 
-def _runner_mid_campaign(home: Path, **popen) -> subprocess.Popen:
-    """Queue six 3-s naps and start a two-worker runner; return it once two are done and two run."""
-    _queue_naps(home, 6, 3.0)
+@pytest.fixture(scope="module")
+def six_naps(tmp_path_factory) -> Path:
+    """A queue of naps of 0, 0, 3, 3, 0 and 0 s that workers take in that order (their priorities).
+
+    Queued once: a test copies the file (the whole queue; it names no folder).
+    """
+    home = tmp_path_factory.mktemp("six_naps")
+    _queue(
+        home,
+        "from jobflow import Flow; from toy_jobs import _queue\n"
+        "naps = [nap(i, s) for i, s in enumerate([0.0, 0.0, 3.0, 3.0, 0.0, 0.0])]\n"
+        "for i, n in enumerate(naps): n.config.manager_config = {'_priority': len(naps) - i}\n"
+        "_queue(Flow(naps, name='naps'), 'naps')",
+    )
+    return home / "launchpad.json"
+
+
+def _runner_mid_campaign(queue: Path, home: Path, **popen) -> subprocess.Popen:
+    """Start a two-worker runner on a copy of ``queue`` (six_naps) in ``home``; return it once
+    the first two naps are done and the engines of the 3-s ones run."""
+    shutil.copy(queue, home)
     runner = subprocess.Popen(
         [sys.executable, "-m", "ilflows.cli", "worker", "--workers", "2"],
         env=cli_env(home, **_env(home)),
@@ -151,14 +182,14 @@ def _runner_mid_campaign(home: Path, **popen) -> subprocess.Popen:
     for line in runner.stdout:
         if re.search(r"\s2/6\s+jobs done", line):
             break
-    deadline = time.time() + 2.0
-    while _states(home)["RUNNING"] < 2 and time.time() < deadline:
+    deadline = time.time() + 30
+    while sum(cmd.startswith("sleep ") for cmd in _engines_of(home)) < 2 and time.time() < deadline:
         time.sleep(0.05)
     return runner
 
 
-def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
-    runner = _runner_mid_campaign(tmp_path)
+def test_killed_runner_takes_its_workers_along_and_loses_nothing(six_naps, tmp_path):
+    runner = _runner_mid_campaign(six_naps, tmp_path)
     try:  # kill -9 the runner alone while two more jobs run
         assert _states(tmp_path) == Counter({"COMPLETED": 2, "RUNNING": 2, "READY": 2})  # on disk
         runner.send_signal(signal.SIGKILL)
@@ -167,9 +198,9 @@ def test_killed_runner_takes_its_workers_along_and_loses_nothing(tmp_path):
     deadline = time.time() + 1.0
     while _engines_of(tmp_path) and time.time() < deadline:
         time.sleep(0.05)
-    assert _engines_of(tmp_path) == []  # the workers' `sleep`s died with them: no orphans on the node
-    time.sleep(3.5)  # as long as a job
-    # its workers died with it: no worker finishes a job later, and the queue is free
+    # its workers (they carry its TOY_LOG too) and their `sleep`s died with it, before the sleeps
+    # could end: no orphans on the node, no worker finishes a job later, and the queue is free
+    assert _engines_of(tmp_path) == []
     assert sum(_runs(tmp_path).values()) == 2
     # completed jobs' run folders went as each completed (the runner never reached its end)
     killed = sorted((tmp_path / "runs").glob("launcher_*"))
@@ -209,7 +240,7 @@ def test_a_job_that_kills_its_worker_twice_fizzles_and_its_children_wait(tmp_pat
 
 
 def test_nothing_else_writes_the_queue_while_workers_run(tmp_path):
-    _queue_naps(tmp_path, 2, 4.0)
+    _queue_naps(tmp_path, 1, 30.0)  # a runner busy until stopped
     runner = subprocess.Popen(
         [sys.executable, "-m", "ilflows.cli", "worker", "--quiet"],
         env=cli_env(tmp_path, **_env(tmp_path)),
@@ -238,9 +269,10 @@ def test_nothing_else_writes_the_queue_while_workers_run(tmp_path):
         )
         assert "rerun_fw: " in read.stdout and "open for reading only" in read.stdout
     finally:
-        runner.wait(timeout=120)
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=60)
     assert runner.returncode == 0
-    assert _states(tmp_path) == Counter({"COMPLETED": 2})
+    assert _states(tmp_path) == Counter({"READY": 1})  # the runner's last save: its job put back
 
 
 def test_no_job_starts_after_the_timeout(tmp_path):
@@ -298,10 +330,10 @@ def test_qlaunch_refuses_what_cannot_work(tmp_path, args, message):
     ("signum", "group"),
     [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGHUP, True)],
 )
-def test_a_stop_signal_puts_running_jobs_back_and_frees_the_queue_last(tmp_path, signum, group):
+def test_a_stop_signal_puts_running_jobs_back_and_frees_the_queue_last(six_naps, tmp_path, signum, group):
     """Ctrl-C (the whole group, or the runner alone), walltime's SIGTERM, a closed terminal."""
     # a group of its own, as a shell's foreground job
-    runner = _runner_mid_campaign(tmp_path, stderr=subprocess.PIPE, start_new_session=True)
+    runner = _runner_mid_campaign(six_naps, tmp_path, stderr=subprocess.PIPE, start_new_session=True)
     try:
         (os.killpg if group else os.kill)(runner.pid, signum)
         start = time.time()
@@ -351,8 +383,7 @@ def _has_env(proc: Path, entry: str) -> bool:
 
 
 def test_a_damaged_queue_file_is_one_line_and_the_previous_state_is_kept(tmp_path):
-    _queue_naps(tmp_path, 2, 0.0)
-    assert ilflows(["worker"], tmp_path, **_env(tmp_path)).returncode == 0
+    _queue_and_run(tmp_path, 2)
     queue, previous = tmp_path / "launchpad.json", tmp_path / "launchpad.json.previous"
     assert json.loads(previous.read_text())["ilflows"]["fireworks"][
         "documents"
@@ -399,10 +430,7 @@ def test_an_engine_killed_alone_runs_once_more(tmp_path):
 
 
 def test_a_deleted_or_damaged_results_store_is_refused_in_one_line(tmp_path):
-    import shutil
-
-    _queue_naps(tmp_path, 2, 0.0)
-    assert ilflows(["worker"], tmp_path, **_env(tmp_path)).returncode == 0
+    _queue_and_run(tmp_path, 2)
     store = tmp_path / "jobstore"
     kept = tmp_path / "jobstore.kept"
     shutil.copytree(store, kept)
@@ -425,11 +453,11 @@ def test_a_deleted_or_damaged_results_store_is_refused_in_one_line(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 500 kB tmpfs as ILFLOWS_HOME (root only), unmounted afterwards."""
+    """A 220 kB tmpfs as ILFLOWS_HOME (root only), unmounted afterwards."""
     home = tmp_path / "home"
     home.mkdir()
     mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=500k", "tmpfs", str(home)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=220k", "tmpfs", str(home)], capture_output=True
     )
     if mount.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
@@ -439,7 +467,9 @@ def small_disk(tmp_path):
 
 def test_a_full_disk_stops_the_run_in_one_line_and_the_next_run_goes_on(small_disk):
     home = small_disk
-    _queue_naps(home, 100, 0.0)  # each completion grows the queue file, which fills the disk
+    # each completion grows the queue file (about 5 kB with its copies and the results), which
+    # fills the disk after about 13 of them
+    _queue_naps(home, 30, 0.0)
     full = ilflows(["worker", "--workers", "2"], home, **_env(home))
     assert full.returncode == 2, full.stderr[-2000:]
     last = full.stderr.strip().splitlines()[-1]
@@ -448,16 +478,16 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_next_run_goes_on(small_di
     )
     assert not list(home.glob(".*.tmp"))  # the part of a failed save is removed
     done = len(_log(home))
-    assert 0 < done < 100, full.stdout[-2000:]
+    assert 0 < done < 30, full.stdout[-2000:]
     assert ilflows(["status"], home).returncode == 0  # the queue file is whole
 
     subprocess.run(["mount", "-o", "remount,size=4m", str(home)], check=True)  # space freed
     proc = ilflows(["worker", "--workers", "2"], home, **_env(home))
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = _runs(home)
-    assert set(runs) == {str(i) for i in range(100)}  # nothing lost
+    assert set(runs) == {str(i) for i in range(30)}  # nothing lost
     # a nap whose completion the full disk kept from the queue (left running, or fizzled by
     # FireWorks) was put back and ran again (a real job returns its stored result unrun instead)
     back = sum(int(n) for n in re.findall(r"put back (\d+) jobs", proc.stdout))
-    assert sum(runs.values()) - 100 <= back <= 4, (runs, proc.stdout[-2000:], full.stderr[-3000:])
+    assert sum(runs.values()) - 30 <= back <= 4, (runs, proc.stdout[-2000:], full.stderr[-3000:])
     assert "0 fizzled" in proc.stdout

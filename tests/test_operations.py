@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from cli_runs import FAKE_ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows
 
+from ilflows.settings import IlflowsSettings
+from ilflows.store import get_jobstore
+
 SPEC = {"name": "ops", **FAKE_ONE_ITERATION}
+PEER = ROOT.parent / "shared/peer-dpgen/init_data/ip35"
+PEER_IMPORT = {"format": "deepmd-npy", "level_of_theory": "GFN1-xTB (CP2K)", "source": "peer-dpgen init_data"}
 
 
 def _ilflows(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess:
@@ -40,8 +47,10 @@ def test_status_shows_a_failed_job_and_rerun_brings_it_back(tmp_path):
     assert report["jobs"]["completed"] == report["jobs"]["total"] and report["fizzled"] == []
     # the selection ran again over the new exploration: one record, replaced, not a second one
     assert [row["stop_reason"][:14] for row in report["iterations"]] == ["max_iterations"]
-    trainings = _ilflows(["query", "trainings", "--json"], tmp_path, **fake_engines_env())
-    assert len(json.loads(trainings.stdout)) == 2  # not retrained
+    store = get_jobstore(IlflowsSettings(home=tmp_path))  # read here: a command line would take seconds
+    store.connect()
+    assert store.count({"output.kind": "training"}) == 2  # not retrained
+    store.close()
 
 
 def test_rerun_of_an_unknown_campaign_is_one_line(tmp_path):
@@ -52,30 +61,52 @@ def test_rerun_of_an_unknown_campaign_is_one_line(tmp_path):
     )
 
 
-@pytest.mark.slow
 def test_a_hanging_engine_is_killed_at_its_limit_and_its_label_counts_as_failed(tmp_path):
+    if not PEER.is_dir():
+        pytest.skip(f"peer data not found at {PEER}")
+    peer = tmp_path / "peer"  # two of the peer's labelled frames (a job each)
+    (peer / "set.000").mkdir(parents=True)
+    for name in ("type.raw", "type_map.raw"):
+        shutil.copy(PEER / name, peer / name)
+    for array in (PEER / "set.000").glob("*.npy"):
+        np.save(peer / "set.000" / array.name, np.load(array)[:2])
     spec = tmp_path / "hang.yaml"
-    limits = {"label": 20}  # an xTB label of one ion pair takes about 3 s
-    # real CP2K labels, fake training and exploration: the engine run and its limit are what is tested
-    hanging = {**SPEC, "name": "hang", "dft": {"engine": "cp2k-xtb"}, "time_limits": limits}
+    # the CP2K label of the one packed box hangs (a stuck SCF, a dead file system) and is killed at
+    # the shortest limit; the imported labels are trained on, on fake engines
+    initial = {**SPEC["initial"], "boxes_per_density": 1, "imports": [{**PEER_IMPORT, "path": str(peer)}]}
+    hanging = {
+        **SPEC,
+        "name": "hang",
+        "initial": initial,
+        "dft": {"engine": "cp2k-xtb"},
+        "time_limits": {"label": 1},
+    }
     spec.write_text(yaml.safe_dump({**hanging, "validation": {"holdout_fraction": 0}}))
-    hang = (
-        tmp_path / "cp2k"
-    )  # the first CP2K run hangs (a stuck SCF, a dead file system); the others are real
-    hang.write_text(
-        f"#!/bin/sh\nif [ ! -e {tmp_path}/hung ]; then touch {tmp_path}/hung; sleep 60 & sleep 61; wait; fi\n"
-        'exec cp2k.psmp "$@"\n'
-    )
+    hang = tmp_path / "cp2k"
+    hang.write_text("#!/bin/sh\nsleep 60 & sleep 61; wait\n")
     hang.chmod(0o755)
     proc = _ilflows(["run", str(spec), "--quiet"], tmp_path, ILFLOWS_CP2K_CMD=str(hang), **fake_engines_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     labels = json.loads(_ilflows(["query", "labels", "--json"], tmp_path).stdout)
     failed = [lab for lab in labels if not lab["converged"]]
-    assert len(failed) == 1 and "timed out after 20 s" in failed[0]["error"]
-    assert 20 <= failed[0]["wall_time_s"] < 40  # killed at its limit, not after the 60 s sleep
+    assert len(labels) == 3 and len(failed) == 1 and "timed out after 1 s" in failed[0]["error"]
+    assert 1 <= failed[0]["wall_time_s"] < 30  # killed at its limit, not after the 60 s sleep
     report = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["hang"]
     assert report["jobs"]["fizzled"] == 0 and report["iterations"][0]["failed_labels"] == 1
-    assert subprocess.run(["pgrep", "-f", "sleep 6[01]"], capture_output=True).stdout == b""  # none left
+    assert _processes_of(tmp_path) == []  # none left, the sleeps included
+
+
+def _processes_of(home: Path) -> list[str]:
+    """Command lines of the live processes started for the store in ``home`` (their ILFLOWS_HOME)."""
+    mark = f"ILFLOWS_HOME={home}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if mark in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone, or not ours
+            continue
+    return found
 
 
 def test_readers_refuse_a_missing_store_and_unknown_campaigns_in_one_line(tmp_path):

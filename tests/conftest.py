@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import TypeAdapter
 
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import DFTLabel, ModelFile, TrainResult
@@ -62,19 +64,36 @@ def peer_labels() -> list[DFTLabel]:
 
 @pytest.fixture(scope="session")
 def tiny_train_results(peer_labels, type_map, tmp_path_factory) -> list[TrainResult]:
-    """Four tiny DeePMD models (seeds 1-4) of a few steps, trained two at a time."""
+    """Four tiny DeePMD models (seeds 1-4) of a few steps, trained two at a time, once per test run.
+
+    Under pytest-xdist each worker is its own session: the first to ask trains, under a lock on
+    a file all workers see (pytest-xdist's recipe for a session fixture), and the others read its
+    TrainResult documents, model files included, instead of training the same four again.
+    """
+    from filelock import FileLock  # a torch dependency
+
     from ilflows.train import get_trainer
 
-    trainer = get_trainer("deepmd")
-    spec = TRAINERS.section(dict(preset="tiny", overrides=FEW_STEPS))
-    root = tmp_path_factory.mktemp("tiny_models")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    cache = shared / "tiny_train_results.json"
+    adapter = TypeAdapter(list[TrainResult])
+    with FileLock(f"{cache}.lock"):
+        if cache.is_file():
+            return adapter.validate_json(cache.read_bytes())
+        trainer = get_trainer("deepmd")
+        spec = TRAINERS.section(dict(preset="tiny", overrides=FEW_STEPS))
+        root = tmp_path_factory.mktemp("tiny_models")
 
-    def member(i: int) -> TrainResult:
-        params = trainer.hyperparameters(spec, type_map, seed=spec.seed + i)
-        return trainer.train(peer_labels, type_map, params, root / f"m{i}")
+        def member(i: int) -> TrainResult:
+            params = trainer.hyperparameters(spec, type_map, seed=spec.seed + i)
+            return trainer.train(peer_labels, type_map, params, root / f"m{i}")
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(member, range(4)))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(member, range(4)))
+        cache.write_bytes(adapter.dump_json(results))
+        return results
 
 
 @pytest.fixture(scope="session")

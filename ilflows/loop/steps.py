@@ -277,12 +277,13 @@ def score_models(
     )
 
 
-def labelled_fingerprints(store, campaign: str) -> set[str]:
-    """Fingerprints (``Frame.fingerprint``) of every frame ``campaign`` has labelled, validation included.
+def labelled_fingerprints(store, campaign: str, before: int) -> set[str]:
+    """Fingerprints (``Frame.fingerprint``) of the frames ``campaign`` labelled before iteration ``before``.
 
-    Reads the stored prints; only records older than them are read whole.
+    Validation and initial labels (iteration -1) included.  Reads the stored prints; only records
+    older than them are read whole.
     """
-    criteria = {"output.kind": "dft_label", "output.campaign": campaign}
+    criteria = {"output.kind": "dft_label", "output.campaign": campaign, "output.iteration": {"$lt": before}}
     outs = [d["output"] for d in store.query(criteria, properties=["output.frame_hash", "output.frame_id"])]
     prints = {out["frame_hash"] for out in outs if out.get("frame_hash")}
     older = [out["frame_id"] for out in outs if not out.get("frame_hash")]
@@ -293,9 +294,9 @@ def labelled_fingerprints(store, campaign: str) -> set[str]:
     return prints
 
 
-def labelled_frames(store, campaign: str) -> list[Frame]:
-    """Every frame ``campaign`` has labelled (positions read: for diversity selection only)."""
-    criteria = {"output.kind": "dft_label", "output.campaign": campaign}
+def labelled_frames(store, campaign: str, before: int) -> list[Frame]:
+    """Return the frames ``campaign`` labelled before iteration ``before`` (for diversity selection)."""
+    criteria = {"output.kind": "dft_label", "output.campaign": campaign, "output.iteration": {"$lt": before}}
     return [
         Frame.model_validate(d["output"]["frame"]) for d in store.query(criteria, properties=["output.frame"])
     ]

@@ -59,3 +59,16 @@ def ilflows(args: list[str], home: Path, timeout: int = 900, **extra: str) -> su
         cwd=ROOT,
         timeout=timeout,
     )
+
+
+def processes_with_env(entry: str) -> list[str]:
+    """Command lines of the live processes whose environment holds ``entry`` (e.g. ``"TOY_LOG=/x"``)."""
+    mark = entry.encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if mark in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone, or not ours
+            continue
+    return found

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
+from ilflows.dft import ENGINES
+from ilflows.explore import EXPLORERS
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import DFTLabel, ModelFile, TrainResult
 from ilflows.train import TRAINERS
@@ -22,6 +24,19 @@ FEW_STEPS = {
     "model": {"descriptor": {"type_one_side": True}},
     "training": {"numb_steps": 20, "disp_freq": 10, "save_freq": 20},
 }
+
+
+@pytest.fixture(scope="module")
+def fake_engines():
+    """The module of the fake engines, registered in this process for the requesting module's tests."""
+    registries = (ENGINES, TRAINERS, EXPLORERS)
+    saved = [dict(registry.table) for registry in registries]
+    import fake_engines
+
+    fake_engines.register()
+    yield fake_engines
+    for registry, table in zip(registries, saved, strict=True):
+        registry.table = table
 
 
 @pytest.fixture(scope="session")

@@ -12,20 +12,6 @@ from ilflows.loop.steps import ExploreMaker, LabelMaker
 from ilflows.schemas import FrameOrigin
 from ilflows.train import TRAINERS
 
-REGISTRIES = (ENGINES, TRAINERS, EXPLORERS)
-
-
-@pytest.fixture(scope="module")
-def fake_engines():
-    """The fake engines of fake_engines.py, registered in this process for this module's tests only."""
-    saved = [dict(registry.table) for registry in REGISTRIES]
-    import fake_engines
-
-    fake_engines.register()
-    yield
-    for registry, table in zip(REGISTRIES, saved, strict=True):
-        registry.table = table
-
 
 @pytest.fixture(scope="module")
 def models(fake_engines, peer_labels, type_map, tmp_path_factory):

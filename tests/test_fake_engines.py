@@ -16,26 +16,10 @@ import yaml
 from cli_runs import fake_engines_env, ilflows
 
 from ilflows.dft import ENGINES
-from ilflows.explore import EXPLORERS
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import DFTLabel
 from ilflows.select import force_deviations
 from ilflows.train import TRAINERS
-
-REGISTRIES = (ENGINES, TRAINERS, EXPLORERS)
-
-
-@pytest.fixture(scope="module")
-def fake_engines():
-    """The fake engines, registered in this process for this module's tests only."""
-    saved = [dict(registry.table) for registry in REGISTRIES]
-    import fake_engines
-
-    fake_engines.register()
-    yield fake_engines
-    for registry, table in zip(REGISTRIES, saved, strict=True):
-        registry.table = table
-
 
 # 3 packed boxes of one pair and their rattled copies, 4 members, 2 walkers of 10 recorded frames.
 FAKE = {

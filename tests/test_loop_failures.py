@@ -8,26 +8,12 @@ from jobflow import Flow, JobStore, run_locally
 from maggma.stores import MemoryStore
 
 from ilflows.dft import ENGINES
-from ilflows.explore import EXPLORERS
 from ilflows.loop.jobs import TOLERANT
 from ilflows.loop.steps import LabelMaker, TrainMaker
 from ilflows.schemas import Frame, FrameOrigin
 from ilflows.train import TRAINERS
 
 POSCAR = Path(__file__).resolve().parents[2] / "shared/peer-dpgen/confs/ip35.POSCAR"
-REGISTRIES = (ENGINES, TRAINERS, EXPLORERS)
-
-
-@pytest.fixture
-def fake_engines():
-    """The fake engines of fake_engines.py, registered in this process for this test only."""
-    saved = [dict(registry.table) for registry in REGISTRIES]
-    import fake_engines
-
-    fake_engines.register()
-    yield
-    for registry, table in zip(REGISTRIES, saved, strict=True):
-        registry.table = table
 
 
 def test_failed_label_is_recorded_and_left_out_of_training(tmp_path, fake_engines):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import FAKE_ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows
+from cli_runs import FAKE_ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows, processes_with_env
 
 from ilflows.settings import IlflowsSettings
 from ilflows.store import get_jobstore
@@ -93,20 +93,7 @@ def test_a_hanging_engine_is_killed_at_its_limit_and_its_label_counts_as_failed(
     assert 1 <= failed[0]["wall_time_s"] < 30  # killed at its limit, not after the 60 s sleep
     report = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["hang"]
     assert report["jobs"]["fizzled"] == 0 and report["iterations"][0]["failed_labels"] == 1
-    assert _processes_of(tmp_path) == []  # none left, the sleeps included
-
-
-def _processes_of(home: Path) -> list[str]:
-    """Command lines of the live processes started for the store in ``home`` (their ILFLOWS_HOME)."""
-    mark = f"ILFLOWS_HOME={home}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if mark in (proc / "environ").read_bytes().split(b"\0"):
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:  # gone, or not ours
-            continue
-    return found
+    assert processes_with_env(f"ILFLOWS_HOME={tmp_path}") == []  # none left, the sleeps included
 
 
 def test_readers_refuse_a_missing_store_and_unknown_campaigns_in_one_line(tmp_path):

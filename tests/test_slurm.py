@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import FAKE_ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows
+from cli_runs import FAKE_ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows, processes_with_env
 
 pytest_plugins = ["slurm_cluster"]
 
@@ -94,7 +94,7 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
     assert "stopped by SIGTERM: 1 interrupted jobs are back in the queue, ready (nap)" in said, said[-2000:]
     report = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["chain"]
     assert report["jobs"] == {"completed": 1, "fizzled": 0, "total": 2, "blocked": 0}
-    left = [p.name for p in Path("/proc").glob("[0-9]*") if _has_env(p, f"TOY_LOG={toys['TOY_LOG']}")]
+    left = processes_with_env(f"TOY_LOG={toys['TOY_LOG']}")
     assert left == []  # the nap's engine went with its worker
     proc = ilflows(["worker"], tmp_path, timeout=300, **toys)  # the next worker finishes the campaign
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -102,10 +102,3 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
     assert runs[::2] == ["0", "0"]  # each nap finished once
     (starts,) = tmp_path.glob("starts-*")
     assert len(starts.read_text().split()) == 2  # the second nap: cut short by SIGTERM, then run again
-
-
-def _has_env(proc: Path, entry: str) -> bool:
-    try:
-        return entry.encode() in (proc / "environ").read_bytes().split(b"\0")
-    except OSError:  # gone, or not ours
-        return False

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import re
+import shutil
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -160,7 +161,12 @@ def disk_full(err: BaseException) -> bool:
     """Whether ``err`` says that a disk or a quota is full (a file write, or sqlite's)."""
     if isinstance(err, OSError):
         return err.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(err, sqlite3.OperationalError) and "disk is full" in str(err)
+    if not isinstance(err, sqlite3.OperationalError):
+        return False
+    # sqlite that cannot write its journal on a full disk says "disk I/O error" as often
+    return "disk is full" in str(err) or (
+        "disk I/O error" in str(err) and shutil.disk_usage(get_settings().home).free < 2**20
+    )
 
 
 def disk_full_message(err: BaseException, settings: IlflowsSettings | None = None) -> str:
@@ -358,6 +364,8 @@ def connect_jobstore(settings: IlflowsSettings | None = None):
                     database.create_collection(part.collection_name)
             store.docs_store.count()  # reads the documents table: a damaged file fails here
         except sqlite3.DatabaseError as err:
+            if disk_full(err):
+                raise  # not damaged: each command says so in one line
             raise StoreConfigError(
                 f"the results store {settings.home.resolve() / 'jobstore'} is damaged ({err}); put back its "
                 "folder from a backup (finished labels, trainings and MD are in it), then run again"

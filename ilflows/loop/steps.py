@@ -56,22 +56,17 @@ def stored_or_run(function):
 
     @functools.wraps(function)
     def run(*args, **kwargs):
-        stored = stored_output()
-        return stored if stored is not None else function(*args, **kwargs)
+        from jobflow import CURRENT_JOB
+
+        current = CURRENT_JOB.job
+        if current is not None and CURRENT_JOB.store is not None:
+            criteria = {"uuid": current.uuid, "index": current.index}
+            doc = CURRENT_JOB.store.query_one(criteria=criteria, properties=["output"], load=True)
+            if doc is not None and doc.get("output") is not None:
+                return doc["output"]
+        return function(*args, **kwargs)
 
     return run
-
-
-def stored_output() -> dict | None:
-    """Return the output the JobStore already holds for the running job (None: none, or outside a job)."""
-    from jobflow import CURRENT_JOB
-
-    current = CURRENT_JOB.job
-    if current is None or CURRENT_JOB.store is None:
-        return None
-    criteria = {"uuid": current.uuid, "index": current.index}
-    doc = CURRENT_JOB.store.query_one(criteria=criteria, properties=["output"], load=True)
-    return None if doc is None else doc.get("output")
 
 
 def _workdir(name: str) -> Path:

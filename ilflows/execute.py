@@ -120,7 +120,7 @@ def torch_threads() -> Iterator[None]:
 
     Left alone, torch takes every core: a validation scored beside a walker on two cores took
     three times as long (13 s instead of 4.5 s).  A process that has not loaded torch by then has
-    no torch work (a committee of DeePMD or other members): it is left alone, and torch unloaded.
+    no torch work (a committee of DeePMD or other members): nothing is set, and torch is not loaded.
     """
     torch = sys.modules.get("torch")
     if torch is None:

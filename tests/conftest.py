@@ -26,6 +26,17 @@ FEW_STEPS = {
 }
 
 
+def pytest_collection_modifyitems(items):
+    """Put the modules that run real engines (a ``slow`` test) first, in collection order.
+
+    pytest-xdist hands out whole modules (``--dist loadfile``) in this order (pyproject turns
+    off its reordering by test count, which put the one-test campaign modules last): a long
+    campaign taken last would keep one worker busy while the other idles.
+    """
+    real = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in real)
+
+
 @pytest.fixture(scope="module")
 def fake_engines():
     """The module of the fake engines, registered in this process for the requesting module's tests."""

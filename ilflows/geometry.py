@@ -1,4 +1,4 @@
-"""Geometry and units of periodic boxes, one copy each: mass density, cell widths, minimum image.
+"""Geometry and units of periodic boxes, one copy each: density, cell widths, minimum image, pairs.
 
 Lengths Å, masses amu (g/mol), densities g/cm^3; Avogadro's number is ``ase.units._Nav``, as
 for every other constant of ilflows.  Cells are row vectors (ASE's convention).
@@ -64,3 +64,35 @@ def minimum_image(vectors: np.ndarray, cells: np.ndarray | None) -> np.ndarray:
     rows, inverse = cells.reshape(shape), np.linalg.inv(cells).reshape(shape)
     frac = np.einsum("...i,...ij->...j", vectors, inverse)
     return np.einsum("...i,...ij->...j", nearest_image(frac), rows)
+
+
+def wrapped_fractional(positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Fractional coordinates of Cartesian ``positions`` (n, 3), Å, in ``cell``, wrapped into [0, 1)."""
+    frac = np.asarray(positions, dtype=float) @ np.linalg.inv(np.asarray(cell, dtype=float))
+    frac -= np.floor(frac)
+    frac[frac >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
+    return frac
+
+
+def close_pairs(frac: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...]:
+    """All atom pairs ``i < j`` closer than ``cutoff`` Å under the minimum image: (i, j, distance).
+
+    ``frac``: wrapped fractional coordinates (:func:`wrapped_fractional`).  Exact as
+    :func:`nearest_image` for a cutoff below half the cell's smallest width.  Quadratic in the
+    number of atoms, in blocks of 128 rows: 4.5 ms for 350 atoms here.
+    """
+    # float32 and one n x n array per Cartesian axis: 3x faster than a batched matmul,
+    # distances still good to ~1e-5 Å
+    f32, c32 = frac.astype(np.float32), np.asarray(cell, dtype=np.float32)
+    n, chunk = len(frac), 128
+    found = [(np.zeros(0, int), np.zeros(0, int), np.zeros(0))]
+    for start in range(0, n, chunk):
+        rows, cols = f32[start : start + chunk], f32[start:]
+        delta = [nearest_image(np.subtract.outer(rows[:, k], cols[:, k])) for k in range(3)]
+        d2 = sum((delta[0] * c32[0, a] + delta[1] * c32[1, a] + delta[2] * c32[2, a]) ** 2 for a in range(3))
+        i, j = np.nonzero(d2 < cutoff**2)
+        keep = j > i  # columns start at ``start``: j > i is the upper triangle
+        i, j = i[keep], j[keep]
+        found.append((i + start, j + start, np.sqrt(d2[i, j]).astype(float)))
+    i, j, d = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    return i, j, d

@@ -60,3 +60,26 @@ def test_the_minimum_image_is_the_shortest_of_all_images():
     fractional = nearest_image(shifted @ np.linalg.inv(SHEARED))
     np.testing.assert_allclose(fractional @ SHEARED, short, atol=1e-9)
     assert minimum_image(shifted, None) is shifted  # no cell: no periodicity
+
+
+def test_close_pairs_are_those_of_ase_neighbour_list_in_a_sheared_cell():
+    from ase.neighborlist import neighbor_list
+
+    from ilflows.geometry import close_pairs, wrapped_fractional
+
+    rng = np.random.default_rng(3)
+    positions = rng.random((150, 3)) @ SHEARED - 4.0  # outside the cell too: wrapped first
+    i, j, d = close_pairs(wrapped_fractional(positions, SHEARED), SHEARED, 2.5)
+    ai, aj, ad = neighbor_list("ijd", _atoms(positions), 2.5)
+    upper = ai < aj
+    expected = sorted(zip(ai[upper], aj[upper], ad[upper], strict=True))
+    found = sorted(zip(i, j, d, strict=True))
+    assert len(found) == len(expected) > 20
+    np.testing.assert_array_equal([p[:2] for p in found], [p[:2] for p in expected])
+    np.testing.assert_allclose([p[2] for p in found], [p[2] for p in expected], atol=1e-4)
+
+
+def _atoms(positions):
+    from ase import Atoms
+
+    return Atoms(["H"] * len(positions), positions=positions, cell=SHEARED, pbc=True)

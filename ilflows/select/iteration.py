@@ -205,8 +205,6 @@ def select_frames(
     call; with ``loop.observables`` the members' short runs (``observed``) may agree within the
     tolerances.  Returns the iteration record and the chosen (exploration, frame index) pairs.
     """
-    from ilflows.analysis.properties import observable_spreads
-
     done = [e for e in explorations if e is not None]
     deviations = (
         np.concatenate([np.asarray(e.deviations, dtype=float) for e in done]) if done else np.zeros(0)
@@ -248,7 +246,11 @@ def select_frames(
                 f"training frames (median {floor:.3g} eV/Å): few frames can count as accurate; train longer "
                 "or larger models, or raise trust_lo (or let select.adaptive_lo raise it)"
             )
-    spreads = observable_spreads(observed or {})
+    spreads = {}
+    if observed:  # analysis imports scipy: 0.8 s of a select job that has no members' runs to compare
+        from ilflows.analysis.properties import observable_spreads
+
+        spreads = observable_spreads(observed)
     agree = None
     if spreads and all(value <= _tolerance(spec, key) for key, value in spreads.items()):
         worst = max(spreads, key=spreads.get)

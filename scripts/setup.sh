@@ -71,7 +71,8 @@ fi
 LAUNCHER="$VENV/bin/lmp-deepmd"
 if [ ! -x "$LAUNCHER" ] || [ "$MARK" -nt "$LAUNCHER" ] || [ scripts/lmp_launcher.py -nt "$LAUNCHER" ]; then
   env -u LD_LIBRARY_PATH -u LD_PRELOAD -u LAMMPS_PLUGIN_PATH \
-    "$VENV/bin/python" scripts/lmp_launcher.py 2>/dev/null >"$LAUNCHER.new"
+    "$VENV/bin/python" scripts/lmp_launcher.py 2>/dev/null >"$LAUNCHER.new" \
+    || { echo "setup: could not write $LAUNCHER; run '$VENV/bin/python scripts/lmp_launcher.py' to see why" >&2; exit 1; }
   chmod +x "$LAUNCHER.new" && mv "$LAUNCHER.new" "$LAUNCHER"
 fi
 if [ "$BUILD" = gpu ]; then

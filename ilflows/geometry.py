@@ -85,7 +85,7 @@ def close_pairs(frac: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.n
     # distances still good to ~1e-5 Å
     f32, c32 = frac.astype(np.float32), np.asarray(cell, dtype=np.float32)
     n, chunk = len(frac), 128
-    found = [(np.zeros(0, int), np.zeros(0, int), np.zeros(0))]
+    found = [(np.zeros(0, int), np.zeros(0, int), np.zeros(0))]  # no atom, no pair: empty arrays
     for start in range(0, n, chunk):
         rows, cols = f32[start : start + chunk], f32[start:]
         delta = [nearest_image(np.subtract.outer(rows[:, k], cols[:, k])) for k in range(3)]
@@ -94,5 +94,4 @@ def close_pairs(frac: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.n
         keep = j > i  # columns start at ``start``: j > i is the upper triangle
         i, j = i[keep], j[keep]
         found.append((i + start, j + start, np.sqrt(d2[i, j]).astype(float)))
-    i, j, d = (np.concatenate(parts) for parts in zip(*found, strict=True))
-    return i, j, d
+    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))

@@ -272,13 +272,18 @@ def score_models(
     )
 
 
+def _labels_before(campaign: str, before: int) -> dict:
+    """Store criteria of ``campaign``'s labels from iterations before ``before`` (initial: -1)."""
+    return {"output.kind": "dft_label", "output.campaign": campaign, "output.iteration": {"$lt": before}}
+
+
 def labelled_fingerprints(store, campaign: str, before: int) -> set[str]:
     """Fingerprints (``Frame.fingerprint``) of the frames ``campaign`` labelled before iteration ``before``.
 
     Validation and initial labels (iteration -1) included.  Reads the stored prints; only records
     older than them are read whole.
     """
-    criteria = {"output.kind": "dft_label", "output.campaign": campaign, "output.iteration": {"$lt": before}}
+    criteria = _labels_before(campaign, before)
     outs = [d["output"] for d in store.query(criteria, properties=["output.frame_hash", "output.frame_id"])]
     prints = {out["frame_hash"] for out in outs if out.get("frame_hash")}
     older = [out["frame_id"] for out in outs if not out.get("frame_hash")]
@@ -291,10 +296,8 @@ def labelled_fingerprints(store, campaign: str, before: int) -> set[str]:
 
 def labelled_frames(store, campaign: str, before: int) -> list[Frame]:
     """Return the frames ``campaign`` labelled before iteration ``before`` (for diversity selection)."""
-    criteria = {"output.kind": "dft_label", "output.campaign": campaign, "output.iteration": {"$lt": before}}
-    return [
-        Frame.model_validate(d["output"]["frame"]) for d in store.query(criteria, properties=["output.frame"])
-    ]
+    labels = store.query(_labels_before(campaign, before), properties=["output.frame"])
+    return [Frame.model_validate(d["output"]["frame"]) for d in labels]
 
 
 def stage_ratios(store, campaign: str, stage: int, before: int) -> list[float]:

@@ -99,7 +99,7 @@ def _template_symbols(name: str) -> tuple[str, ...]:
 def _arrays(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     """Fractional positions wrapped into [0, 1) and the cell (rows, Å)."""
     cell = np.asarray(frame.cell, dtype=float)
-    return wrapped_fractional(np.asarray(frame.positions, dtype=float), cell), cell
+    return wrapped_fractional(frame.positions, cell), cell
 
 
 def _min_image(dfrac: np.ndarray, cell: np.ndarray) -> np.ndarray:

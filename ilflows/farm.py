@@ -29,6 +29,7 @@ from ilflows.store import (
     open_queue,
 )
 from ilflows.worker_processes import (
+    RUN_UNTIL_SIBLINGS_IDLE,
     Stop,
     end_helpers,
     stop_on_signals,
@@ -114,7 +115,9 @@ def run_worker(
             with workers_wait_for_siblings(IDLE_POLL):
                 while stop.signum is None:
                     left = deadline - time.monotonic()
-                    launch_multiprocess(lp, fworker, "ERROR", 0, workers, IDLE_POLL, timeout=left)
+                    launch_multiprocess(
+                        lp, fworker, "ERROR", RUN_UNTIL_SIBLINGS_IDLE, workers, IDLE_POLL, timeout=left
+                    )
                     if settings.backend != "embedded":
                         break
                     lp.reload()  # the workers' LaunchPad lived in FireWorks' server process

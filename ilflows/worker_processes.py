@@ -94,6 +94,11 @@ def stop_on_signals() -> Iterator[Stop]:
             signal.signal(signum, handler)
 
 
+# launch_multiprocess's nlaunches under workers_wait_for_siblings: FireWorks' worker process then
+# returns when this module's loop does (its own loop runs on nlaunches 0 only); each pass uses 0.
+RUN_UNTIL_SIBLINGS_IDLE = -1
+
+
 @contextmanager
 def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
     """Make FireWorks' multi-process workers wait while a sibling is in a job.
@@ -104,7 +109,9 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
     gap stopped for good, and a campaign ran on one worker.  Here a worker stops only when no
     job checked out through the shared LaunchPad is still in flight (:func:`siblings_busy`);
     it looks every ``idle_poll`` s meanwhile.  FireWorks' own loop would wait as long as any
-    RUNNING job has waiting children, a dead sibling's too: it gets one pass per look.
+    RUNNING job has waiting children, a dead sibling's too: it gets one pass per look.  The runner
+    gives ``launch_multiprocess`` ``nlaunches=-1`` (:data:`RUN_UNTIL_SIBLINGS_IDLE`): with 0, FireWorks'
+    worker process would sleep 1.5 s after this loop before it sees what this loop already saw.
     """
     from fireworks.features import multi_launcher
 
@@ -120,7 +127,7 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
             left = timeout - (began - start)
             try:
                 # one pass: run what is ready, then pause idle_poll if a running job may add more
-                once = {**kwargs, "max_loops": 1}
+                once = {**kwargs, "nlaunches": 0, "max_loops": 1}
                 rapidfire(launchpad, fworker, *args, sleep_time=idle_poll, timeout=left, **once)
             except (OSError, sqlite3.OperationalError) as err:
                 if not disk_full(err):

@@ -24,6 +24,8 @@ def test_fireworks_internals_patched_by_the_workers():
     # patched by name in multi_launcher, which calls them through its module globals
     assert multi_launcher.rapidfire is rocket_launcher.rapidfire
     assert "rapidfire(" in inspect.getsource(multi_launcher.rapidfire_process)
+    # its wait-and-resubmit loop (a 1.5 s sleep first) runs on nlaunches 0 only: the runner gives -1
+    assert "while nlaunches == 0:" in inspect.getsource(multi_launcher.rapidfire_process)
     assert "start_rockets(" in inspect.getsource(multi_launcher.launch_multiprocess)
     # one pass per look (max_loops=1), a pause only when a running job may add more
     assert {"sleep_time", "timeout", "max_loops", "nlaunches"} <= set(_parameters(rocket_launcher.rapidfire))

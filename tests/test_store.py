@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bson.json_util
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,9 @@ def test_embedded_queue_survives_a_new_process_and_refuses_a_second_holder(tmp_p
         "    lp.add_wf(Firework(ScriptTask.from_str('true'), name='probe'))\n"
     )
     assert _python(write, env).returncode == 0
+    # the saved text is mongomock_persistence's own format (ObjectIds, dates), which it loads
+    text = (tmp_path / "launchpad.json").read_text()
+    assert '"$oid"' in text and '"$date"' in text and bson.json_util.dumps(bson.json_util.loads(text)) == text
     read = "from ilflows.store import get_launchpad; print(get_launchpad().fireworks.count_documents({}))"
     assert _python(read, env).stdout.strip() == "1"
     # a reader never writes the file back (mongomock would at exit)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the 20 peer CP2K-xTB frames and a tiny DeePMD ensemble trained on them."""
+"""Shared fixtures: the 20 peer CP2K-xTB frames and a tiny DeePMD pair trained on them."""
 
 from __future__ import annotations
 
@@ -90,11 +90,11 @@ def peer_labels() -> list[DFTLabel]:
 
 @pytest.fixture(scope="session")
 def tiny_train_results(peer_labels, type_map, tmp_path_factory) -> list[TrainResult]:
-    """Four tiny DeePMD models (seeds 1-4) of a few steps, trained two at a time, once per test run.
+    """Two tiny DeePMD models (seeds 1 and 2) of a few steps, trained side by side, once per test run.
 
     Under pytest-xdist each worker is its own session: the first to ask trains, under a lock on
     a file all workers see (pytest-xdist's recipe for a session fixture), and the others read its
-    TrainResult documents, model files included, instead of training the same four again.
+    TrainResult documents, model files included, instead of training the same two again.
     """
     from filelock import FileLock  # a torch dependency
 
@@ -117,7 +117,7 @@ def tiny_train_results(peer_labels, type_map, tmp_path_factory) -> list[TrainRes
             return trainer.train(peer_labels, type_map, params, root / f"m{i}")
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(member, range(4)))
+            results = list(pool.map(member, range(2)))
         cache.write_bytes(adapter.dump_json(results))
         return results
 

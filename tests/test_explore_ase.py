@@ -70,13 +70,13 @@ def test_committee_deviation_matches_separate_calculators(model_paths, peer_labe
         assert atoms.get_stress().shape == (6,)
 
 
-@pytest.mark.slow  # trains the four tiny DeePMD models when no other test has
+@pytest.mark.slow  # trains the two tiny DeePMD models when no other test has
 def test_mixed_committee_deviation_spans_both_families(model_paths, tiny_models, peer_labels, tmp_path):
     """Two MACE and two DeePMD members: one deviation over all four, each evaluated on its own."""
     from deepmd.infer import DeepPot
 
     frames = [label.frame for label in peer_labels[:2]]
-    deepmd_paths = [m.write(tmp_path / f"dp{i}.pb") for i, m in enumerate(tiny_models[:2])]
+    deepmd_paths = [m.write(tmp_path / f"dp{i}.pb") for i, m in enumerate(tiny_models)]
     mace_forces = separate_forces(model_paths[:2], frames)
     deepmd_forces = []
     for path in deepmd_paths:

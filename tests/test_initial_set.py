@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from cli_runs import ROOT, fake_engines_env, ilflows
@@ -40,7 +42,7 @@ def _spec(tmp_path: Path, name: str, imports: list[dict], md: list[dict] | None 
         "validation": {
             "density_factors": [0.9, 1.1],
             "boxes_per_density": 1,
-            "md": [{"n_steps": 20, "every": 10}],
+            "md": [{"n_steps": 10, "every": 5}],
         },
     }
     path = tmp_path / f"{name}.yaml"
@@ -70,22 +72,33 @@ def test_check_prints_the_import_report(tmp_path):
     assert "initial.imports.0 (ip35):" in proc.stdout and "20 frames, 0 skipped" in proc.stdout
 
 
+def _first_frames(source: Path, n: int, folder: Path) -> Path:
+    """A deepmd-npy copy of the first ``n`` frames of ``source``: one import job per frame."""
+    (folder / "set.000").mkdir(parents=True)
+    for raw in ("type.raw", "type_map.raw"):
+        shutil.copy(source / raw, folder / raw)
+    for array in (source / "set.000").glob("*.npy"):
+        np.save(folder / "set.000" / array.name, np.load(array)[:n])
+    return folder
+
+
 @pytest.mark.slow
 def test_md_and_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_path):
+    peer = _first_frames(PEER, 5, tmp_path / "peer5")
     imports = [
-        {**PEER_IMPORT, "path": str(PEER)},
-        {**PEER_IMPORT, "path": str(PEER), "stage": "validation"},
+        {**PEER_IMPORT, "path": str(peer)},
+        {**PEER_IMPORT, "path": str(peer), "stage": "validation"},
     ]
     md = [
-        {"temperature": 450, "n_steps": 20, "every": 10},  # EQ
-        {"temperature": 1500, "timestep": 2.0, "n_steps": 20, "every": 10, "equilibrated": False},  # hot nEQ
+        {"temperature": 450, "n_steps": 10, "every": 5},  # EQ
+        {"temperature": 1500, "timestep": 2.0, "n_steps": 10, "every": 5, "equilibrated": False},  # hot nEQ
     ]
     proc = _ilflows(["run", str(_spec(tmp_path, "imp", imports, md))], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     labels = json.loads(_ilflows(["query", "labels", "--json"], tmp_path).stdout)
     ids = {lab["frame_id"] for lab in labels}
-    assert {f"imp/initial/import0/{i}" for i in range(20)} <= ids
-    assert {f"imp/validation/import1/{i}" for i in range(20)} <= ids
+    assert {f"imp/initial/import0/{i}" for i in range(5)} <= ids
+    assert {f"imp/validation/import1/{i}" for i in range(5)} <= ids
     assert {"imp/validation/0", "imp/validation/1"} <= ids  # packed validation boxes, labelled
     assert {"imp/validation/md2/0", "imp/validation/md2/1"} <= ids  # EQ validation frames from MD
     # box indices: 1 packed frame, 1 walker start, then the two MD boxes (2 and 3)
@@ -95,5 +108,5 @@ def test_md_and_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_
     }
     assert {"imp/initial/md2/0", "imp/initial/md2/1"} <= {lab["frame_id"] for lab in md_labels}  # EQ run kept
     trainings = json.loads(_ilflows(["query", "trainings", "--json"], tmp_path).stdout)
-    # 1 packed box + 20 imported + the MD frames the guards kept, never the validation ones
-    assert [t["n_frames"] + t["n_held_out"] for t in trainings] == [21 + len(md_labels)] * 2
+    # 1 packed box + 5 imported + the MD frames the guards kept, never the validation ones
+    assert [t["n_frames"] + t["n_held_out"] for t in trainings] == [6 + len(md_labels)] * 2

@@ -1,4 +1,4 @@
-"""DeePMD trainer: a real 4-member training on the peer frames, presets, overrides, inputs."""
+"""DeePMD trainer: a real 2-member training on the peer frames, presets, overrides, inputs."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from ilflows.train.deepmd import EV_PER_A3_IN_GPA, DeepmdTrainer, write_inputs
 
 
 @pytest.mark.slow
-def test_four_members_train_with_their_own_seeds(tiny_train_results, type_map):
-    assert [r.seed for r in tiny_train_results] == [1, 2, 3, 4]
-    assert len({r.model_file.sha256 for r in tiny_train_results}) == 4
+def test_members_train_with_their_own_seeds(tiny_train_results, type_map):
+    assert [r.seed for r in tiny_train_results] == [1, 2]
+    assert len({r.model_file.sha256 for r in tiny_train_results}) == 2
     for r in tiny_train_results:
         assert r.engine == "deepmd" and r.type_map == type_map
         assert r.hyperparameters["model"]["descriptor"]["seed"] == r.seed
@@ -35,9 +35,8 @@ def test_four_members_train_with_their_own_seeds(tiny_train_results, type_map):
 def test_models_load_and_disagree(tiny_models, peer_labels, model_forces):
     frames = [label.frame for label in peer_labels[:3]]
     forces = model_forces(tiny_models, frames)
-    assert forces.shape == (4, 3, 35, 3) and np.isfinite(forces).all()
-    for k in range(1, 4):
-        assert not np.allclose(forces[0], forces[k], atol=1e-6)
+    assert forces.shape == (2, 3, 35, 3) and np.isfinite(forces).all()
+    assert not np.allclose(forces[0], forces[1], atol=1e-6)
 
 
 def test_paper_preset_has_paper_numbers(type_map):

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import signal
 import sqlite3
@@ -100,7 +101,7 @@ RUN_UNTIL_SIBLINGS_IDLE = -1
 
 
 @contextmanager
-def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
+def workers_wait_for_siblings(idle_poll: float) -> Iterator[multiprocessing.synchronize.Event]:
     """Make FireWorks' multi-process workers wait while a sibling is in a job.
 
     FireWorks' worker stops when it finds no ready or waiting job and sees no sibling running
@@ -112,12 +113,16 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
     RUNNING job has waiting children, a dead sibling's too: it gets one pass per look.  The runner
     gives ``launch_multiprocess`` ``nlaunches=-1`` (:data:`RUN_UNTIL_SIBLINGS_IDLE`): with 0, FireWorks'
     worker process would sleep 1.5 s after this loop before it sees what this loop already saw.
+
+    Yields an event that a worker sets when it stops because a save found the disk full: the
+    runner then stops too, whether or not its own next save would fit.
     """
     from fireworks.features import multi_launcher
 
     from ilflows.store import disk_full
 
     rapidfire = multi_launcher.rapidfire
+    disk_filled = multiprocessing.Event()  # made before FireWorks forks the workers: shared with them
 
     # FireWorks' sleep_time is taken and replaced by idle_poll
     def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):
@@ -132,14 +137,15 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[None]:
             except (OSError, sqlite3.OperationalError) as err:
                 if not disk_full(err):
                     raise
-                return  # the queue could not be saved: the runner, saving next, says so in one line
+                disk_filled.set()  # the queue or a result could not be saved
+                return
             if left <= 0 or not (siblings_busy(launchpad) or launchpad.run_exists(fworker)):
                 return
             time.sleep(max(0.0, idle_poll - (time.monotonic() - began)))  # FireWorks' pass did not pause
 
     multi_launcher.rapidfire = rapidfire_while_siblings_work
     try:
-        yield
+        yield disk_filled
     finally:
         multi_launcher.rapidfire = rapidfire
 

@@ -342,10 +342,14 @@ from ilflows.store import open_queue
 def step(x):
     return x
 
-errors = {"full": "OSError: [Errno 28] No space left on device", "own": "ValueError: a bad frame"}
+errors = {
+    "full": "OSError: [Errno 28] No space left on device",
+    "sqlite": "sqlite3.OperationalError: disk I/O error",  # sqlite's journal on a full disk
+    "own": "ValueError: a bad frame",
+}
 with open_queue() as lp:
     initialize_queue(lp)
-    lp.add_wf(flow_to_workflow(Flow([step(1), step(2)]), store=None))
+    lp.add_wf(flow_to_workflow(Flow([step(1), step(2), step(3)]), store=None))
     for error in errors.values():
         fw, launch_id = lp.checkout_fw(FWorker(), "")
         stack = {"_exception": {"_stacktrace": "Traceback ...\\n" + error}}
@@ -360,4 +364,4 @@ def test_a_job_a_full_disk_fizzled_is_put_back_and_a_failed_one_is_not(tmp_path)
     proc = _python(DISK, {"ILFLOWS_HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     back, states = json.loads(proc.stdout.splitlines()[-1])
-    assert back == ["step"] and states == ["FIZZLED", "READY"]
+    assert back == ["step", "step"] and states == ["FIZZLED", "READY", "READY"]

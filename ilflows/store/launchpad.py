@@ -22,7 +22,9 @@ import bson.json_util
 from fireworks import FWAction, LaunchPad
 
 WORKER_DIED = "WorkerDied"  # the error of a launch whose worker died under it
-DISK_FULL = r"\[Errno (28|122)\]|database or disk is full"  # ENOSPC, EDQUOT, sqlite's, in a traceback
+# ENOSPC, EDQUOT and sqlite's two ways of saying so (its journal on a full disk: "disk I/O error"),
+# in a fizzled job's traceback
+DISK_FULL = r"\[Errno (28|122)\]|database or disk is full|disk I/O error"
 INTERRUPTED = "Interrupted: its worker was stopped by a signal; the job runs again"
 
 

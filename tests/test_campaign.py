@@ -17,6 +17,7 @@ import pytest
 import yaml
 from browser import render
 from cli_runs import ilflows as _ilflows
+from cli_runs import ilflows_read
 
 pytest_plugins = ["browser"]
 
@@ -101,7 +102,7 @@ def tiny_campaign(tmp_path_factory):
 
 
 def _query(home: Path, *args: str, **env: str) -> list[dict]:
-    proc = _ilflows(["query", *args, "--json"], home, **env)
+    proc = ilflows_read(["query", *args, "--json"], home, **env)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -125,7 +126,7 @@ def test_campaign_runs_two_iterations_and_prints_the_table(tiny_campaign):
         "failed_labels",
         "train_rmse_f_eV_A",
     ]
-    status = json.loads(_ilflows(["status", "--json"], home).stdout)["tiny"]
+    status = json.loads(ilflows_read(["status", "--json"], home).stdout)["tiny"]
     assert status["jobs"]["completed"] == status["jobs"]["total"] and status["jobs"]["fizzled"] == 0
     it0, it1 = status["iterations"]
     assert (it0["trained_on"], it0["held_out"]) == (3, 1) and 1 <= it0["selected"] <= 2
@@ -266,9 +267,9 @@ def test_single_ion_in_vacuum_and_the_properties_query(tiny_campaign):
     doc = store.query_one({"output.kind": "properties", "output.run": "vacuum"}, load=False)["output"]
     assert "blob_uuid" in doc["pyr14_distances"]
 
-    rows = json.loads(_ilflows(["query", "properties", "--json"], home).stdout)
+    rows = json.loads(ilflows_read(["query", "properties", "--json"], home).stdout)
     assert [r["run"] for r in rows] == ["npt", "nvt", "vacuum"]
-    table = list(csv.DictReader(io.StringIO(_ilflows(["query", "properties", "--csv"], home).stdout)))
+    table = list(csv.DictReader(io.StringIO(ilflows_read(["query", "properties", "--csv"], home).stdout)))
     assert float(table[0]["density"]) == pytest.approx(rows[0]["density"])
     assert float(table[1]["D_PYR14_m2_s"]) == pytest.approx(rows[1]["D_PYR14_m2_s"])
 
@@ -277,7 +278,7 @@ def test_single_ion_in_vacuum_and_the_properties_query(tiny_campaign):
 def test_report_renders_in_a_browser_with_every_figure(tiny_campaign, chromium, tmp_path):
     home, _, _ = tiny_campaign
     out = tmp_path / "report"
-    assert _ilflows(["report", "tiny", "--out", str(out)], home).returncode == 0
+    assert ilflows_read(["report", "tiny", "--out", str(out)], home).returncode == 0
     page = render(out / "report.html", screenshot=tmp_path / "page.png", width=1400)
     assert not page.problems, page  # no console error, exception or failed request
     assert page.overflow <= 0, page  # no column off-screen at 1400 px

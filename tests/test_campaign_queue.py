@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import FAKE_ONE_ITERATION, ILFLOWS, ROOT, cli_env, fake_engines_env
+from cli_runs import FAKE_ONE_ITERATION, ILFLOWS, ROOT, cli_env, fake_engines_env, ilflows_read
 from cli_runs import ilflows as _ilflows
 
 # 2 packed boxes of one pair and their rattled copies, 4 members, 2 walkers; a cold stage of one
@@ -59,11 +59,11 @@ def tiny_campaign(tmp_path_factory):
 
 
 def _status(home: Path) -> dict:
-    return json.loads(_ilflows(["status", "--json"], home, **FAKES).stdout)["tiny"]
+    return json.loads(ilflows_read(["status", "--json"], home, **FAKES).stdout)["tiny"]
 
 
 def _query(home: Path, *args: str, **env: str) -> list[dict]:
-    proc = _ilflows(["query", *args, "--json"], home, **{**FAKES, **env})
+    proc = ilflows_read(["query", *args, "--json"], home, **{**FAKES, **env})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -151,7 +151,7 @@ def test_killed_worker_loses_nothing_and_labels_each_frame_once(tmp_path):
     assert "resumed kill:" in proc.stdout
     labels = _query(tmp_path, "labels", **env)
     assert sorted(lab["frame_id"] for lab in labels) == [f"kill/initial/{i}" for i in range(4)]
-    status = json.loads(_ilflows(["status", "--json"], tmp_path, **env).stdout)["kill"]
+    status = json.loads(ilflows_read(["status", "--json"], tmp_path, **env).stdout)["kill"]
     assert status["jobs"]["fizzled"] == 0 and status["iterations"][0]["trained_on"] == 4
 
 
@@ -226,7 +226,7 @@ def test_export_round_trips_through_dpdata_and_ase(tiny_campaign, tmp_path):
 
     home, _ = tiny_campaign
     stored = {lab["frame_id"]: lab for lab in _query(home, "labels") if lab["converged"]}
-    proc = _ilflows(["export", "tiny", "--out", str(tmp_path / "npy"), "--models"], home, **FAKES)
+    proc = ilflows_read(["export", "tiny", "--out", str(tmp_path / "npy"), "--models"], home, **FAKES)
     assert proc.returncode == 0, proc.stderr
     system = dpdata.LabeledSystem(str(tmp_path / "npy/sys000"), fmt="deepmd/npy")
     assert len(system) == len(stored) and system["atom_names"] == ["H", "B", "C", "N", "F"]
@@ -236,7 +236,7 @@ def test_export_round_trips_through_dpdata_and_ase(tiny_campaign, tmp_path):
     models = sorted(p.name for p in (tmp_path / "npy/models").iterdir())
     assert models[:2] == ["it1_m0_pair-fit.json", "it1_m0_pair-fit.pairfit"] and len(models) == 8
     xyz = ["--format", "extxyz", "--stress-unit", "kbar"]
-    proc = _ilflows(["export", "tiny", "--out", str(tmp_path / "xyz"), *xyz], home, **FAKES)
+    proc = ilflows_read(["export", "tiny", "--out", str(tmp_path / "xyz"), *xyz], home, **FAKES)
     assert proc.returncode == 0, proc.stderr
     frames = ase.io.read(tmp_path / "xyz/tiny.extxyz", index=":")
     assert sorted(f.info["frame_id"] for f in frames) == sorted(stored)
@@ -257,7 +257,7 @@ def test_export_round_trips_through_dpdata_and_ase(tiny_campaign, tmp_path):
 def test_the_report_says_when_trust_lo_is_below_what_the_committee_resolves(tiny_campaign, tmp_path):
     home, out = tiny_campaign
     assert "note (iteration 0): trust_lo 1e-06 eV/Å is below the committee's deviation" in out
-    proc = _ilflows(["report", "tiny", "--out", str(tmp_path)], home, **FAKES)
+    proc = ilflows_read(["report", "tiny", "--out", str(tmp_path)], home, **FAKES)
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "report.html").read_text()
     assert "<li>iteration 0: trust_lo 1e-06 eV/Å is below the committee&#x27;s deviation" in text
@@ -274,7 +274,7 @@ def test_a_member_with_no_label_to_train_on_says_why(tmp_path):
         is_held_out(f"fk/initial/{i}", 0.1) for i in range(2)
     )  # its 2 labels fall in the held-out tenth
     _ilflows(["run", str(spec), "--quiet"], tmp_path, **FAKES)
-    status = _ilflows(["status", "fk"], tmp_path, **FAKES).stdout
+    status = ilflows_read(["status", "fk"], tmp_path, **FAKES).stdout
     assert (
         "fizzled  train it0 m0 pair-fit: ValueError: no label to train on: of 2 labels 2 converged, "
         "2 held out (validation.holdout_fraction 0.1), 0 outliers; label more initial frames or lower "

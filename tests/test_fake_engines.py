@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from cli_runs import fake_engines_env, ilflows
+from cli_runs import fake_engines_env, ilflows, ilflows_read
 
 from ilflows.dft import ENGINES
 from ilflows.schemas.frames import Frame, FrameOrigin
@@ -138,7 +138,7 @@ def test_a_two_iteration_campaign_runs_on_registered_engines(tmp_path):
     assert float(rows[1]["devi_median_eV_A"]) < float(rows[0]["devi_median_eV_A"])
     assert float(rows[1]["accurate_ratio"]) > float(rows[0]["accurate_ratio"])
 
-    query = ilflows(["query", "labels", "--json"], home, **fake_engines_env())
+    query = ilflows_read(["query", "labels", "--json"], home, **fake_engines_env())
     labels = json.loads(query.stdout)
     assert {label["engine"] for label in labels} == {"pair-dft"}
     assert len(labels) == 6 + 4  # the initial set, then one iteration's selection

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import ROOT, fake_engines_env, ilflows
+from cli_runs import ROOT, fake_engines_env, ilflows, ilflows_read
 
 SHARED = ROOT.parent / "shared"
 PEER = SHARED / "peer-dpgen/init_data/ip35"
@@ -95,7 +95,7 @@ def test_md_and_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_
     ]
     proc = _ilflows(["run", str(_spec(tmp_path, "imp", imports, md))], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    labels = json.loads(_ilflows(["query", "labels", "--json"], tmp_path).stdout)
+    labels = json.loads(ilflows_read(["query", "labels", "--json"], tmp_path).stdout)
     ids = {lab["frame_id"] for lab in labels}
     assert {f"imp/initial/import0/{i}" for i in range(5)} <= ids
     assert {f"imp/validation/import1/{i}" for i in range(5)} <= ids
@@ -107,6 +107,6 @@ def test_md_and_imported_labels_are_trained_on_and_validation_ones_held_out(tmp_
         f"imp/initial/md{b}/{k}" for b in (2, 3) for k in (0, 1)
     }
     assert {"imp/initial/md2/0", "imp/initial/md2/1"} <= {lab["frame_id"] for lab in md_labels}  # EQ run kept
-    trainings = json.loads(_ilflows(["query", "trainings", "--json"], tmp_path).stdout)
+    trainings = json.loads(ilflows_read(["query", "trainings", "--json"], tmp_path).stdout)
     # 1 packed box + 5 imported + the MD frames the guards kept, never the validation ones
     assert [t["n_frames"] + t["n_held_out"] for t in trainings] == [6 + len(md_labels)] * 2

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from cli_runs import FAKE_ONE_ITERATION, ONE_ITERATION, fake_engines_env, ilflows
+from cli_runs import FAKE_ONE_ITERATION, ONE_ITERATION, fake_engines_env, ilflows, ilflows_read
 
 from ilflows.analysis.properties import observable_spreads
 from ilflows.schemas.results import DiffusionCoefficient, Properties
@@ -79,7 +79,7 @@ def test_a_campaign_stops_when_its_members_agree(tmp_path):
         (1, 0),
         (1, 0),
     ]  # each member drives once
-    table = json.loads(ilflows(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["obs"][
+    table = json.loads(ilflows_read(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["obs"][
         "iterations"
     ]
     assert [row["iteration"] for row in table] == [0]

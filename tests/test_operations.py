@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import FAKE_ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows, processes_with_env
+from cli_runs import (
+    FAKE_ONE_ITERATION,
+    ROOT,
+    cli_env,
+    fake_engines_env,
+    ilflows,
+    ilflows_read,
+    processes_with_env,
+)
 
 from ilflows.settings import IlflowsSettings
 from ilflows.store import get_jobstore
@@ -32,10 +40,10 @@ def test_status_shows_a_failed_job_and_rerun_brings_it_back(tmp_path):
     first = _ilflows(["run", str(spec), "--quiet"], tmp_path, **fake_engines_env(fail="explore"))
     assert first.returncode == 1 and "1 fizzled" in first.stdout
 
-    status = _ilflows(["status", "ops"], tmp_path, **fake_engines_env())
+    status = ilflows_read(["status", "ops"], tmp_path, **fake_engines_env())
     assert "  fizzled  explore it0 w0: ilflows.execute.EngineError: fake explorer crashed" in status.stdout
     assert "0 jobs wait on them; `ilflows rerun ops` puts them back in the queue" in status.stdout
-    report = json.loads(_ilflows(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["ops"]
+    report = json.loads(ilflows_read(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["ops"]
     assert report["jobs"]["fizzled"] == 1 and report["jobs"]["blocked"] == 0  # the select job tolerates it
     assert [row["stop_reason"] for row in report["iterations"]] == ["every exploration failed"]
 
@@ -43,7 +51,7 @@ def test_status_shows_a_failed_job_and_rerun_brings_it_back(tmp_path):
     assert again.returncode == 0 and "1 jobs back in the queue\n  explore it0 w0" in again.stdout
     resumed = _ilflows(["run", str(spec), "--quiet"], tmp_path, **fake_engines_env())  # no failure now
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    report = json.loads(_ilflows(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["ops"]
+    report = json.loads(ilflows_read(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["ops"]
     assert report["jobs"]["completed"] == report["jobs"]["total"] and report["fizzled"] == []
     # the selection ran again over the new exploration: one record, replaced, not a second one
     assert [row["stop_reason"][:14] for row in report["iterations"]] == ["max_iterations"]
@@ -87,11 +95,11 @@ def test_a_hanging_engine_is_killed_at_its_limit_and_its_label_counts_as_failed(
     hang.chmod(0o755)
     proc = _ilflows(["run", str(spec), "--quiet"], tmp_path, ILFLOWS_CP2K_CMD=str(hang), **fake_engines_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    labels = json.loads(_ilflows(["query", "labels", "--json"], tmp_path).stdout)
+    labels = json.loads(ilflows_read(["query", "labels", "--json"], tmp_path).stdout)
     failed = [lab for lab in labels if not lab["converged"]]
     assert len(labels) == 3 and len(failed) == 1 and "timed out after 1 s" in failed[0]["error"]
     assert 1 <= failed[0]["wall_time_s"] < 30  # killed at its limit, not after the 60 s sleep
-    report = json.loads(_ilflows(["status", "--json"], tmp_path).stdout)["hang"]
+    report = json.loads(ilflows_read(["status", "--json"], tmp_path).stdout)["hang"]
     assert report["jobs"]["fizzled"] == 0 and report["iterations"][0]["failed_labels"] == 1
     assert processes_with_env(f"ILFLOWS_HOME={tmp_path}") == []  # none left, the sleeps included
 
@@ -110,7 +118,7 @@ def test_readers_refuse_a_missing_store_and_unknown_campaigns_in_one_line(tmp_pa
         assert proc.returncode == 2
         message = "ilflows: error: campaign: no campaign named 'nosuch' in the store or the queue"
         assert proc.stderr == f"{message} (known: none yet)\n"
-    empty = _ilflows(["query", "trainings", "--csv"], tmp_path)
+    empty = ilflows_read(["query", "trainings", "--csv"], tmp_path)
     assert empty.returncode == 0
     assert empty.stdout.splitlines()[0].startswith("iteration,member,seed,engine,n_frames,n_held_out")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import ILFLOWS, ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows
+from cli_runs import ILFLOWS, ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows, ilflows_read
 
 # Real `dp` and `lmp`, the faults' subjects; labels by the fake pair-dft (no CP2K).  One walker of
 # 1500 LAMMPS steps: the binary runs 13-19 s here beside other tests on 2 cores, long enough to be
@@ -96,7 +96,7 @@ def _gone(home: Path, but: int | None = None, timeout: float = 5) -> dict[int, s
 
 
 def _query(home: Path, records: str) -> list[dict]:
-    return json.loads(ilflows(["query", records, "--json"], home, **fake_engines_env()).stdout)
+    return json.loads(ilflows_read(["query", records, "--json"], home, **fake_engines_env()).stdout)
 
 
 def _start(spec: Path, home: Path) -> subprocess.Popen:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runs import FAKE_ONE_ITERATION, ROOT, cli_env, fake_engines_env, ilflows, processes_with_env
+from cli_runs import (
+    FAKE_ONE_ITERATION,
+    ROOT,
+    cli_env,
+    fake_engines_env,
+    ilflows,
+    ilflows_read,
+    processes_with_env,
+)
 
 pytest_plugins = ["slurm_cluster"]
 
@@ -41,7 +49,7 @@ def test_qlaunch_runs_a_campaign_through_slurm(slurm_cluster, tmp_path):
     slurm_cluster.wait_jobs(timeout=120)
     outputs = list((tmp_path / "runs/queue").glob("block_*/launcher_*/ilflows-cpu-*.out"))
     assert len(outputs) == 1, slurm_cluster.logs()
-    report = json.loads(ilflows(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["queue"]
+    report = json.loads(ilflows_read(["status", "--json"], tmp_path, **fake_engines_env()).stdout)["queue"]
     total = report["jobs"]["total"]
     assert report["jobs"] == {"completed": total, "fizzled": 0, "total": total, "blocked": 0}
     # the node's two tasks each ran jobs: one worker process per task
@@ -92,9 +100,11 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
     while "queue: " not in (said := outputs[0].read_text()) and time.time() < deadline:
         time.sleep(0.2)
     assert "stopped by SIGTERM: 1 interrupted jobs are back in the queue, ready (nap)" in said, said[-2000:]
-    report = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["chain"]
+    report = json.loads(ilflows_read(["status", "--json"], tmp_path).stdout)["chain"]
     assert report["jobs"] == {"completed": 1, "fizzled": 0, "total": 2, "blocked": 0}
-    left = processes_with_env(f"TOY_LOG={toys['TOY_LOG']}")
+    deadline = time.time() + 10  # the worker exits a moment after its last line; the nap had 100 s left
+    while (left := processes_with_env(f"TOY_LOG={toys['TOY_LOG']}")) and time.time() < deadline:
+        time.sleep(0.1)
     assert left == []  # the nap's engine went with its worker
     proc = ilflows(["worker"], tmp_path, timeout=300, **toys)  # the next worker finishes the campaign
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import FAKE_ONE_ITERATION, fake_engines_env, ilflows
+from cli_runs import FAKE_ONE_ITERATION, fake_engines_env, ilflows, ilflows_read
 from jobflow import JobStore, run_locally
 from mace_models import write_committee
 from maggma.stores import MemoryStore
@@ -183,7 +183,7 @@ def validated_campaign(tmp_path_factory) -> Path:
 def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(validated_campaign):
     tmp_path = validated_campaign
 
-    rows = json.loads(ilflows(["query", "validation", "--json"], tmp_path).stdout)
+    rows = json.loads(ilflows_read(["query", "validation", "--json"], tmp_path).stdout)
     assert {r["label_set"] for r in rows} >= {"training", "validation"}
     rows = [r for r in rows if r["label_set"] == "validation"]
     models = {(r["model"], r["subset"]) for r in rows}
@@ -191,13 +191,13 @@ def test_a_campaign_validates_each_iteration_on_its_held_out_boxes(validated_cam
     assert all(r["n_frames"] == 2 and r["iteration"] == 0 for r in rows)
     assert all(r["energy_rmse_meV_atom"] > 0 and r["force_rmse_eV_A"] > 0 for r in rows)
     mean = next(r for r in rows if (r["model"], r["subset"]) == ("mean", "all"))
-    table = json.loads(ilflows(["status", "--json"], tmp_path).stdout)["val"]["iterations"]
+    table = json.loads(ilflows_read(["status", "--json"], tmp_path).stdout)["val"]["iterations"]
     assert table[0]["val_rmse_f_eV_A"] == pytest.approx(mean["force_rmse_eV_A"])
     assert table[0]["trained_on"] + table[0]["held_out"] == 2  # the validation labels were not trained on
 
 
 def test_report_page_shows_the_table_and_every_figure(validated_campaign, tmp_path):
-    proc = ilflows(["report", "val", "--out", str(tmp_path / "report")], validated_campaign)
+    proc = ilflows_read(["report", "val", "--out", str(tmp_path / "report")], validated_campaign)
     assert proc.returncode == 0, proc.stderr
     page = tmp_path / "report/report.html"
     assert proc.stdout.strip() == f"campaign val: report written to {page}"
@@ -207,5 +207,5 @@ def test_report_page_shows_the_table_and_every_figure(validated_campaign, tmp_pa
     assert text.count('<img src="data:image/png;base64,') == 4  # the page alone carries its figures
     assert "<th>val_<wbr>rmse_<wbr>f_<wbr>eV_<wbr>A</th>" in text
     assert text.count("<tr><td>") == 2  # one iteration, in the exploration and the error tables
-    missing = ilflows(["report", "nosuch"], validated_campaign)
+    missing = ilflows_read(["report", "nosuch"], validated_campaign)
     assert missing.returncode == 2 and "no records of 'nosuch'" in missing.stderr

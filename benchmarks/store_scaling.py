@@ -217,6 +217,7 @@ def label_documents(n: int, first: int, iteration: int) -> list[dict]:
         iteration=iteration,
         frame_id="",
         frame=Frame(species=SPECIES, positions=[], cell=CELL),
+        frame_hash="-",  # each document's below; the template has no positions to hash
         origin=origin,
     ).model_dump(mode="json")
     docs = []
@@ -225,6 +226,7 @@ def label_documents(n: int, first: int, iteration: int) -> list[dict]:
         out["origin"] = {**template["origin"], "walker": i // 100, "frame_index": i % 100}
         out["frame_id"] = f"bench/it{iteration}/w{i // 100}/f{i % 100}"
         out["frame"] = {**template["frame"], "positions": rng.uniform(0, 16.1, (N, 3)).tolist()}
+        out["frame_hash"] = Frame(**out["frame"]).fingerprint()
         docs.append({"uuid": f"label-{i}", "index": 1, "output": out})
     return docs
 

@@ -6,7 +6,6 @@ workers wait, die and stop is :mod:`ilflows.worker_processes`.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -113,13 +112,13 @@ def run_worker(
         lp.remove_completed_runs = not settings.keep_workdirs
         deadline = time.monotonic() + (timeout or FOREVER)
         with _quiet_fireworks(), _inside(workdir), workers_follow_this_process():
-            with workers_wait_for_siblings(IDLE_POLL) as disk_filled:
+            with workers_wait_for_siblings(IDLE_POLL) as disk_full_seen:
                 while stop.signum is None:
                     left = deadline - time.monotonic()
                     launch_multiprocess(
                         lp, fworker, "ERROR", RUN_UNTIL_SIBLINGS_IDLE, workers, IDLE_POLL, timeout=left
                     )
-                    if disk_filled.is_set() or settings.backend != "embedded":
+                    if disk_full_seen.error() or settings.backend != "embedded":
                         break
                     lp.reload()  # the workers' LaunchPad lived in FireWorks' server process
                     if stop.signum is not None:
@@ -128,10 +127,10 @@ def run_worker(
                     recovered += back
                     if not back or time.monotonic() >= deadline:
                         break
-                filled = disk_filled.is_set()
+                full = disk_full_seen.error()
         end_helpers()
-        if filled:  # a worker could not save a change; the next run puts its job back
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if full:  # a worker could not write a change; the next run puts its job back
+            raise full
         # still holding the queue, with the workers gone: no runner starts beside them
         interrupted = _put_back_interrupted(lp, stop, settings) if stop.signum is not None else []
     lp = get_launchpad(settings)  # as the workers left it

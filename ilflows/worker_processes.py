@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
-import multiprocessing.synchronize
 import os
 import signal
 import sqlite3
@@ -100,8 +100,30 @@ def stop_on_signals() -> Iterator[Stop]:
 RUN_UNTIL_SIBLINGS_IDLE = -1
 
 
+class DiskFull:
+    """The first full-disk error a worker met, shared with the runner (made before the workers fork)."""
+
+    def __init__(self):
+        self._errno = multiprocessing.Value("i", 0)  # 0: none yet
+        self._filename = multiprocessing.Array("c", 4096)
+
+    def record(self, err: BaseException) -> None:
+        """Keep ``err``'s errno and file name, unless a sibling's came first."""
+        with self._errno.get_lock():
+            if not self._errno.value:
+                self._errno.value = getattr(err, "errno", None) or errno.ENOSPC  # sqlite's has none
+                self._filename.value = os.fsencode(getattr(err, "filename", None) or "")[:4095]
+
+    def error(self) -> OSError | None:
+        """Return the error for the runner to stop with (its file names the full disk), or None."""
+        if not self._errno.value:
+            return None
+        where = os.fsdecode(self._filename.value) or None
+        return OSError(self._errno.value, os.strerror(self._errno.value), where)
+
+
 @contextmanager
-def workers_wait_for_siblings(idle_poll: float) -> Iterator[multiprocessing.synchronize.Event]:
+def workers_wait_for_siblings(idle_poll: float) -> Iterator[DiskFull]:
     """Make FireWorks' multi-process workers wait while a sibling is in a job.
 
     FireWorks' worker stops when it finds no ready or waiting job and sees no sibling running
@@ -114,15 +136,15 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[multiprocessing.sync
     gives ``launch_multiprocess`` ``nlaunches=-1`` (:data:`RUN_UNTIL_SIBLINGS_IDLE`): with 0, FireWorks'
     worker process would sleep 1.5 s after this loop before it sees what this loop already saw.
 
-    Yields an event that a worker sets when it stops because a save found the disk full: the
-    runner then stops too, whether or not its own next save would fit.
+    Yields a :class:`DiskFull` that a worker fills when it stops because a save found the disk
+    full: the runner then stops too, whether or not its own next save would fit.
     """
     from fireworks.features import multi_launcher
 
     from ilflows.store import disk_full
 
     rapidfire = multi_launcher.rapidfire
-    disk_filled = multiprocessing.Event()  # made before FireWorks forks the workers: shared with them
+    disk_full_seen = DiskFull()
 
     # FireWorks' sleep_time is taken and replaced by idle_poll
     def rapidfire_while_siblings_work(launchpad, fworker, *args, sleep_time, timeout, **kwargs):
@@ -137,7 +159,7 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[multiprocessing.sync
             except (OSError, sqlite3.OperationalError) as err:
                 if not disk_full(err):
                     raise
-                disk_filled.set()  # the queue or a result could not be saved
+                disk_full_seen.record(err)  # the queue, a result or a run folder could not be written
                 return
             if left <= 0 or not (siblings_busy(launchpad) or launchpad.run_exists(fworker)):
                 return
@@ -145,7 +167,7 @@ def workers_wait_for_siblings(idle_poll: float) -> Iterator[multiprocessing.sync
 
     multi_launcher.rapidfire = rapidfire_while_siblings_work
     try:
-        yield disk_filled
+        yield disk_full_seen
     finally:
         multi_launcher.rapidfire = rapidfire
 

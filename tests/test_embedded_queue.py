@@ -6,11 +6,14 @@ What a killed runner, a dying worker and a stop signal leave behind is ``test_wo
 
 from __future__ import annotations
 
+import errno
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -254,6 +257,28 @@ def test_a_deleted_or_damaged_results_store_is_refused_in_one_line(tmp_path):
     shutil.rmtree(store)
     shutil.copytree(kept, store)
     assert ilflows_read(["status"], tmp_path).returncode == 0
+
+
+def test_the_runner_stops_with_the_first_full_disk_a_worker_met(tmp_path):
+    from ilflows.settings import IlflowsSettings
+    from ilflows.store import disk_full_message
+    from ilflows.worker_processes import DiskFull
+
+    settings = IlflowsSettings(home=tmp_path)
+    seen = DiskFull()
+    assert seen.error() is None
+    quota = OSError(errno.EDQUOT, "Disk quota exceeded", "/scratch/u/ilflows-7/launcher_1")
+    worker = multiprocessing.get_context("fork").Process(target=seen.record, args=(quota,))
+    worker.start()
+    worker.join()
+    seen.record(sqlite3.OperationalError("disk I/O error"))  # a sibling's, later: the first one stays
+    err = seen.error()
+    assert (err.errno, err.filename) == (errno.EDQUOT, "/scratch/u/ilflows-7/launcher_1")
+    assert disk_full_message(err, settings).startswith("quota exceeded on the disk of /scratch/u/ilflows-7:")
+    sqlite_only = DiskFull()
+    sqlite_only.record(sqlite3.OperationalError("database or disk is full"))  # names no file
+    message = disk_full_message(sqlite_only.error(), settings)
+    assert message.startswith(f"no space left on the disk of {tmp_path}:")
 
 
 @pytest.fixture

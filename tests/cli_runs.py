@@ -8,6 +8,8 @@ import io
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +66,22 @@ def ilflows(args: list[str], home: Path, timeout: int = 900, **extra: str) -> su
     )
 
 
+@contextlib.contextmanager
+def registries_kept() -> Iterator[None]:
+    """Put the engine registries back as they were when the block ends (a test registered some)."""
+    from ilflows.dft import ENGINES
+    from ilflows.explore import EXPLORERS
+    from ilflows.train import TRAINERS
+
+    registries = (ENGINES, TRAINERS, EXPLORERS)
+    saved = [dict(registry.table) for registry in registries]
+    try:
+        yield
+    finally:
+        for registry, table in zip(registries, saved, strict=True):
+            registry.table = table
+
+
 # Commands that read the stores and print; ``export`` and ``report`` write files, not the stores.
 READERS = {"status", "query", "report", "export"}
 
@@ -76,37 +94,40 @@ def ilflows_read(args: list[str], home: Path, **extra: str) -> subprocess.Comple
     or MongoDB use :func:`ilflows`.  Engines a plugin registers are unregistered afterwards.
     """
     from ilflows.cli import main
-    from ilflows.dft import ENGINES
-    from ilflows.explore import EXPLORERS
     from ilflows.registry import load_plugins
     from ilflows.settings import get_settings
-    from ilflows.train import TRAINERS
 
     if args[0] not in READERS:
         raise ValueError(f"{args[0]} is not a reader command; run it with ilflows()")
-    registries = (ENGINES, TRAINERS, EXPLORERS)
-    tables = [dict(registry.table) for registry in registries]
     before = dict(os.environ)
     out, err = io.StringIO(), io.StringIO()
     os.environ.clear()
     os.environ.update(cli_env(home, **extra))
     get_settings.cache_clear()
     load_plugins.cache_clear()
-    if "fake_engines" in os.environ.get("ILFLOWS_PLUGINS", ""):
-        import fake_engines  # imported once per process: register again, as a fresh process does
-
-        fake_engines.register()
     try:
-        with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(args)
+        with registries_kept(), contextlib.chdir(ROOT):
+            if "fake_engines" in os.environ.get("ILFLOWS_PLUGINS", ""):
+                import fake_engines  # imported once per process: register again, as a fresh process does
+
+                fake_engines.register()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(args)
     finally:
         os.environ.clear()
         os.environ.update(before)
         get_settings.cache_clear()
         load_plugins.cache_clear()
-        for registry, table in zip(registries, tables, strict=True):
-            registry.table = table
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def left_after(entry: str, timeout: float) -> list[str]:
+    """Wait up to ``timeout`` s for the processes whose environment holds ``entry`` to leave; return
+    those still there (killed processes take a moment to leave the process table)."""
+    deadline = time.time() + timeout
+    while (left := processes_with_env(entry)) and time.time() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def processes_with_env(entry: str) -> list[str]:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import registries_kept
 from pydantic import TypeAdapter
 
-from ilflows.dft import ENGINES
-from ilflows.explore import EXPLORERS
 from ilflows.schemas.frames import Frame, FrameOrigin
 from ilflows.schemas.records import DFTLabel, ModelFile, TrainResult
 from ilflows.train import TRAINERS
@@ -40,14 +39,11 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="module")
 def fake_engines():
     """The module of the fake engines, registered in this process for the requesting module's tests."""
-    registries = (ENGINES, TRAINERS, EXPLORERS)
-    saved = [dict(registry.table) for registry in registries]
-    import fake_engines
+    with registries_kept():
+        import fake_engines
 
-    fake_engines.register()
-    yield fake_engines
-    for registry, table in zip(registries, saved, strict=True):
-        registry.table = table
+        fake_engines.register()
+        yield fake_engines
 
 
 @pytest.fixture(scope="session")

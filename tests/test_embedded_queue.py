@@ -20,7 +20,7 @@ import time
 from collections import Counter
 
 import pytest
-from cli_runs import ROOT, cli_env, ilflows, ilflows_read, processes_with_env
+from cli_runs import ROOT, cli_env, ilflows, ilflows_read, left_after
 from toy_queue import queue, queue_and_run, queue_naps, runs_per_job, states, toy_env, toy_log
 
 
@@ -202,10 +202,7 @@ def test_an_engine_past_its_time_limit_is_killed_with_what_it_started(tmp_path):
         run_command(["env", mark, "sh", "-c", "sleep 60 & sleep 61; wait"], tmp_path, "hang.log")
     assert time.time() - start < 5
     assert "engine_guard: timed out after 1.5 s" in (tmp_path / "hang.log").read_text()
-    deadline = time.time() + 2.0  # killed processes take a moment to leave the process table
-    while (left := processes_with_env(mark)) and time.time() < deadline:
-        time.sleep(0.05)
-    assert left == []  # the wrapper's children went with it
+    assert left_after(mark, 2.0) == []  # the wrapper's children went with it
     with time_limit(30):
         assert run_command(["sh", "-c", "exit 0"], tmp_path, "quick.log") < 5
 

@@ -17,7 +17,7 @@ from cli_runs import (
     fake_engines_env,
     ilflows,
     ilflows_read,
-    processes_with_env,
+    left_after,
 )
 
 pytest_plugins = ["slurm_cluster"]
@@ -102,10 +102,8 @@ def test_a_worker_whose_walltime_runs_out_puts_its_job_back(slurm_cluster, tmp_p
     assert "stopped by SIGTERM: 1 interrupted jobs are back in the queue, ready (nap)" in said, said[-2000:]
     report = json.loads(ilflows_read(["status", "--json"], tmp_path).stdout)["chain"]
     assert report["jobs"] == {"completed": 1, "fizzled": 0, "total": 2, "blocked": 0}
-    deadline = time.time() + 10  # the worker exits a moment after its last line; the nap had 100 s left
-    while (left := processes_with_env(f"TOY_LOG={toys['TOY_LOG']}")) and time.time() < deadline:
-        time.sleep(0.1)
-    assert left == []  # the nap's engine went with its worker
+    # the worker exits a moment after its last line; the nap it stopped had 100 s left
+    assert left_after(f"TOY_LOG={toys['TOY_LOG']}", 10.0) == []  # the nap's engine went with its worker
     proc = ilflows(["worker"], tmp_path, timeout=300, **toys)  # the next worker finishes the campaign
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = (tmp_path / "log").read_text().split()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cli_runs import ROOT, cli_env, ilflows, ilflows_read
-from toy_queue import engines_of, queue, runs_per_job, states, toy_env
+from toy_queue import engines_left, engines_of, queue, runs_per_job, states, toy_env
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +64,7 @@ def test_killed_runner_takes_its_workers_along_and_loses_nothing(six_naps, tmp_p
         runner.send_signal(signal.SIGKILL)
     finally:
         runner.wait()
-    deadline = time.time() + 1.0
-    while engines_of(tmp_path) and time.time() < deadline:
-        time.sleep(0.05)
+    engines_left(tmp_path, 1.0)
     # its workers (they carry its TOY_LOG too) and their `sleep`s died with it, before the sleeps
     # could end: no orphans on the node, no worker finishes a job later, and the queue is free
     assert engines_of(tmp_path) == []
@@ -128,9 +126,7 @@ def test_a_stop_signal_puts_running_jobs_back_and_frees_the_queue_last(six_naps,
     assert "Traceback" not in err
     name = signal.Signals(signum).name
     assert f"stopped by {name}: 2 interrupted jobs are back in the queue, ready (nap, nap)" in out
-    deadline = time.time() + 1.0  # killed processes take a moment to leave the process table
-    while engines_of(tmp_path) and time.time() < deadline:
-        time.sleep(0.05)
+    engines_left(tmp_path, 1.0)
     assert engines_of(tmp_path) == []  # the workers' engines went with them
     assert states(tmp_path) == Counter({"COMPLETED": 2, "READY": 4})  # none fizzled, none lost
     status = ilflows_read(["status"], tmp_path)
@@ -155,9 +151,7 @@ def test_status_counts_the_jobs_that_wait_on_a_lost_one(tmp_path):
         runner.send_signal(signal.SIGKILL)  # the first nap is lost; the second waits on it
     finally:
         runner.wait()
-    deadline = time.time() + 5  # its worker, which held the queue with it, dies a moment later
-    while engines_of(tmp_path) and time.time() < deadline:
-        time.sleep(0.05)
+    engines_left(tmp_path, 5.0)  # its worker, which held the queue with it, dies a moment later
     status = ilflows_read(["status"], tmp_path).stdout
     assert "  lost     nap: its worker stopped" in status
     assert "1 jobs wait on them; `ilflows rerun chain` puts them back in the queue" in status

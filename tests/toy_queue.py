@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cli_runs import ROOT, cli_env, processes_with_env
+from cli_runs import ROOT, cli_env, left_after, processes_with_env
 
 TESTS = str(ROOT / "tests")
 
@@ -51,3 +51,8 @@ def engines_of(home: Path) -> list[str]:
 def states(home: Path) -> Counter:
     saved = json.loads((home / "launchpad.json").read_text())  # plain JSON: readable at any time
     return Counter(fw["state"] for _, fw in saved["ilflows"]["fireworks"]["documents"])  # (_id, doc)
+
+
+def engines_left(home: Path, timeout: float) -> list[str]:
+    """:func:`engines_of` once they have left, or after ``timeout`` s: what is still there."""
+    return left_after(f"TOY_LOG={home / 'log'}", timeout)

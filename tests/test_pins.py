@@ -46,6 +46,8 @@ def test_fireworks_launchpad_methods_ilflows_overrides():
     assert _parameters(LaunchPad.checkout_fw)[:4] == ["self", "fworker", "launch_dir", "fw_id"]
     assert _parameters(LaunchPad.complete_launch) == ["self", "launch_id", "action", "state"]
     assert {"expiration_secs", "query"} <= set(_parameters(LaunchPad.detect_lostruns))
+    # checkout_fw files the job's copy for restore_backup_data where that method looks for it
+    assert "self.backup_fw_data[fw_id]" in inspect.getsource(LaunchPad.restore_backup_data)
 
 
 def test_mongomock_persistence_store_the_embedded_queue_saves():

@@ -365,3 +365,38 @@ def test_a_job_a_full_disk_fizzled_is_put_back_and_a_failed_one_is_not(tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     back, states = json.loads(proc.stdout.splitlines()[-1])
     assert back == ["step", "step"] and states == ["FIZZLED", "READY", "READY"]
+
+
+RESTORE = """
+import json
+from ilflows.store import initialize_queue
+from fireworks import FWAction, FWorker
+from jobflow import Flow, job
+from jobflow.managers.fireworks import flow_to_workflow
+from ilflows.store import open_queue
+
+@job
+def step(x):
+    return x
+
+with open_queue() as lp:
+    initialize_queue(lp)
+    lp.add_wf(flow_to_workflow(Flow([step(1)]), store=None))
+    fw, launch_id = lp.checkout_fw(FWorker(), "")  # any ready job: no fw id asked for
+    # a worker's completion that reached memory but not the disk, and FireWorks' restore after it
+    lp.complete_launch(launch_id, FWAction(), state="FIZZLED")
+    lp.restore_backup_data(launch_id, fw.fw_id)
+    restored = [lp.fireworks.find_one()["state"], lp.launches.find_one()["state"]]
+with open_queue() as lp:  # the next run
+    back = lp.recover_lost_runs()
+    states = [lp.fireworks.find_one()["state"], len(lp.fireworks.find_one()["launches"])]
+print(json.dumps([restored, back, states]))
+"""
+
+
+def test_a_completion_that_failed_leaves_its_job_running_and_the_next_run_puts_it_back(tmp_path):
+    proc = _python(RESTORE, {"ILFLOWS_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    restored, back, states = json.loads(proc.stdout.splitlines()[-1])
+    assert restored == ["RUNNING", "RUNNING"]  # not a FIZZLED job beside a RUNNING launch
+    assert back == ["step"] and states == ["READY", 0]

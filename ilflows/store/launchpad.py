@@ -69,10 +69,19 @@ class IlflowsLaunchPad(LaunchPad):
         return cls(d["host"], **{key: d[key] for key in keys if key in d})
 
     def checkout_fw(self, *args, **kwargs):
-        """Check out a ready job; it is in flight until :meth:`complete_launch` has queued its additions."""
+        """Check out a ready job; it is in flight until :meth:`complete_launch` has queued its additions.
+
+        FireWorks keeps the job's state at checkout for ``restore_backup_data`` (what a worker
+        calls when a completion fails, e.g. on a full disk) under the fw id it was *asked* for,
+        None for "any ready job": the restore then put back the launch but left the job as the
+        failed completion had set it, FIZZLED beside a RUNNING launch, which no later run
+        recovers.  The copy is kept under the job's own id.
+        """
         fw, launch_id = super().checkout_fw(*args, **kwargs)
         if launch_id is not None:
             self._in_flight[launch_id] = time.monotonic()
+            self.backup_fw_data.pop(None, None)
+            self.backup_fw_data[fw.fw_id] = fw.to_db_dict()
         return fw, launch_id
 
     def complete_launch(self, launch_id, action=None, state="COMPLETED"):

@@ -66,18 +66,26 @@ class EngineKilledError(RuntimeError):
 
 def engine_env() -> dict[str, str]:
     """Environment for engine runs: thread counts pinned, TensorFlow quiet."""
-    threads = str(get_settings().threads)
     env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS=threads,
-        DP_INTRA_OP_PARALLELISM_THREADS=threads,
-        DP_INTER_OP_PARALLELISM_THREADS="1",
-        TF_INTRA_OP_PARALLELISM_THREADS=threads,
-        TF_INTER_OP_PARALLELISM_THREADS="1",
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    env.update(device_env())
+    env.update(OMP_NUM_THREADS=str(get_settings().threads), **tensorflow_env())
     return env
+
+
+def tensorflow_env() -> dict[str, str]:
+    """Environment that TensorFlow (dp, lmp, in-process DeePMD) reads when it first loads.
+
+    Its thread pools on the ``threads`` setting (unset, each takes every core of the node, beside
+    the other workers' engines), its per-op log quiet, and the ``device`` setting's GPUs.
+    """
+    threads = str(get_settings().threads)
+    return {
+        "DP_INTRA_OP_PARALLELISM_THREADS": threads,
+        "DP_INTER_OP_PARALLELISM_THREADS": "1",
+        "TF_INTRA_OP_PARALLELISM_THREADS": threads,
+        "TF_INTER_OP_PARALLELISM_THREADS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **device_env(),
+    }
 
 
 def device_env() -> dict[str, str]:

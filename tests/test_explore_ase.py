@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import ase
 import numpy as np
 import pytest
@@ -97,6 +101,28 @@ def test_mixed_committee_deviation_spans_both_families(model_paths, tiny_models,
         np.testing.assert_allclose(calc.results["forces_comm"][3], deepmd_forces[1][i], rtol=0, atol=1e-10)
     # the families disagree far more than the members of one family: the mixed deviation is larger
     assert (expected > max_force_deviation(mace_forces)).all()
+
+
+@pytest.mark.slow  # a fresh process: TensorFlow reads its thread settings once, when it loads
+def test_deepmd_members_keep_to_the_threads_setting(tiny_models, peer_labels, tmp_path):
+    """Left alone, TensorFlow's pools take every core of the node, beside the other workers' engines."""
+    paths = [str(m.write(tmp_path / f"dp{i}.pb")) for i, m in enumerate(tiny_models)]
+    (tmp_path / "frame.json").write_text(peer_labels[0].frame.model_dump_json())
+    code = f"""
+from ilflows.explore.committee import CommitteeCalculator
+from ilflows.schemas import Frame
+calc = CommitteeCalculator({paths})
+atoms = Frame.model_validate_json(open({str(tmp_path / "frame.json")!r}).read()).to_ase()
+calc.calculate(atoms, ["forces_comm"])
+from deepmd.tf.env import default_tf_session_config as config
+print(config.intra_op_parallelism_threads, config.inter_op_parallelism_threads)
+"""
+    env = {**os.environ, "ILFLOWS_THREADS": "2"}
+    for name in ("DP_INTRA_OP_PARALLELISM_THREADS", "TF_INTRA_OP_PARALLELISM_THREADS"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2", "1"]  # the setting, not TensorFlow's 0 (every core)
 
 
 def test_committee_rejects_foreign_elements_and_bad_drive(model_paths, peer_labels):

@@ -29,7 +29,7 @@ from ase.atoms import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ilflows.execute import device_env, torch_device
+from ilflows.execute import tensorflow_env, torch_device
 from ilflows.select import max_force_deviation
 from ilflows.train import model_reader
 
@@ -243,8 +243,7 @@ class _DeepmdMember:
     """A frozen DeePMD model (``DeepPot``) as a committee member."""
 
     def __init__(self, path: str | Path):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no warning per graph op
-        os.environ.update(device_env())  # read when TensorFlow first loads, as for dp and lmp
+        os.environ.update(tensorflow_env())  # read when TensorFlow first loads, as dp and lmp read it
         from deepmd.infer import DeepPot  # TensorFlow loads only for DeePMD members
 
         self.model = DeepPot(str(path))

@@ -130,6 +130,12 @@ CASES = [
         "validation.holdout_fraction: Input should be less than 0.5",
     ),
     (
+        "every initial label held out",  # its one box's id, bad/initial/0, hashes to 0.26
+        _set("validation.holdout_fraction", 0.3),
+        "validation.holdout_fraction: all 1 initial labels fall in the held-out 0.3 (chosen by frame id), "
+        "so the first committee would have none to train on; lower validation.holdout_fraction or add",
+    ),
+    (
         "window upside down",
         _set("select", {"trust_lo": 2.0, "trust_hi": 1.5}),
         "select: trust_lo (2.0) must be",

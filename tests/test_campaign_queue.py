@@ -266,17 +266,25 @@ def test_the_report_says_when_trust_lo_is_below_what_the_committee_resolves(tiny
 
 
 def test_a_member_with_no_label_to_train_on_says_why(tmp_path):
+    spec = tmp_path / "nolabel.yaml"
+    spec.write_text(yaml.safe_dump({**FAKE_ONE_ITERATION, "name": "nolabel"}))
+    _ilflows(["run", str(spec), "--quiet"], tmp_path, **fake_engines_env(fail="dft"))  # no SCF converges
+    status = ilflows_read(["status", "nolabel"], tmp_path, **FAKES).stdout
+    assert (
+        "fizzled  train it0 m0 pair-fit: ValueError: no label to train on: of 2 labels 0 converged, "
+        "0 held out (validation.holdout_fraction 0.1), 0 outliers; label more initial frames or lower "
+        "validation.holdout_fraction"
+    ) in status, status
+
+
+def test_a_spec_whose_initial_labels_would_all_be_held_out_is_refused(tmp_path):
     from ilflows.select.labels import is_held_out
 
     spec = tmp_path / "fk.yaml"
     spec.write_text(yaml.safe_dump({**FAKE_ONE_ITERATION, "name": "fk"}))
-    assert all(
-        is_held_out(f"fk/initial/{i}", 0.1) for i in range(2)
-    )  # its 2 labels fall in the held-out tenth
-    _ilflows(["run", str(spec), "--quiet"], tmp_path, **FAKES)
-    status = ilflows_read(["status", "fk"], tmp_path, **FAKES).stdout
-    assert (
-        "fizzled  train it0 m0 pair-fit: ValueError: no label to train on: of 2 labels 2 converged, "
-        "2 held out (validation.holdout_fraction 0.1), 0 outliers; label more initial frames or lower "
-        "validation.holdout_fraction"
-    ) in status, status
+    assert all(is_held_out(f"fk/initial/{i}", 0.1) for i in range(2))  # both fall in the held-out tenth
+    proc = _ilflows(["run", str(spec)], tmp_path, **FAKES)
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "ilflows: error: validation.holdout_fraction: all 2 initial labels fall in the held-out 0.1"
+    ), proc.stderr
+    assert not (tmp_path / "launchpad.json").exists()  # nothing queued

@@ -42,11 +42,10 @@ def preflight(spec: CampaignSpec) -> list[str]:
     for command, setting in needs:
         require_executable(command, setting)
     notes, elements = [], set(type_map_of(spec))
-    packed = (
-        FrameOrigin(campaign=spec.name, stage="initial", method="packmol", index=i)
+    trainable = [  # iteration 0's labels, held-out split aside
+        FrameOrigin(campaign=spec.name, stage="initial", method="packmol", index=i).frame_id
         for i in range(n_initial_frames(spec))
-    )
-    trainable = [origin.frame_id for origin in packed]  # iteration 0's labels, held-out split aside
+    ]
     for k, entry in enumerate(spec.initial.imports):
         field = f"initial.imports.{k}"
         try:

@@ -290,19 +290,24 @@ def test_without_ilflows_settings_the_store_files_are_where_fireworks_and_jobflo
     assert settings().launchpad_file == Path("mine.yaml")
 
 
-FIRST = """
+# A script's start: a one-step jobflow job and what queues it on the embedded queue
+STEP_JOB = """
 import json
-from ilflows.store import initialize_queue
-from ilflows.loop.jobs import place
-from fireworks import FWorker
+from ilflows.store import WORKER_NAME, initialize_queue, open_queue  # first: it sets up FireWorks
+from fireworks import FWAction, FWorker
 from jobflow import Flow, job
 from jobflow.managers.fireworks import flow_to_workflow
-from ilflows.schemas.campaign import CampaignSpec
-from ilflows.store import WORKER_NAME, open_queue
 
 @job
 def step(x):
     return x
+"""
+
+FIRST = (
+    STEP_JOB
+    + """
+from ilflows.loop.jobs import place
+from ilflows.schemas.campaign import CampaignSpec
 
 spec = CampaignSpec(name="order", system={"ions": {"PYR14": 1, "BF4": 1}, "density": 0.22})
 # the queue takes the newest of equals first: the validation, listed first, would run last
@@ -320,6 +325,7 @@ with open_queue() as lp:
         order.append(fw.name)
 print(json.dumps(order))
 """
+)
 
 
 def test_campaign_jobs_go_to_ilflows_workers_only_and_the_first_placed_first(tmp_path):
@@ -330,18 +336,9 @@ def test_campaign_jobs_go_to_ilflows_workers_only_and_the_first_placed_first(tmp
     assert order[0] == "validate" and sorted(order[1:]) == ["walker 0", "walker 1", "walker 2"]
 
 
-DISK = """
-import json
-from ilflows.store import initialize_queue
-from fireworks import FWAction, FWorker
-from jobflow import Flow, job
-from jobflow.managers.fireworks import flow_to_workflow
-from ilflows.store import open_queue
-
-@job
-def step(x):
-    return x
-
+DISK = (
+    STEP_JOB
+    + """
 errors = {
     "full": "OSError: [Errno 28] No space left on device",
     "sqlite": "sqlite3.OperationalError: disk I/O error",  # sqlite's journal on a full disk
@@ -358,6 +355,7 @@ with open_queue() as lp:
     states = sorted(fw["state"] for fw in lp.fireworks.find({}, {"state": 1}))
 print(json.dumps([back, states]))
 """
+)
 
 
 def test_a_job_a_full_disk_fizzled_is_put_back_and_a_failed_one_is_not(tmp_path):
@@ -367,18 +365,9 @@ def test_a_job_a_full_disk_fizzled_is_put_back_and_a_failed_one_is_not(tmp_path)
     assert back == ["step", "step"] and states == ["FIZZLED", "READY", "READY"]
 
 
-RESTORE = """
-import json
-from ilflows.store import initialize_queue
-from fireworks import FWAction, FWorker
-from jobflow import Flow, job
-from jobflow.managers.fireworks import flow_to_workflow
-from ilflows.store import open_queue
-
-@job
-def step(x):
-    return x
-
+RESTORE = (
+    STEP_JOB
+    + """
 with open_queue() as lp:
     initialize_queue(lp)
     lp.add_wf(flow_to_workflow(Flow([step(1)]), store=None))
@@ -392,6 +381,7 @@ with open_queue() as lp:  # the next run
     states = [lp.fireworks.find_one()["state"], len(lp.fireworks.find_one()["launches"])]
 print(json.dumps([restored, back, states]))
 """
+)
 
 
 def test_a_completion_that_failed_leaves_its_job_running_and_the_next_run_puts_it_back(tmp_path):
